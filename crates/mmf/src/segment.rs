@@ -1,0 +1,711 @@
+//! The public segment type, its builder and its lock guards.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{fence, AtomicU32};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::header::{Header, HEADER_LEN};
+use crate::lock::{RawRwLock, SharedRwLock, Waiter};
+use crate::name;
+use crate::sys::{self, Access, Namespace, OsOptions, OsSegment, OsWaiter};
+
+/// Default time [`MmfOptions::open`] waits for a creator to finish initialising.
+pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A named shared-memory segment with a reader/writer lock inside it.
+///
+/// The segment is a header (which holds the lock) followed by the data region of
+/// [`len`](Self::len) bytes. Every process that maps the same name sees the same bytes and
+/// the same lock. Access the data through the lock, either by copying
+/// ([`read_at`](Self::read_at), [`write_at`](Self::write_at),
+/// [`read_to_vec`](Self::read_to_vec)) or in place through guards ([`read`](Self::read),
+/// [`write`](Self::write) and their `try_`/`_timeout` forms).
+///
+/// ```no_run
+/// use mmf::Mmf;
+///
+/// # fn main() -> mmf::Result<()> {
+/// let writer = Mmf::create("camera-0", 1 << 20)?; // 1 MiB, removed when `writer` drops
+/// writer.write_at(0, b"hello")?;
+///
+/// let reader = Mmf::open("camera-0")?; // typically in another process
+/// assert_eq!(reader.read_to_vec(0, 5)?, b"hello");
+/// {
+///     let mut frame = writer.write()?; // exclusive, zero-copy
+///     frame[..5].copy_from_slice(b"HELLO");
+/// }
+/// assert_eq!(&reader.read()?[..5], b"HELLO");
+/// # Ok(()) }
+/// ```
+///
+/// # Names
+///
+/// One rule on every platform: 1 to 200 characters from `A-Z a-z 0-9 . _ -`, not starting
+/// with `.`. Anything else is [`Error::InvalidName`]. On Linux the object is `/dev/shm/<name>`;
+/// on Windows it is `Local\<name>` (or `Global\<name>`).
+///
+/// # Lifetime
+///
+/// | event                              | Linux (POSIX shm)                                   | Windows (pagefile section)                 |
+/// |------------------------------------|-----------------------------------------------------|--------------------------------------------|
+/// | creator's handle dropped           | name removed (unless [`MmfOptions::persist`]); open handles keep working | name lives while any handle is open |
+/// | every handle dropped               | data stays under the name only with `persist(true)` | section and name are gone                  |
+/// | [`Mmf::remove`]                    | name removed now; open handles keep working          | no effect; `NotFound` if no such section   |
+/// | process crashes                    | like a drop, except the name is never removed       | handles are closed by the OS: like a drop  |
+///
+/// # Shared-memory contract
+///
+/// Other processes can change the data region at any moment unless they respect the lock;
+/// `mmf` guarantees exclusion between all handles that use it. A process that writes the
+/// region without the lock (or a foreign program mapping the same name) can make a reader
+/// see changing bytes, so treat data read from a segment as untrusted input.
+/// Everything `mmf` itself reads from the header is validated and bounds-checked.
+///
+/// # Threads
+///
+/// `Mmf` is `Send` and `Sync`: the mapping belongs to the process, not to a thread, and all
+/// shared state is reached through atomics or under the in-region lock, which excludes
+/// threads of one process exactly as it excludes processes. Guards are `Send` too: the
+/// default lock does not record which thread holds it.
+pub struct Mmf<L: RawRwLock = SharedRwLock> {
+    segment: sys::Segment,
+    waiter: sys::Waiter,
+    name: String,
+    namespace: Namespace,
+    data_len: usize,
+    access: Access,
+    remove_on_drop: bool,
+    lock_timeout: Option<Duration>,
+    _lock: PhantomData<fn() -> L>,
+}
+
+/// Builder for creating or opening a segment with non-default options.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use mmf::MmfOptions;
+///
+/// # fn main() -> mmf::Result<()> {
+/// let frames = MmfOptions::new("frames")
+///     .mode(0o640)              // owner read-write, group read
+///     .prefault(true)           // fault pages in now, not on the first frame
+///     .persist(true)            // keep the name after this handle drops
+///     .open_timeout(Duration::from_millis(200))
+///     .create(8 << 20)?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct MmfOptions<L: RawRwLock = SharedRwLock> {
+    name: String,
+    os: OsOptions,
+    persist: bool,
+    open_timeout: Duration,
+    lock_timeout: Option<Duration>,
+    _lock: PhantomData<fn() -> L>,
+}
+
+impl MmfOptions {
+    /// Options for segment `name` with the defaults: mode 0600, no prefault, removed when
+    /// the creator drops it, 1 s open timeout, blocking copies, local namespace, default lock.
+    pub fn new(name: impl Into<String>) -> Self {
+        MmfOptions {
+            name: name.into(),
+            os: OsOptions {
+                mode: 0o600,
+                prefault: false,
+                namespace: Namespace::Local,
+                large_pages: false,
+            },
+            persist: false,
+            open_timeout: DEFAULT_OPEN_TIMEOUT,
+            lock_timeout: None,
+            _lock: PhantomData,
+        }
+    }
+}
+
+impl<L: RawRwLock> fmt::Debug for MmfOptions<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MmfOptions")
+            .field("name", &self.name)
+            .field("os", &self.os)
+            .field("persist", &self.persist)
+            .field("open_timeout", &self.open_timeout)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("lock_kind", &L::KIND)
+            .finish()
+    }
+}
+
+impl<L: RawRwLock> MmfOptions<L> {
+    /// Unix permission bits for a new segment (default `0o600`, owner only). Applied exactly,
+    /// regardless of the umask. Ignored on Windows, where the default security descriptor
+    /// (creator, SYSTEM, administrators) applies.
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.os.mode = mode & 0o777;
+        self
+    }
+
+    /// Fault every page in when mapping (Linux: `MAP_POPULATE`). The first touch of a fresh
+    /// shared page costs about ten times a warm copy; prefaulting moves that cost to
+    /// creation/opening.
+    pub fn prefault(mut self, prefault: bool) -> Self {
+        self.os.prefault = prefault;
+        self
+    }
+
+    /// Keep the name after the creator drops its handle (Linux; on Windows a section always
+    /// lives exactly as long as its handles). Default `false`. Use [`Mmf::remove`] later.
+    pub fn persist(mut self, persist: bool) -> Self {
+        self.persist = persist;
+        self
+    }
+
+    /// How long `open` waits for a creator that is still initialising (default 1 s) before
+    /// failing with [`Error::NotReady`].
+    pub fn open_timeout(mut self, timeout: Duration) -> Self {
+        self.open_timeout = timeout;
+        self
+    }
+
+    /// How long the copy methods ([`Mmf::read_at`], [`Mmf::write_at`]) and the plain
+    /// [`Mmf::read`]/[`Mmf::write`] wait for the lock; `None` (the default) waits forever.
+    pub fn lock_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// Kernel namespace of the name (Windows `Local\` or `Global\`; no effect on Unix).
+    pub fn namespace(mut self, namespace: Namespace) -> Self {
+        self.os.namespace = namespace;
+        self
+    }
+
+    /// Back the segment with large pages: Windows `SEC_LARGE_PAGES` (needs
+    /// `SeLockMemoryPrivilege`), Linux transparent huge pages for shmem (needs
+    /// `shmem_enabled` set to `advise`, `within_size` or `always`). If unavailable, creation
+    /// fails with a typed error rather than silently using small pages.
+    pub fn large_pages(mut self, large_pages: bool) -> Self {
+        self.os.large_pages = large_pages;
+        self
+    }
+
+    /// Use lock type `L2` instead of the default [`SharedRwLock`]. Every process must open
+    /// the segment with the same lock type ([`Error::LockMismatch`] otherwise).
+    pub fn lock<L2: RawRwLock>(self) -> MmfOptions<L2> {
+        MmfOptions {
+            name: self.name,
+            os: self.os,
+            persist: self.persist,
+            open_timeout: self.open_timeout,
+            lock_timeout: self.lock_timeout,
+            _lock: PhantomData,
+        }
+    }
+
+    /// Creates the segment with a data region of `size` bytes, zero-filled.
+    ///
+    /// Fails with [`Error::AlreadyExists`] if the name is taken; the existing segment is left
+    /// untouched.
+    pub fn create(&self, size: usize) -> Result<Mmf<L>> {
+        name::validate(&self.name)?;
+        let total = total_len(size)?;
+        let segment = sys::Segment::create(&self.name, total, &self.os).map_err(|e| match e {
+            // The OS layer speaks of the whole object; the caller asked for `size`.
+            Error::InvalidSize { reason, .. } => Error::InvalidSize {
+                size: size as u64,
+                reason,
+            },
+            other => other,
+        })?;
+        // Built before the header is published, so that a failure here leaves nothing behind
+        // (the Mmf's drop removes the name).
+        let waiter = sys::Waiter::new(&self.name, self.os.namespace, true);
+        let mmf = Mmf {
+            segment,
+            waiter: match waiter {
+                Ok(w) => w,
+                Err(e) => {
+                    let _ = sys::Segment::remove(&self.name, self.os.namespace);
+                    return Err(e);
+                }
+            },
+            name: self.name.clone(),
+            namespace: self.os.namespace,
+            data_len: size,
+            access: Access::ReadWrite,
+            remove_on_drop: !self.persist,
+            lock_timeout: self.lock_timeout,
+            _lock: PhantomData,
+        };
+        mmf.header().initialise(size as u64, L::KIND, L::init);
+        Ok(mmf)
+    }
+
+    /// Opens an existing segment read-write; its size comes from its header.
+    pub fn open(&self) -> Result<Mmf<L>> {
+        self.open_with(Access::ReadWrite)
+    }
+
+    /// Opens an existing segment read-only: the pages are mapped without write permission,
+    /// so a stray write cannot corrupt the segment. Works with read permission alone.
+    ///
+    /// A read-only handle cannot take the lock (the lock word lives in memory it may not
+    /// write): [`Mmf::read_at`] and [`Mmf::read_to_vec`] still return consistent snapshots by
+    /// retrying until no writer was active during the copy; the guard methods return
+    /// [`Error::ReadOnly`].
+    pub fn open_read_only(&self) -> Result<Mmf<L>> {
+        self.open_with(Access::ReadOnly)
+    }
+
+    /// Opens the segment if it exists, or creates it with `size` data bytes.
+    ///
+    /// An existing segment of another size is [`Error::SizeMismatch`].
+    pub fn open_or_create(&self, size: usize) -> Result<Mmf<L>> {
+        name::validate(&self.name)?;
+        total_len(size)?;
+        // Bounded: each round loses a race against another process creating or removing
+        // the same name, which cannot go on forever in a healthy system.
+        let mut last = None;
+        for _ in 0..8 {
+            match self.create(size) {
+                Err(Error::AlreadyExists { .. }) => {}
+                other => return other,
+            }
+            match self.open() {
+                Ok(mmf) if mmf.len() == size => return Ok(mmf),
+                Ok(mmf) => {
+                    return Err(Error::SizeMismatch {
+                        name: self.name.clone(),
+                        expected: size as u64,
+                        found: mmf.len() as u64,
+                    })
+                }
+                Err(e @ Error::NotFound { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::NotFound {
+            name: self.name.clone(),
+        }))
+    }
+
+    fn open_with(&self, access: Access) -> Result<Mmf<L>> {
+        name::validate(&self.name)?;
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(50);
+        let mut mapped: Option<sys::Segment> = None;
+        loop {
+            if mapped.is_none() {
+                mapped = sys::Segment::open(&self.name, access, &self.os)?;
+            }
+            if let Some(segment) = &mapped {
+                if segment.len() < HEADER_LEN {
+                    return Err(Error::NotMmf {
+                        name: self.name.clone(),
+                    });
+                }
+                // SAFETY: the mapping is page aligned and at least HEADER_LEN bytes long
+                // (checked above); the reference does not outlive this iteration.
+                let header = unsafe { Header::from_ptr(segment.as_ptr()) };
+                if let Some(layout) = header.validate(segment.len(), &self.name)? {
+                    if layout.lock_kind != L::KIND {
+                        return Err(Error::LockMismatch {
+                            expected: L::KIND,
+                            found: layout.lock_kind,
+                        });
+                    }
+                    let segment = mapped.take().expect("checked Some above");
+                    return Ok(Mmf {
+                        segment,
+                        waiter: sys::Waiter::new(&self.name, self.os.namespace, false)?,
+                        name: self.name.clone(),
+                        namespace: self.os.namespace,
+                        data_len: layout.data_len,
+                        access,
+                        remove_on_drop: false,
+                        lock_timeout: self.lock_timeout,
+                        _lock: PhantomData,
+                    });
+                }
+            }
+            let waited = start.elapsed();
+            if waited >= self.open_timeout {
+                return Err(Error::NotReady {
+                    name: self.name.clone(),
+                    waited,
+                });
+            }
+            std::thread::sleep(pause.min(self.open_timeout - waited));
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Total object length for a data region of `size` bytes, or a typed error.
+fn total_len(size: usize) -> Result<usize> {
+    if size == 0 {
+        return Err(Error::InvalidSize {
+            size: 0,
+            reason: "a segment needs at least one data byte",
+        });
+    }
+    size.checked_add(HEADER_LEN)
+        .filter(|&total| total <= isize::MAX as usize)
+        .ok_or(Error::InvalidSize {
+            size: size as u64,
+            reason: "it is larger than this platform can map",
+        })
+}
+
+impl Mmf {
+    /// Creates segment `name` with `size` data bytes and default options
+    /// (see [`MmfOptions::create`]).
+    pub fn create(name: &str, size: usize) -> Result<Self> {
+        MmfOptions::new(name).create(size)
+    }
+
+    /// Opens existing segment `name` read-write (see [`MmfOptions::open`]).
+    pub fn open(name: &str) -> Result<Self> {
+        MmfOptions::new(name).open()
+    }
+
+    /// Opens existing segment `name` read-only (see [`MmfOptions::open_read_only`]).
+    pub fn open_read_only(name: &str) -> Result<Self> {
+        MmfOptions::new(name).open_read_only()
+    }
+
+    /// Opens `name`, or creates it with `size` data bytes (see [`MmfOptions::open_or_create`]).
+    pub fn open_or_create(name: &str, size: usize) -> Result<Self> {
+        MmfOptions::new(name).open_or_create(size)
+    }
+
+    /// Removes the name `name` (see the lifetime table above): later opens fail with
+    /// [`Error::NotFound`] and a later create starts with fresh memory; open handles keep
+    /// working.
+    pub fn remove(name: &str) -> Result<()> {
+        crate::name::validate(name)?;
+        sys::Segment::remove(name, Namespace::Local)
+    }
+}
+
+impl<L: RawRwLock> Mmf<L> {
+    /// Length of the data region in bytes.
+    pub fn len(&self) -> usize {
+        self.data_len
+    }
+
+    /// Always `false`: a segment has at least one data byte.
+    pub fn is_empty(&self) -> bool {
+        self.data_len == 0
+    }
+
+    /// The segment's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether this handle was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.access == Access::ReadOnly
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: every Mmf maps at least HEADER_LEN bytes (checked at create/open), page
+        // aligned, alive as long as `self`.
+        unsafe { Header::from_ptr(self.segment.as_ptr()) }
+    }
+
+    fn data_ptr(&self) -> *mut u8 {
+        // SAFETY: HEADER_LEN + data_len <= mapping length (validated), so this stays inside
+        // the mapping.
+        unsafe { self.segment.as_ptr().add(HEADER_LEN) }
+    }
+
+    fn waiter(&self) -> Waiter<'_> {
+        Waiter::new(&self.waiter, &self.header().os_waiters)
+    }
+
+    fn require_writable(&self, op: &'static str) -> Result<()> {
+        match self.access {
+            Access::ReadWrite => Ok(()),
+            Access::ReadOnly => Err(Error::ReadOnly { op }),
+        }
+    }
+
+    fn check_range(&self, offset: usize, len: usize) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.data_len => Ok(()),
+            _ => Err(Error::OutOfBounds {
+                offset: offset as u64,
+                len: len as u64,
+                data_len: self.data_len as u64,
+            }),
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.lock_timeout.map(|t| Instant::now() + t)
+    }
+
+    /// Takes a shared lock, waiting up to the handle's lock timeout (forever by default).
+    pub fn read(&self) -> Result<ReadGuard<'_, L>> {
+        self.lock_shared(self.deadline())
+    }
+
+    /// Takes a shared lock if that is possible now, or [`Error::WouldBlock`].
+    pub fn try_read(&self) -> Result<ReadGuard<'_, L>> {
+        self.require_writable("read lock")?;
+        if L::try_lock_shared(&self.header().lock) {
+            Ok(ReadGuard { mmf: self })
+        } else {
+            Err(Error::WouldBlock)
+        }
+    }
+
+    /// Takes a shared lock, waiting at most `timeout` ([`Error::Timeout`] after that).
+    pub fn read_timeout(&self, timeout: Duration) -> Result<ReadGuard<'_, L>> {
+        self.lock_shared(Some(Instant::now() + timeout))
+    }
+
+    /// Takes the exclusive lock, waiting up to the handle's lock timeout (forever by default).
+    pub fn write(&self) -> Result<WriteGuard<'_, L>> {
+        self.lock_exclusive(self.deadline())
+    }
+
+    /// Takes the exclusive lock if that is possible now, or [`Error::WouldBlock`].
+    pub fn try_write(&self) -> Result<WriteGuard<'_, L>> {
+        self.require_writable("write lock")?;
+        if L::try_lock_exclusive(&self.header().lock) {
+            Ok(WriteGuard::begin(self))
+        } else {
+            Err(Error::WouldBlock)
+        }
+    }
+
+    /// Takes the exclusive lock, waiting at most `timeout` ([`Error::Timeout`] after that).
+    pub fn write_timeout(&self, timeout: Duration) -> Result<WriteGuard<'_, L>> {
+        self.lock_exclusive(Some(Instant::now() + timeout))
+    }
+
+    fn lock_shared(&self, deadline: Option<Instant>) -> Result<ReadGuard<'_, L>> {
+        // The lock word is written even by readers, which a read-only mapping forbids.
+        self.require_writable("read lock")?;
+        let start = Instant::now();
+        if L::lock_shared(&self.header().lock, self.waiter(), deadline) {
+            Ok(ReadGuard { mmf: self })
+        } else {
+            Err(Error::Timeout {
+                waited: start.elapsed(),
+            })
+        }
+    }
+
+    fn lock_exclusive(&self, deadline: Option<Instant>) -> Result<WriteGuard<'_, L>> {
+        self.require_writable("write lock")?;
+        let start = Instant::now();
+        if L::lock_exclusive(&self.header().lock, self.waiter(), deadline) {
+            Ok(WriteGuard::begin(self))
+        } else {
+            Err(Error::Timeout {
+                waited: start.elapsed(),
+            })
+        }
+    }
+
+    /// Copies `buf.len()` bytes from the data region at `offset` into `buf`, under the lock.
+    ///
+    /// On a read-only handle the copy is retried until no write was in progress during it,
+    /// so the result is still a consistent snapshot.
+    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        self.check_range(offset, buf.len())?;
+        if self.is_read_only() {
+            return self.read_at_optimistic(offset, buf);
+        }
+        let guard = self.read()?;
+        buf.copy_from_slice(&guard[offset..offset + buf.len()]);
+        Ok(())
+    }
+
+    /// Reads `len` bytes at `offset` into a new `Vec` (see [`read_at`](Self::read_at)).
+    pub fn read_to_vec(&self, offset: usize, len: usize) -> Result<Vec<u8>> {
+        self.check_range(offset, len)?;
+        let mut buf = vec![0; len];
+        self.read_at(offset, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Copies `buf` into the data region at `offset`, under the exclusive lock.
+    pub fn write_at(&self, offset: usize, buf: &[u8]) -> Result<()> {
+        self.require_writable("write_at")?;
+        self.check_range(offset, buf.len())?;
+        let mut guard = self.write()?;
+        guard[offset..offset + buf.len()].copy_from_slice(buf);
+        Ok(())
+    }
+
+    /// Seqlock-style copy for handles that cannot take the lock: copy, then check that the
+    /// write sequence was even (no writer) and unchanged across the copy.
+    fn read_at_optimistic(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        let seq = &self.header().write_seq;
+        let start = Instant::now();
+        let deadline = self.deadline();
+        let mut pause = Duration::from_micros(20);
+        loop {
+            // Acquire: pairs with the Release store that ends a write (WriteGuard::drop),
+            // so the data we copy is at least as new as that write.
+            let before = seq.load(Acquire);
+            if before & 1 == 0 {
+                // SAFETY: check_range put offset..offset+len inside the data region.
+                let src = unsafe { self.data_ptr().add(offset) };
+                // SAFETY: src..src+len is mapped readable for as long as `self` lives; `buf` is
+                // a distinct local buffer. Bytes may change under us (a writer may start):
+                // the sequence check below detects that and the copy is discarded.
+                unsafe { std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), buf.len()) };
+                // Acquire fence: orders the copy's loads before the re-check; pairs with the
+                // Release fence a writer issues after making the sequence odd.
+                fence(Acquire);
+                if seq.load(Relaxed) == before {
+                    return Ok(());
+                }
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::Timeout {
+                    waited: start.elapsed(),
+                });
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(1));
+        }
+    }
+}
+
+impl<L: RawRwLock> fmt::Debug for Mmf<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mmf")
+            .field("name", &self.name)
+            .field("len", &self.data_len)
+            .field("read_only", &self.is_read_only())
+            .field("remove_on_drop", &self.remove_on_drop)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L: RawRwLock> Drop for Mmf<L> {
+    fn drop(&mut self) {
+        if self.remove_on_drop {
+            // Ignored: the name may already have been removed by someone else (that is fine),
+            // and a drop has no way to report anything.
+            let _ = self.segment.remove_if_same(&self.name, self.namespace);
+        }
+    }
+}
+
+/// A shared lock on the data region; derefs to `&[u8]`. Released on drop.
+#[must_use = "if unused the lock will immediately unlock"]
+pub struct ReadGuard<'a, L: RawRwLock = SharedRwLock> {
+    mmf: &'a Mmf<L>,
+}
+
+impl<L: RawRwLock> Deref for ReadGuard<'_, L> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the data region lies inside the live mapping (validated at open) and the
+        // shared lock excludes every writer that follows the lock (see the contract on Mmf).
+        unsafe { std::slice::from_raw_parts(self.mmf.data_ptr(), self.mmf.data_len) }
+    }
+}
+
+impl<L: RawRwLock> Drop for ReadGuard<'_, L> {
+    fn drop(&mut self) {
+        // SAFETY: this guard's existence proves a shared lock is held, released only here.
+        unsafe { L::unlock_shared(&self.mmf.header().lock, self.mmf.waiter()) };
+    }
+}
+
+/// The exclusive lock on the data region; derefs to `&mut [u8]`. Released on drop.
+#[must_use = "if unused the lock will immediately unlock"]
+pub struct WriteGuard<'a, L: RawRwLock = SharedRwLock> {
+    mmf: &'a Mmf<L>,
+    seq: u32,
+}
+
+impl<'a, L: RawRwLock> WriteGuard<'a, L> {
+    /// Marks a write as in progress for read-only handles (see `read_at_optimistic`).
+    fn begin(mmf: &'a Mmf<L>) -> Self {
+        let write_seq: &AtomicU32 = &mmf.header().write_seq;
+        // Odd while writing. `| 1` keeps it odd even if a crashed writer left it odd, and the
+        // value still changes, so a reader that began before us retries.
+        let seq = write_seq.load(Relaxed).wrapping_add(1) | 1;
+        write_seq.store(seq, Relaxed);
+        // Release fence: the odd value becomes visible before any data store that follows;
+        // pairs with the reader's Acquire fence in read_at_optimistic.
+        fence(Release);
+        WriteGuard { mmf, seq }
+    }
+}
+
+impl<L: RawRwLock> Deref for WriteGuard<'_, L> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: as for ReadGuard; the exclusive lock is held.
+        unsafe { std::slice::from_raw_parts(self.mmf.data_ptr(), self.mmf.data_len) }
+    }
+}
+
+impl<L: RawRwLock> DerefMut for WriteGuard<'_, L> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: the region is inside the live read-write mapping (write guards exist only
+        // on read-write handles); the exclusive lock excludes every other guard in every
+        // process, and `&mut self` excludes other borrows of this guard.
+        unsafe { std::slice::from_raw_parts_mut(self.mmf.data_ptr(), self.mmf.data_len) }
+    }
+}
+
+impl<L: RawRwLock> Drop for WriteGuard<'_, L> {
+    fn drop(&mut self) {
+        // Release: publishes the data stores before the even value; pairs with the Acquire
+        // load of write_seq in read_at_optimistic.
+        self.mmf
+            .header()
+            .write_seq
+            .store(self.seq.wrapping_add(1), Release);
+        // SAFETY: this guard's existence proves the exclusive lock is held, released only here.
+        unsafe { L::unlock_exclusive(&self.mmf.header().lock, self.mmf.waiter()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_and_guards_have_the_thread_bounds_we_document() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Mmf>();
+        send_sync::<MmfOptions>();
+        send_sync::<ReadGuard<'static>>();
+        send_sync::<WriteGuard<'static>>();
+    }
+
+    #[test]
+    fn total_len_rejects_zero_and_overflow() {
+        assert!(matches!(
+            total_len(0),
+            Err(Error::InvalidSize { size: 0, .. })
+        ));
+        assert!(matches!(
+            total_len(usize::MAX),
+            Err(Error::InvalidSize { .. })
+        ));
+        assert!(matches!(
+            total_len(isize::MAX as usize),
+            Err(Error::InvalidSize { .. })
+        ));
+        assert_eq!(total_len(1).unwrap(), HEADER_LEN + 1);
+    }
+}

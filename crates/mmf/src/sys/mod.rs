@@ -1,0 +1,125 @@
+//! The OS layer: one module per platform behind one small internal interface.
+//!
+//! Each platform module defines a `Segment` (a named, mapped shared-memory object) and a
+//! `Waiter` (sleep on a 32-bit word of a segment and wake sleepers in other processes), and
+//! implements [`OsSegment`] and [`OsWaiter`] for them, so the compiler checks that every
+//! platform is complete. Nothing above this layer sees a file descriptor or a HANDLE.
+
+use std::sync::atomic::AtomicU32;
+use std::time::Instant;
+
+use crate::error::Result;
+
+#[cfg_attr(unix, path = "unix.rs")]
+#[cfg_attr(windows, path = "windows.rs")]
+mod os;
+
+pub(crate) use os::{Process, Segment, Waiter};
+
+/// Which kernel namespace a name lives in (meaningful on Windows only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Namespace {
+    /// Visible to the current login session (`Local\` on Windows). The default.
+    #[default]
+    Local,
+    /// Visible to every session (`Global\` on Windows; needs `SeCreateGlobalPrivilege` to
+    /// create). On Unix there is one namespace and this is the same as `Local`.
+    Global,
+}
+
+/// How to map a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    ReadWrite,
+    ReadOnly,
+}
+
+/// Options the OS layer needs; the public builder translates into this.
+#[derive(Debug, Clone)]
+pub(crate) struct OsOptions {
+    /// Unix permission bits for a new segment.
+    pub mode: u32,
+    /// Fault every page in at map time.
+    pub prefault: bool,
+    pub namespace: Namespace,
+    /// Back the segment with large (huge) pages.
+    pub large_pages: bool,
+}
+
+/// A named shared-memory object, mapped into this process.
+pub(crate) trait OsSegment: Sized + Send + Sync {
+    /// Creates `name` exclusively, `len` bytes long, zero-filled, mapped read-write.
+    /// Fails with `AlreadyExists` (touching nothing) if the name is taken.
+    fn create(name: &str, len: usize, opts: &OsOptions) -> Result<Self>;
+
+    /// Opens and maps an existing object. `Ok(None)` means it exists but has no size yet
+    /// (its creator is between creating and sizing it); the caller retries.
+    fn open(name: &str, access: Access, opts: &OsOptions) -> Result<Option<Self>>;
+
+    /// Length of the mapping in bytes.
+    fn len(&self) -> usize;
+
+    /// Start of the mapping (page aligned, valid for `len()` bytes while `self` lives).
+    fn as_ptr(&self) -> *mut u8;
+
+    /// Removes `name` so that later opens fail and a later create starts afresh; mappings
+    /// stay valid. On Windows, where a name lives exactly as long as its handles, this only
+    /// checks that the name exists.
+    fn remove(name: &str, namespace: Namespace) -> Result<()>;
+
+    /// Removes `name` if it still refers to this very object (not one created after it
+    /// was removed). Called by the creator's drop; failures are ignored there.
+    fn remove_if_same(&self, name: &str, namespace: Namespace) -> Result<()>;
+}
+
+/// Sleeping on a word of a segment, across processes.
+pub(crate) trait OsWaiter: Sized + Send + Sync {
+    /// The waiter for segment `name`; `create` is true for the segment's creator.
+    fn new(name: &str, namespace: Namespace, create: bool) -> Result<Self>;
+
+    /// Sleeps while `word == expected`, until woken or `deadline`; may return spuriously.
+    /// `sleepers` is the header's count of sleeping processes, for platforms that need it.
+    fn wait(
+        &self,
+        sleepers: &AtomicU32,
+        word: &AtomicU32,
+        expected: u32,
+        deadline: Option<Instant>,
+    );
+
+    /// Wakes every sleeper on `word`.
+    fn wake_all(&self, sleepers: &AtomicU32, word: &AtomicU32);
+}
+
+/// The remaining time until `deadline`, or `None` for no deadline; zero once it has passed.
+pub(crate) fn remaining(deadline: Option<Instant>) -> Option<std::time::Duration> {
+    deadline.map(|d| d.saturating_duration_since(Instant::now()))
+}
+
+/// A process identity that survives pid reuse: the pid plus the time the process started
+/// (Linux: clock ticks after boot from `/proc/<pid>/stat`; Windows: creation FILETIME).
+/// `start == 0` means the platform could not tell; liveness then rests on the pid alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProcessId {
+    pub pid: u32,
+    pub start: u64,
+}
+
+/// What the OS says about a recorded [`ProcessId`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Liveness {
+    /// The very process (same pid and start time) is still running.
+    Alive,
+    /// It has exited (or is a zombie), or its pid now belongs to another process.
+    Dead,
+    /// The OS would not say (e.g. no permission to inspect it): assume it may be alive.
+    Unknown,
+}
+
+/// Who is this process, and is another one still alive.
+pub(crate) trait OsProcess {
+    /// This process's identity (cached; recomputed if the pid changed, e.g. after fork).
+    fn current() -> ProcessId;
+    /// Whether the process `id` still runs.
+    fn liveness(id: ProcessId) -> Liveness;
+}

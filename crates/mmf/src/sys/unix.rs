@@ -1,0 +1,440 @@
+//! POSIX backend: `shm_open` + `ftruncate` + `mmap`, waiting on a shared futex (Linux) or by
+//! a bounded spin-then-sleep where the platform has no cross-process futex we use.
+
+use std::os::fd::OwnedFd;
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicU32;
+use std::time::Instant;
+
+use rustix::fs::{self, Mode};
+use rustix::io::Errno;
+use rustix::mm::{self, MapFlags, ProtFlags};
+use rustix::shm;
+
+use super::{Access, Liveness, Namespace, OsOptions, OsProcess, OsSegment, OsWaiter, ProcessId};
+use crate::error::{Error, Result};
+
+/// A mapped POSIX shared-memory object.
+pub(crate) struct Segment {
+    /// Kept open for `fstat` (identity checks); closing it would not unmap anything.
+    fd: OwnedFd,
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: `Segment` owns a process-wide mapping and a file descriptor, neither tied to the
+// thread that made them; the raw pointer is only dereferenced by callers that synchronise
+// through the in-region lock or atomics, which work across threads as across processes.
+unsafe impl Send for Segment {}
+// SAFETY: `&Segment` only exposes the pointer and length (no interior mutability of its own).
+unsafe impl Sync for Segment {}
+
+/// The OS name for a portable segment name: `/name`.
+///
+/// macOS limits POSIX shm names to 31 bytes (PSHMNAMLEN), so longer names are replaced there
+/// by a fixed-length hash; every process computes the same one.
+fn os_name(name: &str) -> String {
+    if cfg!(target_os = "macos") && name.len() > 30 {
+        // FNV-1a 64: stable across builds and processes, unlike std's RandomState.
+        let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        format!("/mmf.{hash:016x}")
+    } else {
+        format!("/{name}")
+    }
+}
+
+/// Maps an errno from operation `op` on segment `name` to the matching typed error.
+fn error(op: &'static str, name: &str, errno: Errno) -> Error {
+    match errno {
+        Errno::EXIST => Error::AlreadyExists {
+            name: name.to_owned(),
+        },
+        Errno::NOENT => Error::NotFound {
+            name: name.to_owned(),
+        },
+        Errno::ACCESS | Errno::PERM => Error::PermissionDenied {
+            name: name.to_owned(),
+            op,
+            hint: "the segment's owner or mode (see MmfOptions::mode) does not allow this user; try open_read_only",
+        },
+        Errno::NAMETOOLONG => Error::InvalidName {
+            name: name.to_owned(),
+            reason: "it is too long for this platform",
+        },
+        other => Error::os(op, other.into()),
+    }
+}
+
+/// `mmap` flags: always shared; populated up front if asked (Linux only; elsewhere the
+/// pages are touched by `prefault`).
+fn map_flags(prefault: bool) -> MapFlags {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if prefault {
+        return MapFlags::SHARED | MapFlags::POPULATE;
+    }
+    let _ = prefault;
+    MapFlags::SHARED
+}
+
+impl Segment {
+    fn map(fd: OwnedFd, len: usize, access: Access, opts: &OsOptions, name: &str) -> Result<Self> {
+        let prot = match access {
+            Access::ReadWrite => ProtFlags::READ | ProtFlags::WRITE,
+            Access::ReadOnly => ProtFlags::READ,
+        };
+        // SAFETY: a fresh mapping at a kernel-chosen address (null hint) cannot alias any
+        // existing Rust object; `fd` is a valid open descriptor and `len` is non-zero.
+        let raw = unsafe {
+            mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                map_flags(opts.prefault),
+                &fd,
+                0,
+            )
+        }
+        .map_err(|e| match e {
+            Errno::NOMEM | Errno::OVERFLOW => Error::InvalidSize {
+                size: len as u64,
+                reason: "it is larger than this process can map",
+            },
+            other => error("mmap", name, other),
+        })?;
+        let ptr =
+            NonNull::new(raw.cast::<u8>()).ok_or_else(|| Error::corrupt("mmap returned null"))?;
+        let segment = Segment { fd, ptr, len };
+        if opts.large_pages {
+            segment.advise_huge_pages()?;
+        }
+        if opts.prefault && !cfg!(any(target_os = "linux", target_os = "android")) {
+            segment.touch_pages();
+        }
+        Ok(segment)
+    }
+
+    /// Asks for transparent huge pages on this shmem mapping (Linux).
+    fn advise_huge_pages(&self) -> Result<()> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            const SHMEM_THP: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+            let policy = std::fs::read_to_string(SHMEM_THP).unwrap_or_default();
+            if policy.contains("[never]") || policy.contains("[deny]") || policy.is_empty() {
+                return Err(Error::Unsupported {
+                    what: "huge pages for shared memory are disabled on this system \
+                           (/sys/kernel/mm/transparent_hugepage/shmem_enabled must be advise, within_size or always)",
+                });
+            }
+            // SAFETY: the range is exactly our own live mapping; MADV_HUGEPAGE is advisory and
+            // never changes the mapping's contents.
+            unsafe {
+                mm::madvise(
+                    self.ptr.as_ptr().cast(),
+                    self.len,
+                    mm::Advice::LinuxHugepage,
+                )
+            }
+            .map_err(|e| Error::os("madvise(MADV_HUGEPAGE)", e.into()))
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        Err(Error::Unsupported {
+            what: "large pages for named shared memory are available on Linux and Windows only",
+        })
+    }
+
+    /// Faults every page in by reading one byte of each.
+    fn touch_pages(&self) {
+        let page = rustix::param::page_size();
+        for offset in (0..self.len).step_by(page) {
+            // SAFETY: offset < len, so the pointer stays inside our mapping.
+            let byte = unsafe { self.ptr.as_ptr().add(offset) };
+            // SAFETY: the byte lies inside our live, readable mapping.
+            unsafe { std::ptr::read_volatile(byte) };
+        }
+    }
+
+    /// `(device, inode)` of the object behind `fd`.
+    fn identity(fd: &OwnedFd) -> Result<(u64, u64)> {
+        let stat = fs::fstat(fd).map_err(|e| Error::os("fstat", e.into()))?;
+        #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+        Ok((stat.st_dev as u64, stat.st_ino as u64))
+    }
+}
+
+impl OsSegment for Segment {
+    fn create(name: &str, len: usize, opts: &OsOptions) -> Result<Self> {
+        let os = os_name(name);
+        let mode = Mode::from_bits_truncate(opts.mode as _);
+        let fd = shm::open(
+            os.as_str(),
+            shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR,
+            mode,
+        )
+        .map_err(|e| error("shm_open", name, e))?;
+        // From here on the name is ours: remove it again if any later step fails.
+        let result = (|| {
+            // shm_open's mode is filtered by the umask; set the exact bits asked for.
+            #[cfg(not(target_os = "macos"))]
+            fs::fchmod(&fd, mode).map_err(|e| error("fchmod", name, e))?;
+            fs::ftruncate(&fd, len as u64).map_err(|e| match e {
+                Errno::FBIG | Errno::INVAL | Errno::NOSPC | Errno::NOMEM => Error::InvalidSize {
+                    size: len as u64,
+                    reason: "the system cannot provide a shared memory object this large",
+                },
+                other => error("ftruncate", name, other),
+            })?;
+            // Reserve the memory now: on tmpfs a later write to a page that cannot be
+            // allocated raises SIGBUS; this turns that into an error at creation.
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            match fs::fallocate(&fd, fs::FallocateFlags::empty(), 0, len as u64) {
+                Ok(()) | Err(Errno::OPNOTSUPP) | Err(Errno::NOSYS) => {}
+                Err(Errno::NOSPC) | Err(Errno::NOMEM) | Err(Errno::FBIG) => {
+                    return Err(Error::InvalidSize {
+                        size: len as u64,
+                        reason: "not enough shared memory is free (/dev/shm is full or limited)",
+                    })
+                }
+                Err(other) => return Err(error("fallocate", name, other)),
+            }
+            Segment::map(fd, len, Access::ReadWrite, opts, name)
+        })();
+        if result.is_err() {
+            // Ignored: the original error is the one worth reporting.
+            let _ = shm::unlink(os.as_str());
+        }
+        result
+    }
+
+    fn open(name: &str, access: Access, opts: &OsOptions) -> Result<Option<Self>> {
+        let flags = match access {
+            Access::ReadWrite => shm::OFlags::RDWR,
+            Access::ReadOnly => shm::OFlags::RDONLY,
+        };
+        let fd = shm::open(os_name(name).as_str(), flags, Mode::empty())
+            .map_err(|e| error("shm_open", name, e))?;
+        let size = fs::fstat(&fd).map_err(|e| error("fstat", name, e))?.st_size;
+        if size <= 0 {
+            return Ok(None);
+        }
+        let len = usize::try_from(size).map_err(|_| Error::InvalidSize {
+            size: size as u64,
+            reason: "it is larger than this platform can map",
+        })?;
+        Segment::map(fd, len, access, opts, name).map(Some)
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    fn remove(name: &str, _namespace: Namespace) -> Result<()> {
+        shm::unlink(os_name(name).as_str()).map_err(|e| error("shm_unlink", name, e))
+    }
+
+    fn remove_if_same(&self, name: &str, namespace: Namespace) -> Result<()> {
+        let os = os_name(name);
+        let current = shm::open(os.as_str(), shm::OFlags::RDONLY, Mode::empty())
+            .map_err(|e| error("shm_open", name, e))?;
+        if Self::identity(&current)? == Self::identity(&self.fd)? {
+            Self::remove(name, namespace)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len describe the mapping made in `map`, unmapped only here; every
+        // borrow of its memory is tied to a borrow of the owning `Mmf`, which has ended.
+        let result = unsafe { mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+        // munmap of a mapping we made can only fail on a bug; nothing useful to do in drop.
+        debug_assert!(result.is_ok(), "munmap failed: {result:?}");
+    }
+}
+
+/// Waiting on a word of a segment.
+///
+/// Linux: `FUTEX_WAIT`/`FUTEX_WAKE` without `FUTEX_PRIVATE_FLAG`, so the kernel keys the
+/// wait on the shared page rather than on this process's address space.
+/// Elsewhere (macOS, FreeBSD, and under Miri): a bounded spin by the caller followed by short
+/// sleeps here, re-checking the word between them.
+pub(crate) struct Waiter(());
+
+/// Sleep between checks where there is no shared futex.
+#[cfg(any(miri, not(any(target_os = "linux", target_os = "android"))))]
+const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_micros(500);
+
+impl Waiter {
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        Waiter(())
+    }
+}
+
+impl OsWaiter for Waiter {
+    fn new(_name: &str, _namespace: Namespace, _create: bool) -> Result<Self> {
+        Ok(Waiter(()))
+    }
+
+    fn wait(
+        &self,
+        _sleepers: &AtomicU32,
+        word: &AtomicU32,
+        expected: u32,
+        deadline: Option<Instant>,
+    ) {
+        let remaining = super::remaining(deadline);
+        if remaining.is_some_and(|r| r.is_zero()) {
+            return;
+        }
+        #[cfg(all(not(miri), any(target_os = "linux", target_os = "android")))]
+        {
+            use rustix::thread::futex;
+            let timeout = remaining.map(|r| futex::Timespec {
+                tv_sec: r.as_secs().try_into().unwrap_or(i64::MAX as _),
+                tv_nsec: r.subsec_nanos().into(),
+            });
+            // Errors are all benign here: EAGAIN (the word already changed), EINTR (a
+            // signal), ETIMEDOUT (deadline). The caller re-checks the word in every case.
+            let _ = futex::wait(word, futex::Flags::empty(), expected, timeout.as_ref());
+        }
+        #[cfg(any(miri, not(any(target_os = "linux", target_os = "android"))))]
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            if word.load(Relaxed) == expected {
+                std::thread::sleep(remaining.map_or(POLL_INTERVAL, |r| r.min(POLL_INTERVAL)));
+            }
+        }
+    }
+
+    fn wake_all(&self, _sleepers: &AtomicU32, word: &AtomicU32) {
+        #[cfg(all(not(miri), any(target_os = "linux", target_os = "android")))]
+        {
+            use rustix::thread::futex;
+            // An error would mean the word is not mapped, which the caller's borrow rules out.
+            // i32::MAX: the kernel reads the count as an int, and "all" is INT_MAX.
+            let _ = futex::wake(word, futex::Flags::empty(), i32::MAX as u32);
+        }
+        #[cfg(any(miri, not(any(target_os = "linux", target_os = "android"))))]
+        let _ = word; // sleepers poll; nothing to signal
+    }
+}
+
+/// Process identity and liveness.
+///
+/// Linux: pid plus `starttime` (field 22 of `/proc/<pid>/stat`), so a recycled pid is not
+/// mistaken for the original process; zombies count as dead (a killed process stays a zombie
+/// until its parent reaps it, but it holds nothing any more). Elsewhere: the pid alone,
+/// probed with `kill(pid, 0)`.
+pub(crate) struct Process;
+
+/// `(state, starttime)` of `pid` from procfs, or `None` if there is no such process.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn proc_stat(pid: u32) -> Option<(u8, u64)> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and ')': parse after the last ')'.
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.bytes().next()?;
+    // starttime is field 22; `state` was field 3, so it is 19 fields further.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+impl OsProcess for Process {
+    fn current() -> ProcessId {
+        use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+        // Cached as (pid << 32 | 1) and start; a fork gets a new pid and recomputes.
+        static CACHED_PID: AtomicU32 = AtomicU32::new(0);
+        static CACHED_START: AtomicU64 = AtomicU64::new(0);
+        let pid = std::process::id();
+        if CACHED_PID.load(Relaxed) == pid {
+            return ProcessId {
+                pid,
+                start: CACHED_START.load(Relaxed),
+            };
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let start = proc_stat(pid).map_or(0, |(_, start)| start);
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let start = 0;
+        // Relaxed: both values are derived from the pid alone, so a racing thread computes
+        // the same ones; a torn pair can only cause a recomputation.
+        CACHED_START.store(start, Relaxed);
+        CACHED_PID.store(pid, Relaxed);
+        ProcessId { pid, start }
+    }
+
+    fn liveness(id: ProcessId) -> Liveness {
+        if id.pid == 0 || i32::try_from(id.pid).is_err() {
+            return Liveness::Dead;
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            match proc_stat(id.pid) {
+                None => Liveness::Dead,
+                Some((b'Z' | b'X', _)) => Liveness::Dead,
+                Some((_, start)) if id.start != 0 && start != id.start => Liveness::Dead,
+                Some(_) => Liveness::Alive,
+            }
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            let Some(pid) = rustix::process::Pid::from_raw(id.pid as i32) else {
+                return Liveness::Dead;
+            };
+            match rustix::process::test_kill_process(pid) {
+                Ok(()) => Liveness::Alive,
+                Err(Errno::SRCH) => Liveness::Dead,
+                Err(_) => Liveness::Unknown,
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(miri)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn current_process_is_alive_and_a_changed_start_time_is_not() {
+        let me = Process::current();
+        assert_eq!(me.pid, std::process::id());
+        assert_eq!(Process::liveness(me), Liveness::Alive);
+        if cfg!(target_os = "linux") {
+            assert_ne!(me.start, 0, "Linux must know its start time");
+            let impostor = ProcessId {
+                start: me.start + 1,
+                ..me
+            };
+            assert_eq!(
+                Process::liveness(impostor),
+                Liveness::Dead,
+                "pid reuse must not fool it"
+            );
+        }
+    }
+
+    #[test]
+    fn exited_child_is_dead() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let id = ProcessId {
+            pid: child.id(),
+            start: 0,
+        };
+        child.wait().unwrap();
+        assert_eq!(Process::liveness(id), Liveness::Dead);
+        assert_eq!(
+            Process::liveness(ProcessId { pid: 0, start: 0 }),
+            Liveness::Dead
+        );
+    }
+}
