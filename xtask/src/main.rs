@@ -1,0 +1,360 @@
+//! `cargo xtask`: installs what `mmf` is checked with, and runs every check, the same way on a
+//! developer's machine and in CI (`.ci/run` is `cargo xtask test` and nothing more).
+//!
+//! # `cargo xtask setup`
+//!
+//! Installs everything the checks need, each only if it is missing, so that a fresh Debian
+//! machine can run them, and a ready one loses only a second or two:
+//!
+//! - apt: wine (runs the Windows tests), mingw-w64 for x86_64 and i686 (links Windows binaries),
+//!   gcc-multilib (links i686 Linux binaries);
+//! - rustup: clippy and rustfmt, the standard library of each cross target, a nightly toolchain
+//!   with Miri, and Miri's own build of std;
+//! - wine: a prefix, and the `bcryptprimitives.dll` stand-in without which wine 8.0 cannot start
+//!   any Rust program; then a probe program proves that it can (see `wine.rs`).
+//!
+//! # `cargo xtask test [--only STEP[,STEP..]] [--skip STEP[,STEP..]]`
+//!
+//! Runs setup, then these steps in order, and stops at the first that fails:
+//!
+//! | step                 | runs                                                   | because |
+//! |----------------------|--------------------------------------------------------|---------|
+//! | `fmt`                | `cargo fmt --check`                                    | one layout, so that diffs show only real changes |
+//! | `clippy`             | `cargo clippy --all-targets -D warnings`               | lints, `undocumented_unsafe_blocks` among them, on the Linux code |
+//! | `clippy-windows`     | the same for `x86_64-pc-windows-gnu`                   | the Windows layer is compiled, and so linted, only for a Windows target |
+//! | `test`               | `cargo test --workspace`                               | unit, integration and doc tests on the host, x86_64 Linux |
+//! | `test-i686`          | `cargo test -p mmf` for `i686-unknown-linux-gnu`       | a 32-bit `usize`: 32- and 64-bit processes share one region, so its layout must not depend on pointer width |
+//! | `miri`               | `cargo miri test -p mmf --lib -- header:: lock::`      | undefined behaviour, under strict provenance, in the OS-free code; Miri cannot map real shared memory, so only these modules |
+//! | `test-windows`       | `cargo test -p mmf` for `x86_64-pc-windows-gnu`        | the Windows layer, run for real under wine (the runner set in `.cargo/config.toml`) |
+//! | `build-windows-i686` | `cargo build -p mmf --tests --examples` for `i686-pc-windows-gnu` | 32-bit Windows compiles and links; not run, as Debian's wine64 has no 32-bit loader |
+//! | `check-macos`        | `cargo check -p mmf --all-targets` for `x86_64-apple-darwin` | the macOS side of the Unix layer compiles; there is no macOS linker here to go further |
+//! | `check-freebsd`      | the same for `x86_64-unknown-freebsd`                  | as for macOS |
+//!
+//! `--only` and `--skip` are for local work; CI runs every step. Each command is printed before it
+//! runs, with its output shown as it comes; each step reports its time, and a summary ends the run.
+
+mod setup;
+mod wine;
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A failure, as a message for a person: this is a command-line tool, the message is all we report.
+type Result<T = ()> = std::result::Result<T, String>;
+
+const USAGE: &str = "\
+usage: cargo xtask setup
+       cargo xtask test [--only STEP[,STEP..]] [--skip STEP[,STEP..]]
+
+  setup  install what the checks need, where it is missing
+  test   run setup, then every step in order, stopping at the first failure";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let root = workspace_root();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") if args.len() == 1 => setup::install(&root),
+        Some("test") => Selection::parse(&args[1..]).and_then(|selection| test(&root, &selection)),
+        Some("help" | "-h" | "--help") => {
+            println!("{USAGE}\n\nsteps: {}", step_names().join(", "));
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("\nerror: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn workspace_root() -> PathBuf {
+    let xtask_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask_dir
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_path_buf()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The steps of `cargo xtask test`
+
+struct Step {
+    name: &'static str,
+    run: Box<dyn Fn(&Path) -> Result>,
+}
+
+/// Every step, in the order they run (the table at the top of this file says why each exists).
+fn steps() -> Vec<Step> {
+    vec![
+        cargo_step("fmt", "fmt --all -- --check"),
+        cargo_step("clippy", "clippy --workspace --all-targets -- -D warnings"),
+        cargo_step(
+            "clippy-windows",
+            "clippy --workspace --all-targets --target x86_64-pc-windows-gnu -- -D warnings",
+        ),
+        cargo_step("test", "test --workspace"),
+        cargo_step("test-i686", "test -p mmf --target i686-unknown-linux-gnu"),
+        step("miri", miri),
+        step("test-windows", test_windows),
+        cargo_step(
+            "build-windows-i686",
+            "build -p mmf --tests --examples --target i686-pc-windows-gnu",
+        ),
+        cargo_step(
+            "check-macos",
+            "check -p mmf --all-targets --target x86_64-apple-darwin",
+        ),
+        cargo_step(
+            "check-freebsd",
+            "check -p mmf --all-targets --target x86_64-unknown-freebsd",
+        ),
+    ]
+}
+
+fn step_names() -> Vec<&'static str> {
+    steps().iter().map(|step| step.name).collect()
+}
+
+fn step(name: &'static str, run: impl Fn(&Path) -> Result + 'static) -> Step {
+    Step {
+        name,
+        run: Box::new(run),
+    }
+}
+
+/// A step that is one cargo command, its arguments separated by spaces.
+fn cargo_step(name: &'static str, args: &'static str) -> Step {
+    step(name, move |root| {
+        run(cargo(root).args(args.split_whitespace()))
+    })
+}
+
+/// The test-name filters Miri runs: the modules that touch no OS, which Miri can interpret.
+const MIRI_FILTERS: &[&str] = &["header::", "lock::"];
+
+fn miri(root: &Path) -> Result {
+    // libtest filters that match nothing still pass, with "0 passed". Count the matches in a
+    // native listing first, so that renaming a module cannot turn this step into a silent no-op.
+    let listing = read(
+        cargo(root)
+            .args(["test", "-p", "mmf", "--lib", "--", "--list"])
+            .args(MIRI_FILTERS),
+    )?;
+    let matched = listing
+        .lines()
+        .filter(|line| line.ends_with(": test"))
+        .count();
+    if matched == 0 {
+        return Err(format!(
+            "no test of mmf's lib matches the Miri filters {MIRI_FILTERS:?}"
+        ));
+    }
+    println!("{matched} tests match {MIRI_FILTERS:?}");
+
+    let mut miri = cargo(root);
+    miri.args(["+nightly", "miri", "test", "-p", "mmf", "--lib", "--"])
+        .args(MIRI_FILTERS)
+        .env("MIRIFLAGS", "-Zmiri-strict-provenance");
+    run(&mut miri)
+}
+
+fn test_windows(root: &Path) -> Result {
+    let mut test = cargo(root);
+    test.args(["test", "-p", "mmf", "--target", wine::TARGET]);
+    let _server = wine::Server::start();
+    run(wine::env(&mut test))
+}
+
+/// Which steps to run: `--only` keeps the named steps, `--skip` then drops some.
+#[derive(Default)]
+struct Selection {
+    only: Vec<String>,
+    skip: Vec<String>,
+}
+
+impl Selection {
+    fn parse(args: &[String]) -> Result<Selection> {
+        let mut selection = Selection::default();
+        let mut args = args.iter();
+        while let Some(flag) = args.next() {
+            let names = match flag.as_str() {
+                "--only" => &mut selection.only,
+                "--skip" => &mut selection.skip,
+                other => return Err(format!("unknown argument `{other}`\n\n{USAGE}")),
+            };
+            let value = args
+                .next()
+                .ok_or_else(|| format!("`{flag}` needs a step name"))?;
+            names.extend(value.split(',').map(str::to_owned));
+        }
+        let known = step_names();
+        for name in selection.only.iter().chain(&selection.skip) {
+            if !known.contains(&name.as_str()) {
+                return Err(format!(
+                    "unknown step `{name}`; the steps are: {}",
+                    known.join(", ")
+                ));
+            }
+        }
+        Ok(selection)
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        let is = |names: &Vec<String>| names.iter().any(|n| n == name);
+        (self.only.is_empty() || is(&self.only)) && !is(&self.skip)
+    }
+}
+
+fn test(root: &Path, selection: &Selection) -> Result {
+    let setup = step("setup", setup::install);
+    let (chosen, left_out): (Vec<Step>, Vec<Step>) = steps()
+        .into_iter()
+        .partition(|step| selection.wants(step.name));
+    let plan: Vec<Step> = std::iter::once(setup).chain(chosen).collect();
+
+    let started = Instant::now();
+    let mut finished: Vec<(&str, bool, Duration)> = Vec::new();
+    for (index, step) in plan.iter().enumerate() {
+        println!("\n==> [{}/{}] {}", index + 1, plan.len(), step.name);
+        let step_started = Instant::now();
+        let outcome = (step.run)(root);
+        let took = step_started.elapsed();
+        finished.push((step.name, outcome.is_ok(), took));
+        match outcome {
+            Ok(()) => println!("<== {}: ok in {}", step.name, duration(took)),
+            Err(message) => {
+                print_summary(&finished, &plan[index + 1..], &left_out, started.elapsed());
+                return Err(format!(
+                    "step `{}` failed after {}: {message}",
+                    step.name,
+                    duration(took)
+                ));
+            }
+        }
+    }
+    print_summary(&finished, &[], &left_out, started.elapsed());
+    println!(
+        "all {} steps passed in {}",
+        plan.len(),
+        duration(started.elapsed())
+    );
+    Ok(())
+}
+
+fn print_summary(
+    finished: &[(&str, bool, Duration)],
+    not_run: &[Step],
+    left_out: &[Step],
+    total: Duration,
+) {
+    println!("\nsummary ({}):", duration(total));
+    for (name, ok, took) in finished {
+        println!(
+            "  {name:<20} {:<7} {:>8}",
+            if *ok { "ok" } else { "FAILED" },
+            duration(*took)
+        );
+    }
+    let names = |steps: &[Step]| {
+        steps
+            .iter()
+            .map(|step| step.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !not_run.is_empty() {
+        println!("  not run, after the failure: {}", names(not_run));
+    }
+    if !left_out.is_empty() {
+        println!("  left out by --only/--skip: {}", names(left_out));
+    }
+}
+
+fn duration(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else {
+        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running commands
+
+/// `cargo`, run in the workspace root. Called by name, that is through rustup's proxy, so that
+/// `+nightly` works.
+fn cargo(root: &Path) -> Command {
+    let mut cargo = Command::new("cargo");
+    cargo.current_dir(root);
+    cargo
+}
+
+/// Prints `cmd`, runs it with our stdin, stdout and stderr, and fails unless it exits with 0.
+fn run(cmd: &mut Command) -> Result {
+    let shown = show(cmd);
+    println!("$ {shown}");
+    let status = cmd
+        .status()
+        .map_err(|e| format!("could not start `{shown}`: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{shown}` failed: {status}"))
+    }
+}
+
+/// Prints `cmd`, runs it with its stdout captured, and returns its output whatever its status.
+fn capture(cmd: &mut Command) -> Result<Output> {
+    let shown = show(cmd);
+    println!("$ {shown}");
+    cmd.stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("could not start `{shown}`: {e}"))
+}
+
+/// Like [`capture`], with stderr shown; fails unless `cmd` exits with 0, else returns its stdout.
+fn read(cmd: &mut Command) -> Result<String> {
+    let output = capture(cmd.stderr(Stdio::inherit()))?;
+    if !output.status.success() {
+        return Err(format!("`{}` failed: {}", show(cmd), output.status));
+    }
+    String::from_utf8(output.stdout)
+        .map_err(|_| format!("`{}` printed something that is not UTF-8", show(cmd)))
+}
+
+/// `cmd` as a shell line: the variables it sets, the program, the arguments (quoted if need be).
+fn show(cmd: &Command) -> String {
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.,:/=+@%".contains(c))
+    };
+    let quote = |s: &str| {
+        if plain(s) {
+            s.to_owned()
+        } else {
+            format!("{s:?}")
+        }
+    };
+    let vars = cmd.get_envs().filter_map(|(key, value)| {
+        Some(format!(
+            "{}={}",
+            key.to_string_lossy(),
+            quote(&value?.to_string_lossy())
+        ))
+    });
+    let words = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|w| quote(&w.to_string_lossy()));
+    vars.chain(words).collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,136 @@
+//! `cargo xtask setup`: installs what the checks need, each thing only if it is missing.
+//!
+//! Every part asks first (`dpkg-query`, `rustup … list`) and installs only what the answer lacks,
+//! so running it again is quick and changes nothing.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::{capture, cargo, read, run, wine, Result};
+
+/// Debian packages, with what each is for.
+const APT_PACKAGES: &[&str] = &[
+    "wine",                 // the `wine` launcher, cargo's runner for x86_64-pc-windows-gnu
+    "wine64",               // wine's 64-bit loader and wineserver
+    "gcc-mingw-w64-x86-64", // links x86_64-pc-windows-gnu; builds the bcryptprimitives stand-in
+    "gcc-mingw-w64-i686",   // links i686-pc-windows-gnu
+    "gcc-multilib",         // 32-bit C runtime, to link i686-unknown-linux-gnu
+];
+
+/// Components of the toolchain that runs the checks.
+const COMPONENTS: &[&str] = &["clippy", "rustfmt"];
+
+/// Standard libraries of the targets the checks build for, besides the host.
+const TARGETS: &[&str] = &[
+    "i686-unknown-linux-gnu",
+    "x86_64-pc-windows-gnu",
+    "i686-pc-windows-gnu",
+    "x86_64-apple-darwin",
+    "x86_64-unknown-freebsd",
+];
+
+/// Components of the nightly toolchain, which is there for Miri only.
+const NIGHTLY_COMPONENTS: &[&str] = &["miri", "rust-src"];
+
+pub fn install(root: &Path) -> Result {
+    apt_packages()?;
+    rust(root)?;
+    wine::setup(root)
+}
+
+fn apt_packages() -> Result {
+    // One line per package that dpkg knows of, e.g. `wine64 installed` or `wine64 config-files`.
+    // dpkg-query exits with 1 when it knows nothing of some package: the listing tells which.
+    let mut query = Command::new("dpkg-query");
+    query
+        .args(["-W", "-f", "${Package} ${db:Status-Status}\n"])
+        .args(APT_PACKAGES)
+        .stderr(Stdio::null());
+    let listing = String::from_utf8_lossy(&capture(&mut query)?.stdout).into_owned();
+    let installed: Vec<&str> = listing
+        .lines()
+        .filter_map(|line| line.strip_suffix(" installed"))
+        .collect();
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !installed.contains(p))
+        .collect();
+    if missing.is_empty() {
+        println!("ok: apt packages {}", APT_PACKAGES.join(" "));
+        return Ok(());
+    }
+
+    // A fresh machine has no package lists yet, and CI has no terminal to answer questions.
+    let apt_get = || {
+        let mut apt_get = Command::new("apt-get");
+        apt_get
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null());
+        apt_get
+    };
+    run(apt_get().arg("update"))?;
+    run(apt_get().args(["install", "-y"]).args(&missing))
+}
+
+fn rust(root: &Path) -> Result {
+    // Without --toolchain, rustup acts on the toolchain that runs us: rustup's cargo proxy passes
+    // it down in RUSTUP_TOOLCHAIN, so `cargo +beta xtask setup` sets up beta.
+    add_missing(
+        root,
+        &["component", "list", "--installed"],
+        COMPONENTS,
+        &["component", "add"],
+    )?;
+    add_missing(
+        root,
+        &["target", "list", "--installed"],
+        TARGETS,
+        &["target", "add"],
+    )?;
+
+    let toolchains = read(rustup(root).args(["toolchain", "list"]))?;
+    if toolchains.lines().any(|line| line.starts_with("nightly-")) {
+        add_missing(
+            root,
+            &["component", "list", "--installed", "--toolchain", "nightly"],
+            NIGHTLY_COMPONENTS,
+            &["component", "add", "--toolchain", "nightly"],
+        )?;
+    } else {
+        // Miri is missing from some nightlies: --allow-downgrade takes the newest one that has it.
+        run(rustup(root)
+            .args(["toolchain", "install", "nightly", "--profile", "minimal"])
+            .args([
+                "--component",
+                &NIGHTLY_COMPONENTS.join(","),
+                "--allow-downgrade",
+            ]))?;
+    }
+    // Miri's own build of std: slow the first time, then a check of a few milliseconds.
+    run(cargo(root).args(["+nightly", "miri", "setup"]))
+}
+
+/// Asks rustup for a list (`list` names the subcommand), and adds (`add`) what `wanted` lacks.
+fn add_missing(root: &Path, list: &[&str], wanted: &[&str], add: &[&str]) -> Result {
+    let installed = read(rustup(root).args(list))?;
+    // A line is a target (`x86_64-apple-darwin`), or a component with its target
+    // (`clippy-x86_64-unknown-linux-gnu`) or without (`rust-src`).
+    let has = |name: &str| {
+        installed
+            .lines()
+            .any(|line| line == name || line.starts_with(&format!("{name}-")))
+    };
+    let missing: Vec<&str> = wanted.iter().copied().filter(|name| !has(name)).collect();
+    if missing.is_empty() {
+        println!("ok: {}", wanted.join(" "));
+        return Ok(());
+    }
+    run(rustup(root).args(add).args(&missing))
+}
+
+fn rustup(root: &Path) -> Command {
+    let mut rustup = Command::new("rustup");
+    rustup.current_dir(root);
+    rustup
+}
