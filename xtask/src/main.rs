@@ -25,6 +25,7 @@
 //! | `test`               | `cargo test --workspace`                               | unit, integration and doc tests on the host, x86_64 Linux |
 //! | `test-i686`          | `cargo test -p mmf` for `i686-unknown-linux-gnu`       | a 32-bit `usize`: 32- and 64-bit processes share one region, so its layout must not depend on pointer width |
 //! | `miri`               | `cargo miri test -p mmf --lib -- header:: lock::`      | undefined behaviour, under strict provenance, in the OS-free code; Miri cannot map real shared memory, so only these modules |
+//! | `loom`               | `cargo test -p mmf --lib --release loom` with `--cfg loom` | model-checks the lock's state machine (exclusion, writer preference, lost wake-ups, owner-death recovery) over every interleaving |
 //! | `test-windows`       | `cargo test -p mmf` for `x86_64-pc-windows-gnu`        | the Windows layer, run for real under wine (the runner set in `.cargo/config.toml`) |
 //! | `build-windows-i686` | `cargo build -p mmf --tests --examples` for `i686-pc-windows-gnu` | 32-bit Windows compiles and links; not run, as Debian's wine64 has no 32-bit loader |
 //! | `check-macos`        | `cargo check -p mmf --all-targets` for `x86_64-apple-darwin` | the macOS side of the Unix layer compiles; there is no macOS linker here to go further |
@@ -32,6 +33,13 @@
 //!
 //! `--only` and `--skip` are for local work; CI runs every step. Each command is printed before it
 //! runs, with its output shown as it comes; each step reports its time, and a summary ends the run.
+//!
+//! # `cargo xtask fuzz [--seconds N]`
+//!
+//! Runs the cargo-fuzz target `open_header` (arbitrary bytes as a segment header, then every
+//! way of opening and using it; `crates/mmf/fuzz`) for N seconds, 60 by default. Not a step of
+//! `test`: fuzzing finds things over hours, not in a bounded CI run. Needs nightly (installed by
+//! `setup`) and cargo-fuzz (installed here if missing).
 
 mod setup;
 mod wine;
@@ -47,9 +55,12 @@ type Result<T = ()> = std::result::Result<T, String>;
 const USAGE: &str = "\
 usage: cargo xtask setup
        cargo xtask test [--only STEP[,STEP..]] [--skip STEP[,STEP..]]
+       cargo xtask fuzz [--seconds N]
 
   setup  install what the checks need, where it is missing
-  test   run setup, then every step in order, stopping at the first failure";
+  test   run setup, then every step in order, stopping at the first failure
+  fuzz   fuzz mmf's open path with arbitrary header bytes for N seconds (default 60);
+         needs nightly and cargo-fuzz (installed if missing); not part of `test`";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -57,6 +68,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("setup") if args.len() == 1 => setup::install(&root),
         Some("test") => Selection::parse(&args[1..]).and_then(|selection| test(&root, &selection)),
+        Some("fuzz") => fuzz_seconds(&args[1..]).and_then(|seconds| fuzz(&root, seconds)),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}\n\nsteps: {}", step_names().join(", "));
             return ExitCode::SUCCESS;
@@ -104,6 +116,7 @@ fn steps() -> Vec<Step> {
         cargo_step("test", "test --workspace"),
         cargo_step("test-i686", "test -p mmf --target i686-unknown-linux-gnu"),
         step("miri", miri),
+        step("loom", loom),
         step("test-windows", test_windows),
         cargo_step(
             "build-windows-i686",
@@ -165,6 +178,32 @@ fn miri(root: &Path) -> Result {
         .args(MIRI_FILTERS)
         .env("MIRIFLAGS", "-Zmiri-strict-provenance");
     run(&mut miri)
+}
+
+/// Model-checks the lock under loom: `--cfg loom` swaps the lock's atomics for loom's (see
+/// `crates/mmf/src/sync.rs`), so the loom tests explore every interleaving of the same code.
+/// Its own target directory keeps the changed RUSTFLAGS from rebuilding the other steps.
+fn loom(root: &Path) -> Result {
+    let loom_cargo = |args: &[&str]| {
+        let mut command = cargo(root);
+        command
+            .args(["test", "-p", "mmf", "--lib", "--release"])
+            .args(args)
+            .env("RUSTFLAGS", "--cfg loom")
+            .env("CARGO_TARGET_DIR", root.join("target").join("loom"));
+        command
+    };
+    // As for Miri: a filter that matches nothing passes, so count the matches first.
+    let listing = read(&mut loom_cargo(&["--", "--list", "loom"]))?;
+    let matched = listing
+        .lines()
+        .filter(|line| line.ends_with(": test"))
+        .count();
+    if matched == 0 {
+        return Err("no loom test in mmf's lib (built with --cfg loom)".into());
+    }
+    println!("{matched} loom tests");
+    run(&mut loom_cargo(&["loom"]))
 }
 
 fn test_windows(root: &Path) -> Result {
@@ -286,6 +325,53 @@ fn duration(d: Duration) -> String {
     } else {
         format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `cargo xtask fuzz`
+
+/// The cargo-fuzz project (its own workspace, excluded from ours: it needs nightly).
+const FUZZ_DIR: &str = "crates/mmf/fuzz";
+/// The fuzz target: arbitrary bytes as a segment header, then open and use it.
+const FUZZ_TARGET: &str = "open_header";
+
+/// `[--seconds N]`, 60 by default.
+fn fuzz_seconds(args: &[String]) -> Result<u64> {
+    match args {
+        [] => Ok(60),
+        [flag, n] if flag == "--seconds" => n
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("--seconds needs a positive whole number, not {n:?}")),
+        _ => Err(format!("unexpected arguments {args:?}\n{USAGE}")),
+    }
+}
+
+/// Runs the fuzz target for `seconds`. A crash stops it with the input saved under
+/// `crates/mmf/fuzz/artifacts/`; keep such an input as a regression test that writes those
+/// bytes as a header and opens them. libFuzzer's last line reports the executions.
+fn fuzz(root: &Path, seconds: u64) -> Result {
+    let installed = cargo(root)
+        .args(["fuzz", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !installed {
+        run(cargo(root).args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    run(cargo(root)
+        .args([
+            "+nightly",
+            "fuzz",
+            "run",
+            "--fuzz-dir",
+            FUZZ_DIR,
+            FUZZ_TARGET,
+            "--",
+        ])
+        .arg(format!("-max_total_time={seconds}")))
 }
 
 // ---------------------------------------------------------------------------------------------

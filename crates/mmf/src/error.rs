@@ -130,9 +130,59 @@ pub enum Error {
         reason: String,
     },
 
+    /// The segment exists but is of another kind: a frame channel opened as a plain segment,
+    /// or a plain segment opened as a frame channel (see [`crate::header::KIND_FRAME_CHANNEL`]).
+    #[error("segment {name:?} is a {found}, not a {expected}; open it with the matching type (Mmf or FrameReader)")]
+    WrongKind {
+        /// The segment name.
+        name: String,
+        /// The kind the opener asked for.
+        expected: &'static str,
+        /// The kind recorded in the header.
+        found: &'static str,
+    },
+
+    /// Every reader slot of a frame channel is taken by a live reader.
+    #[error("frame channel {name:?} already has its maximum of {max_readers} readers; close one, or create the channel with a larger FrameSpec::max_readers")]
+    ChannelFull {
+        /// The channel name.
+        name: String,
+        /// Readers the channel was created for.
+        max_readers: u32,
+    },
+
+    /// A frame longer than the channel's `max_frame_len`; nothing was published.
+    #[error("frame of {len} bytes exceeds the channel's max_frame_len of {max} bytes; nothing was published")]
+    FrameTooLarge {
+        /// The frame length given (or returned by the `publish_with` closure).
+        len: u64,
+        /// The channel's maximum frame length.
+        max: u64,
+    },
+
+    /// Another process shrank the segment (`ftruncate` on Linux) below what this handle
+    /// mapped: the bytes past the new end are gone. Reported by the copy methods instead of
+    /// the `SIGBUS` that touching them would raise (see [`crate::Mmf`]'s "Truncation" section).
+    #[error("segment {name:?} was truncated by another process: it now has {found} bytes but this handle needs {needed}; its data is lost, recreate the segment and restrict who may open it read-write (MmfOptions::mode)")]
+    Truncated {
+        /// The segment name.
+        name: String,
+        /// Size of the shared-memory object when the loss was noticed (header included).
+        found: u64,
+        /// Size this handle mapped and needs (header included).
+        needed: u64,
+    },
+
     /// A `try_` operation could not proceed without waiting.
     #[error("the lock is held elsewhere; try again later")]
     WouldBlock,
+
+    /// A writer died holding the lock, so the data may be half-written; nothing was read or
+    /// written. The lock guards hand over access anyway through [`LockError::Poisoned`];
+    /// repair the data under a write guard, then call
+    /// [`Mmf::clear_poison`](crate::Mmf::clear_poison).
+    #[error("a process died while holding the write lock, so the data may be inconsistent; repair it under a write guard (LockError::Poisoned hands one over) and call Mmf::clear_poison")]
+    Poisoned,
 
     /// A timed wait ran out.
     #[error("timed out after {waited:?} waiting for the lock")]
@@ -187,11 +237,17 @@ impl From<Error> for io::Error {
                 K::InvalidInput
             }
             Error::NotFound { .. } => K::NotFound,
+            Error::Truncated { .. } => K::UnexpectedEof,
+            Error::FrameTooLarge { .. } => K::InvalidInput,
+            // ResourceBusy would fit but needs Rust 1.83 (MSRV is 1.80).
+            Error::ChannelFull { .. } => K::Other,
+            Error::WrongKind { .. } => K::InvalidData,
             Error::SizeMismatch { .. } => K::InvalidInput,
             Error::AlreadyExists { .. } => K::AlreadyExists,
             Error::PermissionDenied { .. } | Error::ReadOnly { .. } => K::PermissionDenied,
             Error::NotReady { .. } | Error::Timeout { .. } => K::TimedOut,
             Error::WouldBlock => K::WouldBlock,
+            Error::Poisoned => K::Other,
             Error::NotMmf { .. }
             | Error::IncompatibleVersion { .. }
             | Error::LockMismatch { .. }
@@ -202,6 +258,146 @@ impl From<Error> for io::Error {
         io::Error::new(kind, err)
     }
 }
+
+/// The result of taking a lock guard: the guard, or why not (see [`LockError`]).
+pub type LockResult<G> = std::result::Result<G, LockError<G>>;
+
+/// Why a lock method did not simply return its guard.
+///
+/// Like `std::sync::TryLockError`: either the lock was taken but is
+/// [poisoned](LockError::Poisoned) (a writer died holding it), and the guard comes with the
+/// error, or it was not taken at all. `?` converts it into [`Error`], `std::io::Error` or
+/// `Box<dyn std::error::Error>` (a poisoned guard is then released and the error is
+/// [`Error::Poisoned`]), so most callers need no special handling; code that can repair the
+/// data matches `Poisoned` and takes the guard with [`PoisonError::into_inner`]. With other
+/// error types (e.g. `anyhow`) convert first: `.map_err(mmf::Error::from)?`.
+///
+/// It does not implement `std::error::Error` itself: it holds a guard that borrows the
+/// segment, so it could never be boxed; the conversions above give an owned error instead.
+pub enum LockError<G> {
+    /// The lock is held by this guard, but a writer died holding it before.
+    Poisoned(PoisonError<G>),
+    /// The lock was not taken: [`Error::WouldBlock`], [`Error::Timeout`], [`Error::ReadOnly`]…
+    Failed(Error),
+}
+
+impl<G> LockError<G> {
+    /// The error as an [`Error`], releasing a poisoned guard: [`Error::Poisoned`] then.
+    pub fn into_error(self) -> Error {
+        match self {
+            LockError::Poisoned(_) => Error::Poisoned,
+            LockError::Failed(e) => e,
+        }
+    }
+
+    /// The error, unless this is a poisoned acquisition.
+    pub fn failed(&self) -> Option<&Error> {
+        match self {
+            LockError::Poisoned(_) => None,
+            LockError::Failed(e) => Some(e),
+        }
+    }
+}
+
+impl<G> From<Error> for LockError<G> {
+    fn from(err: Error) -> Self {
+        LockError::Failed(err)
+    }
+}
+
+impl<G> From<LockError<G>> for Error {
+    fn from(err: LockError<G>) -> Self {
+        err.into_error()
+    }
+}
+
+impl<G> From<LockError<G>> for io::Error {
+    fn from(err: LockError<G>) -> Self {
+        err.into_error().into()
+    }
+}
+
+impl<G> std::fmt::Debug for LockError<G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LockError::Poisoned(p) => f.debug_tuple("Poisoned").field(p).finish(),
+            LockError::Failed(e) => f.debug_tuple("Failed").field(e).finish(),
+        }
+    }
+}
+
+impl<G> std::fmt::Display for LockError<G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LockError::Poisoned(p) => p.fmt(f),
+            LockError::Failed(e) => e.fmt(f),
+        }
+    }
+}
+
+// Deliberately no `std::error::Error` impl: the guard borrows its segment, so a `LockError`
+// is not `'static` and could never be boxed. Instead `?` converts it, releasing a poisoned
+// guard, into these owned errors. (std's `PoisonError` implements `Error`, which is why `?`
+// on a std lock fails to compile in functions returning `Box<dyn Error>`.)
+impl<G> From<LockError<G>> for Box<dyn std::error::Error> {
+    fn from(err: LockError<G>) -> Self {
+        Box::new(err.into_error())
+    }
+}
+
+impl<G> From<LockError<G>> for Box<dyn std::error::Error + Send + Sync> {
+    fn from(err: LockError<G>) -> Self {
+        Box::new(err.into_error())
+    }
+}
+
+/// A lock was taken, but a writer died holding it before: the data may be half-written.
+/// Holds the guard; take it with [`into_inner`](Self::into_inner) to repair the data, then
+/// call [`Mmf::clear_poison`](crate::Mmf::clear_poison).
+pub struct PoisonError<G> {
+    guard: G,
+}
+
+impl<G> PoisonError<G> {
+    pub(crate) fn new(guard: G) -> Self {
+        PoisonError { guard }
+    }
+
+    /// The guard, which holds the lock.
+    pub fn into_inner(self) -> G {
+        self.guard
+    }
+
+    /// A reference to the guard.
+    pub fn get_ref(&self) -> &G {
+        &self.guard
+    }
+
+    /// A mutable reference to the guard.
+    pub fn get_mut(&mut self) -> &mut G {
+        &mut self.guard
+    }
+}
+
+impl<G> From<PoisonError<G>> for Error {
+    fn from(_: PoisonError<G>) -> Self {
+        Error::Poisoned
+    }
+}
+
+impl<G> std::fmt::Debug for PoisonError<G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoisonError").finish_non_exhaustive()
+    }
+}
+
+impl<G> std::fmt::Display for PoisonError<G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        Error::Poisoned.fmt(f)
+    }
+}
+
+impl<G> std::error::Error for PoisonError<G> {}
 
 #[cfg(test)]
 mod tests {

@@ -20,7 +20,7 @@
 //! |     20 |    4 | `lock_kind`      | [`RawRwLock::KIND`](crate::RawRwLock::KIND) of the lock in use    |
 //! |     24 |    4 | `data_len_lo`    | data region length, low 32 bits                                   |
 //! |     28 |    4 | `data_len_hi`    | data region length, high 32 bits                                  |
-//! |     32 |    4 | `flags`          | segment kind bits; 0 for a plain segment                          |
+//! |     32 |    4 | `flags`          | segment kind: [`KIND_PLAIN`] (0) or [`KIND_FRAME_CHANNEL`]        |
 //! |     36 |    4 | `creator_pid`    | process id of the creator (diagnostics only)                      |
 //! |     40 |    4 | `write_seq`      | odd while a write guard is held; lets read-only handles copy consistently |
 //! |     44 |    4 | `os_waiters`     | processes sleeping in a kernel wait (used where wake-ups must be counted, e.g. Windows) |
@@ -28,6 +28,18 @@
 //! |     64 | 2048 | lock area        | owned by the lock type (see [`LockArea`]); starts on its own cache line |
 //! |   2112 | 1984 | reserved         | zero; room to grow without moving the data                        |
 //! |   4096 |    … | data             | `data_len` bytes, page aligned                                    |
+//!
+//! The lock area of the default lock ([`SharedRwLock`](crate::SharedRwLock), kind `"RWL2"`),
+//! as offsets from the start of the header (all 32-bit words; details in [`crate::lock`]):
+//!
+//! | offset | size | field        | meaning                                                          |
+//! |-------:|-----:|--------------|------------------------------------------------------------------|
+//! |     64 |    4 | lock word    | `WRITER`, `PARKED`, `POISONED` bits and the writer's owner slot     |
+//! |     68 |    4 | drain        | 1 while a writer sleeps waiting for readers to leave              |
+//! |     72 |    4 | slots used   | high-water mark of claimed handle slots                           |
+//! |     76 |    4 | overflow     | read locks held through untracked handles                         |
+//! |     80 |   48 | reserved     | zero                                                              |
+//! |    128 | 1984 | handle slots | 124 × 16 bytes: tag (state, generation, read locks), pid, start time lo, hi |
 //!
 //! A reader accepts a header only if: the magic matches, the layout version is one it knows,
 //! the state is ready, `header_len` is exactly [`HEADER_LEN`], the data length is non-zero,
@@ -51,6 +63,22 @@ pub const HEADER_LEN: usize = 4096;
 pub const STATE_READY: u32 = 0x5245_4459; // "READ" + "Y": unlikely to be left by anything else
 /// Byte offset of the lock area in the header.
 pub const LOCK_AREA_OFFSET: usize = 64;
+/// `flags` value of a plain segment ([`Mmf`](crate::Mmf)).
+pub const KIND_PLAIN: u32 = 0;
+/// `flags` value of a frame channel ([`FrameWriter`](crate::FrameWriter)): its data region
+/// starts with the channel control block, so it is opened with
+/// [`FrameReader::open`](crate::FrameReader::open), and [`Mmf::open`](crate::Mmf::open)
+/// refuses it with [`Error::WrongKind`].
+pub const KIND_FRAME_CHANNEL: u32 = 1;
+
+/// Human name of a segment kind, for error messages.
+pub(crate) fn kind_name(kind: u32) -> &'static str {
+    match kind {
+        KIND_PLAIN => "plain segment",
+        KIND_FRAME_CHANNEL => "frame channel",
+        _ => "unknown kind",
+    }
+}
 
 /// The header at the start of every segment (see the module docs for the byte table).
 #[repr(C)]
@@ -124,10 +152,22 @@ impl Header {
     ///
     /// `init_lock` runs after every other field is written and before the segment is marked
     /// ready, so no opener can see the lock uninitialised.
+    #[cfg(test)]
     pub(crate) fn initialise(
         &self,
         data_len: u64,
         lock_kind: u32,
+        init_lock: impl FnOnce(&LockArea),
+    ) {
+        self.initialise_with_kind(data_len, lock_kind, KIND_PLAIN, init_lock);
+    }
+
+    /// [`initialise`](Self::initialise) for a segment of kind `kind` (the `flags` word).
+    pub(crate) fn initialise_with_kind(
+        &self,
+        data_len: u64,
+        lock_kind: u32,
+        kind: u32,
         init_lock: impl FnOnce(&LockArea),
     ) {
         let [m0, m1] = magic_words();
@@ -138,7 +178,7 @@ impl Header {
         self.lock_kind.store(lock_kind, Relaxed);
         self.data_len_lo.store(data_len as u32, Relaxed);
         self.data_len_hi.store((data_len >> 32) as u32, Relaxed);
-        self.flags.store(0, Relaxed);
+        self.flags.store(kind, Relaxed);
         self.creator_pid.store(std::process::id(), Relaxed);
         init_lock(&self.lock);
         // Release: publishes every store above; pairs with the Acquire load of `state` in
@@ -152,10 +192,13 @@ impl Header {
     /// `Ok(Some(layout))` for a valid header, and a typed error for anything else.
     pub(crate) fn validate(&self, mapping_len: usize, name: &str) -> Result<Option<Layout>> {
         let magic = [self.magic[0].load(Relaxed), self.magic[1].load(Relaxed)];
-        if magic == [0, 0] {
+        let expected = magic_words();
+        // The creator stores the two magic words one at a time, so an opener racing it can
+        // see one of them still zero: that is a header being written, not a foreign object.
+        if magic != expected && magic.iter().zip(expected).all(|(&w, e)| w == 0 || w == e) {
             return Ok(None);
         }
-        if magic != magic_words() {
+        if magic != expected {
             return Err(Error::NotMmf {
                 name: name.to_owned(),
             });
@@ -283,6 +326,23 @@ pub(crate) mod tests {
             .validate(region.len(), "t")
             .unwrap()
             .is_none());
+    }
+
+    /// Regression: an opener that saw only one of the two magic words stored by a racing
+    /// creator reported NotMmf instead of waiting.
+    #[test]
+    fn half_written_magic_is_not_ready() {
+        let [m0, m1] = magic_words();
+        for (w0, w1) in [(m0, 0), (0, m1)] {
+            let region = FakeRegion::zeroed(HEADER_LEN + 64);
+            region.header().magic[0].store(w0, Relaxed);
+            region.header().magic[1].store(w1, Relaxed);
+            assert!(region
+                .header()
+                .validate(region.len(), "t")
+                .unwrap()
+                .is_none());
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@
 //! | OS | architectures | backing object | how a blocked process waits | lifetime | tested how |
 //! |----|---------------|----------------|-----------------------------|----------|------------|
 //! | Linux | x86_64, i686 | POSIX shm (`/dev/shm`) | bounded spin, then shared futex on the lock word | until removed (creator removes on drop by default) | full suite, native and 32-bit |
-//! | Windows | x86_64, i686 | pagefile-backed section | bounded spin, then a named semaphore per segment | until the last handle closes | full suite under wine (x86_64); i686 built |
+//! | Windows | x86_64, i686 | pagefile-backed section (`Local\` or `Global\` name) | bounded spin, then a named semaphore per segment (`<name>#mmf-wake`), signalled only when the header's sleeper count is non-zero; each kernel wait capped at 1 s | until the last handle closes | full suite under wine 8 (x86_64); i686 built |
 //! | macOS, FreeBSD | x86_64 | POSIX shm | bounded spin, then 0.5 ms sleeps re-checking the word | until removed | compiled (`cargo check`) only |
 //!
 //! See [`Mmf`] for names, lifetime and the shared-memory contract, [`header`] for the byte
@@ -33,22 +33,37 @@
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+// Under loom only the lock and its model are built, and much of the rest is then unused.
+#![cfg_attr(loom, allow(dead_code))]
 
+// Under loom (`RUSTFLAGS="--cfg loom"`, the lock's model checking) only the lock and what it
+// needs are compiled: the header and the segment hold real atomics in real mappings.
+#[cfg(not(loom))]
+#[allow(unsafe_code)]
+pub mod channel;
 mod error;
+#[cfg(not(loom))]
 #[allow(unsafe_code)]
 pub mod header;
 #[allow(unsafe_code)]
 pub mod lock;
 mod name;
+#[cfg(not(loom))]
 #[allow(unsafe_code)]
 mod segment;
+mod sync;
+#[cfg(not(loom))]
 #[allow(unsafe_code)]
-// TEMPORARY: process identity is used by the robust lock (issue 4) once it lands.
-#[allow(dead_code, unused_imports)]
 mod sys;
 
-pub use error::{Error, Result};
-pub use lock::{LockArea, RawRwLock, SharedRwLock, Waiter};
+#[cfg(not(loom))]
+pub use channel::{Frame, FrameInfo, FrameMeta, FrameReader, FrameSpec, FrameWriter};
+pub use error::{Error, LockError, LockResult, PoisonError, Result};
+pub use lock::{Acquired, Context, LockArea, RawRwLock, SharedRwLock, Waiter};
 pub use name::MAX_NAME_LEN;
-pub use segment::{Mmf, MmfOptions, ReadGuard, WriteGuard, DEFAULT_OPEN_TIMEOUT};
+#[cfg(not(loom))]
+pub use segment::{
+    Mmf, MmfOptions, ReadGuard, WriteGuard, DEFAULT_OPEN_TIMEOUT, DEFAULT_RECOVERY_INTERVAL,
+};
+#[cfg(not(loom))]
 pub use sys::Namespace;

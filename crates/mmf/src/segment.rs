@@ -7,14 +7,18 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{fence, AtomicU32};
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, LockError, LockResult, PoisonError, Result};
 use crate::header::{Header, HEADER_LEN};
-use crate::lock::{RawRwLock, SharedRwLock, Waiter};
+use crate::lock::{Acquired, Context, RawRwLock, SharedRwLock, Waiter, UNTRACKED};
 use crate::name;
-use crate::sys::{self, Access, Namespace, OsOptions, OsSegment, OsWaiter};
+use crate::sys::{self, Access, Namespace, OsOptions, OsProcess, OsSegment, OsWaiter};
 
 /// Default time [`MmfOptions::open`] waits for a creator to finish initialising.
 pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Default [`MmfOptions::recovery_interval`]: a process that dies holding the lock blocks
+/// the others for at most about this long after its death.
+pub const DEFAULT_RECOVERY_INTERVAL: Duration = Duration::from_millis(50);
 
 /// A named shared-memory segment with a reader/writer lock inside it.
 ///
@@ -57,6 +61,17 @@ pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(1);
 /// | [`Mmf::remove`]                    | name removed now; open handles keep working          | no effect; `NotFound` if no such section   |
 /// | process crashes                    | like a drop, except the name is never removed       | handles are closed by the OS: like a drop  |
 ///
+/// A closed handle cannot be used: guards borrow their `Mmf`, so nothing reads or writes
+/// through a handle after it is dropped (checked by the compiler, not at run time):
+///
+/// ```compile_fail,E0505
+/// let segment = mmf::Mmf::create("lifetime-doc", 64)?;
+/// let guard = segment.read()?;
+/// drop(segment); // error[E0505]: cannot move out of `segment` because it is borrowed
+/// let _first = guard[0];
+/// # Ok::<(), mmf::Error>(())
+/// ```
+///
 /// # Shared-memory contract
 ///
 /// Other processes can change the data region at any moment unless they respect the lock;
@@ -65,6 +80,33 @@ pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(1);
 /// see changing bytes, so treat data read from a segment as untrusted input.
 /// Everything `mmf` itself reads from the header is validated and bounds-checked.
 ///
+/// # Truncation
+///
+/// On Linux any process that may open a segment read-write can shrink it with `ftruncate`;
+/// touching the vanished pages raises `SIGBUS`, which kills a process by default. `mmf`
+/// protects its own accesses:
+///
+/// | access | after another process shrank the segment (Linux x86_64 / i686) |
+/// |--------|------------------------------------------------------------------|
+/// | [`read_at`](Self::read_at), [`write_at`](Self::write_at), [`read_to_vec`](Self::read_to_vec), read-only handles' copies | [`Error::Truncated`] if the copy touches a lost page; copies of surviving pages still work. If the header itself was lost, every later copy through this handle is `Truncated` |
+/// | the lock and header words `mmf` reads and writes | survive: a lost header page is replaced by a private zero page, and the handle stops copying |
+/// | `open` | [`Error::Corrupt`] ("claims … but the segment holds only …") or [`Error::Truncated`] |
+/// | **direct access through [`ReadGuard`] / [`WriteGuard`] slices** | **not protected: `SIGBUS`** (your code does the access, there is no `mmf` code to resume) |
+///
+/// How: copies run through a small routine whose faulting instruction is known, and a
+/// process-wide `SIGBUS` handler, installed on the first `create`/`open`, resumes a fault there
+/// at an error return (the kernel's exception-table technique). Faults anywhere else are passed
+/// to the handler that was installed before (or to the default action), so genuine crashes
+/// still crash and an application's own `SIGBUS` handler still runs; an application that
+/// installs a `SIGBUS` handler *after* opening a segment must chain to the previous one for this
+/// protection to remain. Other Unix systems and architectures check the size with `fstat`
+/// before each copy, which catches a shrink that happened before the copy but not one that
+/// races with it. On Windows a pagefile-backed section cannot be shrunk, so nothing can vanish.
+///
+/// To be safe with guards too, do not let untrusted processes open a segment read-write:
+/// keep the default [`MmfOptions::mode`] `0o600` (owner only), or grant others read access
+/// only (`0o640`/`0o644`), since `ftruncate` needs a read-write descriptor.
+///
 /// # Threads
 ///
 /// `Mmf` is `Send` and `Sync`: the mapping belongs to the process, not to a thread, and all
@@ -72,6 +114,9 @@ pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(1);
 /// threads of one process exactly as it excludes processes. Guards are `Send` too: the
 /// default lock does not record which thread holds it.
 pub struct Mmf<L: RawRwLock = SharedRwLock> {
+    // Declared (so dropped) before `segment`: the SIGBUS handler must forget the mapping
+    // before it is unmapped and its addresses can be reused.
+    fault: sys::fault::Registration,
     segment: sys::Segment,
     waiter: sys::Waiter,
     name: String,
@@ -80,6 +125,9 @@ pub struct Mmf<L: RawRwLock = SharedRwLock> {
     access: Access,
     remove_on_drop: bool,
     lock_timeout: Option<Duration>,
+    /// This handle's token from `L::attach` ([`UNTRACKED`] for read-only handles).
+    token: u32,
+    recovery_interval: Duration,
     _lock: PhantomData<fn() -> L>,
 }
 
@@ -105,6 +153,9 @@ pub struct MmfOptions<L: RawRwLock = SharedRwLock> {
     persist: bool,
     open_timeout: Duration,
     lock_timeout: Option<Duration>,
+    recovery_interval: Duration,
+    /// Segment kind written to / required in the header's `flags` word.
+    kind: u32,
     _lock: PhantomData<fn() -> L>,
 }
 
@@ -123,8 +174,16 @@ impl MmfOptions {
             persist: false,
             open_timeout: DEFAULT_OPEN_TIMEOUT,
             lock_timeout: None,
+            recovery_interval: DEFAULT_RECOVERY_INTERVAL,
+            kind: crate::header::KIND_PLAIN,
             _lock: PhantomData,
         }
+    }
+
+    /// Creates / requires a segment of `kind` (see [`crate::header::KIND_FRAME_CHANNEL`]).
+    pub(crate) fn kind(mut self, kind: u32) -> Self {
+        self.kind = kind;
+        self
     }
 }
 
@@ -136,6 +195,7 @@ impl<L: RawRwLock> fmt::Debug for MmfOptions<L> {
             .field("persist", &self.persist)
             .field("open_timeout", &self.open_timeout)
             .field("lock_timeout", &self.lock_timeout)
+            .field("recovery_interval", &self.recovery_interval)
             .field("lock_kind", &L::KIND)
             .finish()
     }
@@ -150,7 +210,9 @@ impl<L: RawRwLock> MmfOptions<L> {
         self
     }
 
-    /// Fault every page in when mapping (Linux: `MAP_POPULATE`). The first touch of a fresh
+    /// Fault every page in when mapping (Linux: `MAP_POPULATE`; Windows and other systems:
+    /// one read of every page, which on Windows allocates and zeroes a fresh section page,
+    /// the costly part of its first touch). The first touch of a fresh
     /// shared page costs about ten times a warm copy; prefaulting moves that cost to
     /// creation/opening.
     pub fn prefault(mut self, prefault: bool) -> Self {
@@ -179,6 +241,17 @@ impl<L: RawRwLock> MmfOptions<L> {
         self
     }
 
+    /// How often a process waiting for the lock checks whether the holders it waits for are
+    /// still alive (default [`DEFAULT_RECOVERY_INTERVAL`], 50 ms). A holder that dies (killed,
+    /// crashed) therefore blocks the others for at most about one interval after its death;
+    /// a writer's death [poisons](Mmf::is_poisoned) the lock. Each check reads one small file
+    /// per holder (Linux `/proc/<pid>/stat`) or opens a process handle (Windows), so intervals
+    /// far below a millisecond cost CPU while waiting. See [`crate::lock`] for the details.
+    pub fn recovery_interval(mut self, interval: Duration) -> Self {
+        self.recovery_interval = interval;
+        self
+    }
+
     /// Kernel namespace of the name (Windows `Local\` or `Global\`; no effect on Unix).
     pub fn namespace(mut self, namespace: Namespace) -> Self {
         self.os.namespace = namespace;
@@ -203,6 +276,8 @@ impl<L: RawRwLock> MmfOptions<L> {
             persist: self.persist,
             open_timeout: self.open_timeout,
             lock_timeout: self.lock_timeout,
+            recovery_interval: self.recovery_interval,
+            kind: self.kind,
             _lock: PhantomData,
         }
     }
@@ -225,7 +300,8 @@ impl<L: RawRwLock> MmfOptions<L> {
         // Built before the header is published, so that a failure here leaves nothing behind
         // (the Mmf's drop removes the name).
         let waiter = sys::Waiter::new(&self.name, self.os.namespace, true);
-        let mmf = Mmf {
+        let mut mmf = Mmf {
+            fault: sys::fault::Registration::new(segment.as_ptr(), segment.len()),
             segment,
             waiter: match waiter {
                 Ok(w) => w,
@@ -240,9 +316,13 @@ impl<L: RawRwLock> MmfOptions<L> {
             access: Access::ReadWrite,
             remove_on_drop: !self.persist,
             lock_timeout: self.lock_timeout,
+            token: UNTRACKED,
+            recovery_interval: self.recovery_interval,
             _lock: PhantomData,
         };
-        mmf.header().initialise(size as u64, L::KIND, L::init);
+        mmf.header()
+            .initialise_with_kind(size as u64, L::KIND, self.kind, L::init);
+        mmf.attach();
         Ok(mmf)
     }
 
@@ -298,12 +378,17 @@ impl<L: RawRwLock> MmfOptions<L> {
         name::validate(&self.name)?;
         let start = Instant::now();
         let mut pause = Duration::from_micros(50);
-        let mut mapped: Option<sys::Segment> = None;
+        // The registration (first, so dropped first) lets the SIGBUS handler survive a
+        // truncation that races with validation below.
+        let mut mapped: Option<(sys::fault::Registration, sys::Segment)> = None;
         loop {
             if mapped.is_none() {
-                mapped = sys::Segment::open(&self.name, access, &self.os)?;
+                mapped = sys::Segment::open(&self.name, access, &self.os)?.map(|segment| {
+                    let fault = sys::fault::Registration::new(segment.as_ptr(), segment.len());
+                    (fault, segment)
+                });
             }
-            if let Some(segment) = &mapped {
+            if let Some((fault, segment)) = &mapped {
                 if segment.len() < HEADER_LEN {
                     return Err(Error::NotMmf {
                         name: self.name.clone(),
@@ -312,15 +397,31 @@ impl<L: RawRwLock> MmfOptions<L> {
                 // SAFETY: the mapping is page aligned and at least HEADER_LEN bytes long
                 // (checked above); the reference does not outlive this iteration.
                 let header = unsafe { Header::from_ptr(segment.as_ptr()) };
-                if let Some(layout) = header.validate(segment.len(), &self.name)? {
+                let validated = header.validate(segment.len(), &self.name);
+                if fault.header_lost() {
+                    // Validation read a private zero page standing in for a vanished header.
+                    return Err(truncated(&self.name, segment, HEADER_LEN));
+                }
+                if let Some(layout) = validated? {
+                    // The mapping length was the size at open; the object may have shrunk
+                    // since (the header's pages being intact says nothing about the data's).
+                    check_size(&self.name, segment, HEADER_LEN + layout.data_len)?;
+                    if layout.flags != self.kind {
+                        return Err(Error::WrongKind {
+                            name: self.name.clone(),
+                            expected: crate::header::kind_name(self.kind),
+                            found: crate::header::kind_name(layout.flags),
+                        });
+                    }
                     if layout.lock_kind != L::KIND {
                         return Err(Error::LockMismatch {
                             expected: L::KIND,
                             found: layout.lock_kind,
                         });
                     }
-                    let segment = mapped.take().expect("checked Some above");
-                    return Ok(Mmf {
+                    let (fault, segment) = mapped.take().expect("checked Some above");
+                    let mut mmf = Mmf {
+                        fault,
                         segment,
                         waiter: sys::Waiter::new(&self.name, self.os.namespace, false)?,
                         name: self.name.clone(),
@@ -329,8 +430,14 @@ impl<L: RawRwLock> MmfOptions<L> {
                         access,
                         remove_on_drop: false,
                         lock_timeout: self.lock_timeout,
+                        token: UNTRACKED,
+                        recovery_interval: self.recovery_interval,
                         _lock: PhantomData,
-                    });
+                    };
+                    if access == Access::ReadWrite {
+                        mmf.attach();
+                    }
+                    return Ok(mmf);
                 }
             }
             let waited = start.elapsed();
@@ -344,6 +451,38 @@ impl<L: RawRwLock> MmfOptions<L> {
             pause = (pause * 2).min(Duration::from_millis(5));
         }
     }
+}
+
+/// The error for a segment found shorter than the `needed` bytes this handle mapped, with the
+/// object's size now.
+fn truncated(name: &str, segment: &sys::Segment, needed: usize) -> Error {
+    #[cfg(unix)]
+    let found = match segment.current_len() {
+        Ok(found) => found,
+        Err(e) => return e,
+    };
+    // Unreachable in practice: a Windows section cannot shrink, so nothing reports a fault.
+    #[cfg(not(unix))]
+    let found = {
+        let _ = segment;
+        needed as u64
+    };
+    Error::Truncated {
+        name: name.to_owned(),
+        found,
+        needed: needed as u64,
+    }
+}
+
+/// [`Error::Truncated`] if the object is now shorter than `needed` bytes (`fstat`; Unix). A
+/// Windows section cannot be shrunk, so there it always passes.
+fn check_size(name: &str, segment: &sys::Segment, needed: usize) -> Result<()> {
+    #[cfg(unix)]
+    if segment.current_len()? < needed as u64 {
+        return Err(truncated(name, segment, needed));
+    }
+    let _ = (name, segment, needed);
+    Ok(())
 }
 
 /// Total object length for a data region of `size` bytes, or a typed error.
@@ -414,19 +553,26 @@ impl<L: RawRwLock> Mmf<L> {
         self.access == Access::ReadOnly
     }
 
-    fn header(&self) -> &Header {
+    /// Start of the whole mapping (header included). Not API: only for platform tests that
+    /// ask the OS how the pages are mapped (e.g. that a read-only view is really read-only).
+    #[doc(hidden)]
+    pub fn mapping_ptr_for_tests(&self) -> *const u8 {
+        self.segment.as_ptr()
+    }
+
+    pub(crate) fn header(&self) -> &Header {
         // SAFETY: every Mmf maps at least HEADER_LEN bytes (checked at create/open), page
         // aligned, alive as long as `self`.
         unsafe { Header::from_ptr(self.segment.as_ptr()) }
     }
 
-    fn data_ptr(&self) -> *mut u8 {
+    pub(crate) fn data_ptr(&self) -> *mut u8 {
         // SAFETY: HEADER_LEN + data_len <= mapping length (validated), so this stays inside
         // the mapping.
         unsafe { self.segment.as_ptr().add(HEADER_LEN) }
     }
 
-    fn waiter(&self) -> Waiter<'_> {
+    pub(crate) fn waiter(&self) -> Waiter<'_> {
         Waiter::new(&self.waiter, &self.header().os_waiters)
     }
 
@@ -452,83 +598,197 @@ impl<L: RawRwLock> Mmf<L> {
         self.lock_timeout.map(|t| Instant::now() + t)
     }
 
+    /// What the lock needs on every call: waiter, this handle's token, recovery interval and
+    /// the OS's liveness check.
+    fn ctx(&self) -> Context<'_> {
+        Context::new(
+            self.waiter(),
+            self.token,
+            self.recovery_interval,
+            &<sys::Process as OsProcess>::liveness,
+        )
+    }
+
+    /// Registers this read-write handle with the lock (a slot in its owner table).
+    fn attach(&mut self) {
+        let token = L::attach(
+            &self.header().lock,
+            &self.ctx(),
+            <sys::Process as OsProcess>::current(),
+        );
+        self.token = token;
+    }
+
     /// Takes a shared lock, waiting up to the handle's lock timeout (forever by default).
-    pub fn read(&self) -> Result<ReadGuard<'_, L>> {
+    ///
+    /// # Poisoning
+    ///
+    /// If a writer died holding the lock (see [`is_poisoned`](Self::is_poisoned)), every lock
+    /// method still takes the lock but returns it inside [`LockError::Poisoned`], like
+    /// `std::sync::RwLock`: `?` turns that into [`Error::Poisoned`] (releasing the lock),
+    /// while code that can repair the data takes the guard with
+    /// [`PoisonError::into_inner`], fixes the data, and calls
+    /// [`clear_poison`](Self::clear_poison). An error rather than a flag on the guard, so
+    /// that nobody reads half-written data without saying so. A reader that died poisons
+    /// nothing.
+    ///
+    /// ```no_run
+    /// use mmf::{LockError, Mmf};
+    ///
+    /// # fn main() -> mmf::Result<()> {
+    /// let segment = Mmf::open_or_create("camera-0", 4096)?;
+    /// let mut frame = match segment.write() {
+    ///     Ok(guard) => guard,
+    ///     Err(LockError::Poisoned(poisoned)) => {
+    ///         let mut guard = poisoned.into_inner();
+    ///         guard.fill(0); // the producer that died left a torn frame
+    ///         segment.clear_poison()?;
+    ///         guard
+    ///     }
+    ///     Err(other) => return Err(other.into()),
+    /// };
+    /// frame[..5].copy_from_slice(b"HELLO");
+    /// # Ok(()) }
+    /// ```
+    pub fn read(&self) -> LockResult<ReadGuard<'_, L>> {
         self.lock_shared(self.deadline())
     }
 
-    /// Takes a shared lock if that is possible now, or [`Error::WouldBlock`].
-    pub fn try_read(&self) -> Result<ReadGuard<'_, L>> {
+    /// Takes a shared lock if that is possible now, or [`Error::WouldBlock`]. Poisoning as
+    /// for [`read`](Self::read).
+    pub fn try_read(&self) -> LockResult<ReadGuard<'_, L>> {
         self.require_writable("read lock")?;
-        if L::try_lock_shared(&self.header().lock) {
-            Ok(ReadGuard { mmf: self })
-        } else {
-            Err(Error::WouldBlock)
+        match L::try_lock_shared(&self.header().lock, &self.ctx()) {
+            Some(acquired) => self.shared_guard(acquired),
+            None => Err(LockError::Failed(Error::WouldBlock)),
         }
     }
 
     /// Takes a shared lock, waiting at most `timeout` ([`Error::Timeout`] after that).
-    pub fn read_timeout(&self, timeout: Duration) -> Result<ReadGuard<'_, L>> {
+    /// Poisoning as for [`read`](Self::read).
+    pub fn read_timeout(&self, timeout: Duration) -> LockResult<ReadGuard<'_, L>> {
         self.lock_shared(Some(Instant::now() + timeout))
     }
 
     /// Takes the exclusive lock, waiting up to the handle's lock timeout (forever by default).
-    pub fn write(&self) -> Result<WriteGuard<'_, L>> {
+    /// Poisoning as for [`read`](Self::read).
+    pub fn write(&self) -> LockResult<WriteGuard<'_, L>> {
         self.lock_exclusive(self.deadline())
     }
 
     /// Takes the exclusive lock if that is possible now, or [`Error::WouldBlock`].
-    pub fn try_write(&self) -> Result<WriteGuard<'_, L>> {
+    /// Poisoning as for [`read`](Self::read).
+    pub fn try_write(&self) -> LockResult<WriteGuard<'_, L>> {
         self.require_writable("write lock")?;
-        if L::try_lock_exclusive(&self.header().lock) {
-            Ok(WriteGuard::begin(self))
-        } else {
-            Err(Error::WouldBlock)
+        match L::try_lock_exclusive(&self.header().lock, &self.ctx()) {
+            Some(acquired) => self.exclusive_guard(acquired),
+            None => Err(LockError::Failed(Error::WouldBlock)),
         }
     }
 
     /// Takes the exclusive lock, waiting at most `timeout` ([`Error::Timeout`] after that).
-    pub fn write_timeout(&self, timeout: Duration) -> Result<WriteGuard<'_, L>> {
+    /// Poisoning as for [`read`](Self::read).
+    pub fn write_timeout(&self, timeout: Duration) -> LockResult<WriteGuard<'_, L>> {
         self.lock_exclusive(Some(Instant::now() + timeout))
     }
 
-    fn lock_shared(&self, deadline: Option<Instant>) -> Result<ReadGuard<'_, L>> {
-        // The lock word is written even by readers, which a read-only mapping forbids.
-        self.require_writable("read lock")?;
-        let start = Instant::now();
-        if L::lock_shared(&self.header().lock, self.waiter(), deadline) {
-            Ok(ReadGuard { mmf: self })
-        } else {
-            Err(Error::Timeout {
-                waited: start.elapsed(),
-            })
+    /// Whether a writer died holding the lock since the segment was created or the poison
+    /// was last cleared. Works on read-only handles too.
+    pub fn is_poisoned(&self) -> bool {
+        L::is_poisoned(&self.header().lock)
+    }
+
+    /// Declares the data repaired after a writer died holding the lock: later acquisitions
+    /// are clean again. Usually called under a write guard taken from
+    /// [`LockError::Poisoned`]. [`Error::ReadOnly`] on a read-only handle.
+    pub fn clear_poison(&self) -> Result<()> {
+        self.require_writable("clear_poison")?;
+        L::clear_poison(&self.header().lock);
+        Ok(())
+    }
+
+    fn shared_guard(&self, acquired: Acquired) -> LockResult<ReadGuard<'_, L>> {
+        let guard = ReadGuard { mmf: self };
+        match acquired {
+            Acquired::Clean => Ok(guard),
+            Acquired::Poisoned => {
+                self.repair_write_seq();
+                Err(LockError::Poisoned(PoisonError::new(guard)))
+            }
         }
     }
 
-    fn lock_exclusive(&self, deadline: Option<Instant>) -> Result<WriteGuard<'_, L>> {
+    fn exclusive_guard(&self, acquired: Acquired) -> LockResult<WriteGuard<'_, L>> {
+        let guard = WriteGuard::begin(self);
+        match acquired {
+            Acquired::Clean => Ok(guard),
+            Acquired::Poisoned => Err(LockError::Poisoned(PoisonError::new(guard))),
+        }
+    }
+
+    /// A writer that died left `write_seq` odd, which would make read-only handles retry
+    /// until their timeout. Under a shared lock no writer is active, so an odd value can
+    /// only be such a leftover; make it even. A compare-exchange, so that several readers
+    /// doing this at once advance it only once. (A write guard's `begin` repairs it anyway.)
+    fn repair_write_seq(&self) {
+        let seq = &self.header().write_seq;
+        let value = seq.load(Relaxed);
+        if value & 1 == 1 {
+            // Release: pairs with the Acquire load in read_at_optimistic, like the store
+            // that ends a write; the data was last changed by the dead writer.
+            let _ = seq.compare_exchange(value, value.wrapping_add(1), Release, Relaxed);
+        }
+    }
+
+    fn lock_shared(&self, deadline: Option<Instant>) -> LockResult<ReadGuard<'_, L>> {
+        // The lock word is written even by readers, which a read-only mapping forbids.
+        self.require_writable("read lock")?;
+        // The clock only for timed waits: reading it would double the cost of an
+        // uncontended lock + unlock (see benches/lock.rs).
+        let start = deadline.map(|_| Instant::now());
+        match L::lock_shared(&self.header().lock, &self.ctx(), deadline) {
+            Some(acquired) => self.shared_guard(acquired),
+            None => Err(LockError::Failed(Error::Timeout {
+                waited: start.map_or(Duration::ZERO, |s| s.elapsed()),
+            })),
+        }
+    }
+
+    fn lock_exclusive(&self, deadline: Option<Instant>) -> LockResult<WriteGuard<'_, L>> {
         self.require_writable("write lock")?;
-        let start = Instant::now();
-        if L::lock_exclusive(&self.header().lock, self.waiter(), deadline) {
-            Ok(WriteGuard::begin(self))
-        } else {
-            Err(Error::Timeout {
-                waited: start.elapsed(),
-            })
+        // As in lock_shared: no clock read unless the wait is timed.
+        let start = deadline.map(|_| Instant::now());
+        match L::lock_exclusive(&self.header().lock, &self.ctx(), deadline) {
+            Some(acquired) => self.exclusive_guard(acquired),
+            None => Err(LockError::Failed(Error::Timeout {
+                waited: start.map_or(Duration::ZERO, |s| s.elapsed()),
+            })),
         }
     }
 
     /// Copies `buf.len()` bytes from the data region at `offset` into `buf`, under the lock.
     ///
+    /// On a [poisoned](Self::is_poisoned) lock this copies nothing and returns
+    /// [`Error::Poisoned`] (on every handle, read-only ones included): the copy API cannot
+    /// hand over a guard, and silently returning half-written data would hide the crash.
+    /// Repair through [`write`](Self::write) and [`clear_poison`](Self::clear_poison).
+    ///
     /// On a read-only handle the copy is retried until no write was in progress during it,
     /// so the result is still a consistent snapshot.
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len())?;
+        self.check_header_intact()?;
         if self.is_read_only() {
             return self.read_at_optimistic(offset, buf);
         }
         let guard = self.read()?;
-        buf.copy_from_slice(&guard[offset..offset + buf.len()]);
-        Ok(())
+        // SAFETY: check_range put offset..offset+len inside the data region.
+        let src = unsafe { self.data_ptr().add(offset) };
+        // SAFETY: src..src+len lies in our data region, under the shared lock `guard` holds;
+        // `buf` is the caller's distinct buffer of that length.
+        let copied = unsafe { self.copy_data(buf.as_mut_ptr(), src, buf.len()) };
+        drop(guard);
+        copied
     }
 
     /// Reads `len` bytes at `offset` into a new `Vec` (see [`read_at`](Self::read_at)).
@@ -540,11 +800,56 @@ impl<L: RawRwLock> Mmf<L> {
     }
 
     /// Copies `buf` into the data region at `offset`, under the exclusive lock.
+    ///
+    /// On a [poisoned](Self::is_poisoned) lock this writes nothing and returns
+    /// [`Error::Poisoned`]: a partial overwrite would not repair what the dead writer left.
     pub fn write_at(&self, offset: usize, buf: &[u8]) -> Result<()> {
         self.require_writable("write_at")?;
         self.check_range(offset, buf.len())?;
-        let mut guard = self.write()?;
-        guard[offset..offset + buf.len()].copy_from_slice(buf);
+        self.check_header_intact()?;
+        let guard = self.write()?;
+        // SAFETY: check_range put offset..offset+len inside the data region.
+        let dst = unsafe { self.data_ptr().add(offset) };
+        // SAFETY: dst..dst+len lies in our read-write data region, under the exclusive lock
+        // `guard` holds; `buf` is the caller's distinct buffer of that length.
+        let copied = unsafe { self.copy_data(dst, buf.as_ptr(), buf.len()) };
+        drop(guard);
+        copied
+    }
+
+    /// [`Error::Truncated`] once this handle's header page has vanished (see
+    /// `sys::fault`): its lock then lives on a private page and no longer excludes anyone.
+    fn check_header_intact(&self) -> Result<()> {
+        if self.fault.header_lost() {
+            return Err(truncated(
+                &self.name,
+                &self.segment,
+                HEADER_LEN + self.data_len,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Copies between the data region and a caller's buffer through the fault-catching
+    /// routine, so that a segment shrunk by another process is [`Error::Truncated`] rather
+    /// than a fatal `SIGBUS` (where faults cannot be caught, the size is checked first).
+    ///
+    /// # Safety
+    /// One of `dst`/`src` lies in this handle's data region, the other in a caller's buffer;
+    /// both are valid for `len` bytes (apart from pages truncated away) and do not overlap.
+    unsafe fn copy_data(&self, dst: *mut u8, src: *const u8, len: usize) -> Result<()> {
+        let needed = HEADER_LEN + self.data_len;
+        if !sys::fault::CATCHES_FAULTS {
+            check_size(&self.name, &self.segment, needed)?;
+        }
+        // SAFETY: guaranteed by the caller; pages of our mapping that vanish are reported
+        // as a fault because the mapping is registered (`self.fault`).
+        let copied = unsafe { sys::fault::copy(dst, src, len) };
+        // A lost header means the lock we copied under was private, so even a copy that
+        // did not fault (the object grew back) was not excluded from writers elsewhere.
+        if copied.is_err() || self.fault.header_lost() {
+            return Err(truncated(&self.name, &self.segment, needed));
+        }
         Ok(())
     }
 
@@ -556,16 +861,20 @@ impl<L: RawRwLock> Mmf<L> {
         let deadline = self.deadline();
         let mut pause = Duration::from_micros(20);
         loop {
+            if L::is_poisoned(&self.header().lock) {
+                return Err(Error::Poisoned);
+            }
             // Acquire: pairs with the Release store that ends a write (WriteGuard::drop),
             // so the data we copy is at least as new as that write.
             let before = seq.load(Acquire);
             if before & 1 == 0 {
                 // SAFETY: check_range put offset..offset+len inside the data region.
                 let src = unsafe { self.data_ptr().add(offset) };
-                // SAFETY: src..src+len is mapped readable for as long as `self` lives; `buf` is
-                // a distinct local buffer. Bytes may change under us (a writer may start):
-                // the sequence check below detects that and the copy is discarded.
-                unsafe { std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), buf.len()) };
+                // SAFETY: src..src+len is in our data region, mapped readable for as long as
+                // `self` lives; `buf` is a distinct local buffer. Bytes may change under us (a
+                // writer may start): the sequence check below detects that and the copy is
+                // discarded.
+                unsafe { self.copy_data(buf.as_mut_ptr(), src, buf.len()) }?;
                 // Acquire fence: orders the copy's loads before the re-check; pairs with the
                 // Release fence a writer issues after making the sequence odd.
                 fence(Acquire);
@@ -597,6 +906,10 @@ impl<L: RawRwLock> fmt::Debug for Mmf<L> {
 
 impl<L: RawRwLock> Drop for Mmf<L> {
     fn drop(&mut self) {
+        if self.access == Access::ReadWrite {
+            // Frees this handle's slot; guards borrow the handle, so none is left.
+            L::detach(&self.header().lock, &self.ctx());
+        }
         if self.remove_on_drop {
             // Ignored: the name may already have been removed by someone else (that is fine),
             // and a drop has no way to report anything.
@@ -623,7 +936,7 @@ impl<L: RawRwLock> Deref for ReadGuard<'_, L> {
 impl<L: RawRwLock> Drop for ReadGuard<'_, L> {
     fn drop(&mut self) {
         // SAFETY: this guard's existence proves a shared lock is held, released only here.
-        unsafe { L::unlock_shared(&self.mmf.header().lock, self.mmf.waiter()) };
+        unsafe { L::unlock_shared(&self.mmf.header().lock, &self.mmf.ctx()) };
     }
 }
 
@@ -675,7 +988,7 @@ impl<L: RawRwLock> Drop for WriteGuard<'_, L> {
             .write_seq
             .store(self.seq.wrapping_add(1), Release);
         // SAFETY: this guard's existence proves the exclusive lock is held, released only here.
-        unsafe { L::unlock_exclusive(&self.mmf.header().lock, self.mmf.waiter()) };
+        unsafe { L::unlock_exclusive(&self.mmf.header().lock, &self.mmf.ctx()) };
     }
 }
 

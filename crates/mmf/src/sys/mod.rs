@@ -14,6 +14,9 @@ use crate::error::Result;
 #[cfg_attr(windows, path = "windows.rs")]
 mod os;
 
+/// Surviving truncation: the fault-catching copy and the SIGBUS handler (issue 4).
+pub(crate) mod fault;
+
 pub(crate) use os::{Process, Segment, Waiter};
 
 /// Which kernel namespace a name lives in (meaningful on Windows only).
@@ -99,15 +102,20 @@ pub(crate) fn remaining(deadline: Option<Instant>) -> Option<std::time::Duration
 /// A process identity that survives pid reuse: the pid plus the time the process started
 /// (Linux: clock ticks after boot from `/proc/<pid>/stat`; Windows: creation FILETIME).
 /// `start == 0` means the platform could not tell; liveness then rests on the pid alone.
+///
+/// Public (as `mmf::lock::ProcessId`) because [`RawRwLock`](crate::RawRwLock) implementations
+/// receive and record it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ProcessId {
+pub struct ProcessId {
+    /// The OS process id.
     pub pid: u32,
+    /// When the process started, in OS-specific units; 0 if unknown.
     pub start: u64,
 }
 
 /// What the OS says about a recorded [`ProcessId`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Liveness {
+pub enum Liveness {
     /// The very process (same pid and start time) is still running.
     Alive,
     /// It has exited (or is a zombie), or its pid now belongs to another process.

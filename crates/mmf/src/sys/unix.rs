@@ -155,6 +155,14 @@ impl Segment {
         }
     }
 
+    /// The object's size now (`fstat`), which another process may have changed with
+    /// `ftruncate` since we mapped it.
+    pub(crate) fn current_len(&self) -> Result<u64> {
+        let stat = fs::fstat(&self.fd).map_err(|e| Error::os("fstat", e.into()))?;
+        #[allow(clippy::unnecessary_cast)]
+        Ok(stat.st_size.max(0) as u64)
+    }
+
     /// `(device, inode)` of the object behind `fd`.
     fn identity(fd: &OwnedFd) -> Result<(u64, u64)> {
         let stat = fs::fstat(fd).map_err(|e| Error::os("fstat", e.into()))?;
@@ -380,23 +388,35 @@ impl OsProcess for Process {
         #[cfg(any(target_os = "linux", target_os = "android"))]
         {
             match proc_stat(id.pid) {
-                None => Liveness::Dead,
+                // No stat file does not prove death: /proc mounted with hidepid hides other
+                // users' live processes. Ask the kernel directly before declaring it dead.
+                None => match kill_probe(id.pid) {
+                    Liveness::Alive => Liveness::Unknown,
+                    other => other,
+                },
                 Some((b'Z' | b'X', _)) => Liveness::Dead,
                 Some((_, start)) if id.start != 0 && start != id.start => Liveness::Dead,
                 Some(_) => Liveness::Alive,
             }
         }
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        {
-            let Some(pid) = rustix::process::Pid::from_raw(id.pid as i32) else {
-                return Liveness::Dead;
-            };
-            match rustix::process::test_kill_process(pid) {
-                Ok(()) => Liveness::Alive,
-                Err(Errno::SRCH) => Liveness::Dead,
-                Err(_) => Liveness::Unknown,
-            }
-        }
+        kill_probe(id.pid)
+    }
+}
+
+/// `kill(pid, 0)`: whether some process has this pid (it may be a reuse of the pid).
+fn kill_probe(pid: u32) -> Liveness {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return Liveness::Dead;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => Liveness::Alive,
+        Err(Errno::SRCH) => Liveness::Dead,
+        // EPERM: it exists but belongs to someone else.
+        Err(_) => Liveness::Unknown,
     }
 }
 

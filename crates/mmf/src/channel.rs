@@ -1,0 +1,1369 @@
+//! Frame channel: one writer publishes frames, any number of readers (up to a bound fixed at
+//! creation) take the newest one, in place, without copying and without ever making the
+//! writer wait.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use mmf::{FrameMeta, FrameReader, FrameSpec, FrameWriter};
+//!
+//! # fn main() -> mmf::Result<()> {
+//! // Camera process
+//! let mut camera = FrameWriter::create("cam0", FrameSpec::new(1920 * 1080 * 3))?;
+//! camera.set_meta(FrameMeta { width: 1920, height: 1080, pixel_format: 0, tag: 0 });
+//! camera.publish_with(|buf| {
+//!     buf[..6].copy_from_slice(b"pixels"); // render straight into shared memory
+//!     1920 * 1080 * 3
+//! })?;
+//!
+//! // Consumer process
+//! let mut reader = FrameReader::open("cam0")?;
+//! let frame = reader.wait_next(Duration::from_millis(100))?;
+//! println!("frame {} ({} bytes, {} skipped)", frame.seq(), frame.len(), frame.skipped());
+//! # Ok(()) }
+//! ```
+//!
+//! # Design
+//!
+//! A channel is an ordinary segment (same naming, permissions, lifetime, header checks) whose
+//! header `flags` word says [`KIND_FRAME_CHANNEL`]: [`Mmf::open`](crate::Mmf::open) on it, or
+//! [`FrameReader::open`] on a plain segment, fails with [`Error::WrongKind`]. Its data region
+//! holds a control block and `slots` frame slots of `max_frame_len` bytes each (page aligned).
+//!
+//! **Slots.** A channel created for `R` readers (`FrameSpec::max_readers`, 1 to
+//! [`MAX_READERS`]) has exactly `R + 2` slots. Each reader owns one entry in a reader table
+//! and pins at most one slot at a time through it (a [`Frame`] borrows its reader mutably).
+//! To publish, the writer picks a slot that is neither the latest frame nor named by any pin:
+//! at most `R` pins plus the latest exclude at most `R + 1` slots, so one is always free, and
+//! publishing never waits, whatever readers do — hold a frame forever, die holding it, or
+//! write garbage into their pin word (one entry holds one value, so it excludes at most one
+//! slot). Past the bound: the `R + 1`-th concurrent [`FrameReader::open`] fails with
+//! [`Error::ChannelFull`] (after reclaiming entries of dead readers).
+//!
+//! **Never torn.** A reader publishes a pin (the slot it wants), then checks the slot is
+//! still the latest. The writer stores `latest` and reads pins with sequentially consistent
+//! operations, so either the reader's check sees the writer has moved on (the reader retries),
+//! or the writer's next scan sees the pin (the writer keeps off the slot). A slot that is
+//! latest or pinned is never written, so a pinned frame stays complete and unchanged until
+//! the guard drops. The newest frame's metadata sits next to `latest` on one cache line
+//! (so a reader picks up both with one cache miss) and is read seqlock-style: `latest` is set
+//! to a busy value while the writer rewrites the metadata, and the reader accepts what it
+//! read only if `latest` is the same before and after (it carries 26 bits of the sequence
+//! number, so a slot reused in between does not look the same).
+//!
+//! **Waiting.** [`FrameReader::wait_next`] spins briefly (20 µs by default,
+//! [`FrameReader::set_spin`]; skipped while frames arrive more slowly than that, resumed when
+//! one arrives within it), then sleeps in the kernel on the `latest` word through the
+//! segment's waiter (a shared futex on Linux, the segment's named semaphore on Windows). A
+//! sleeping reader counts itself in `parked`; the writer makes the wake-up system call only
+//! when that count is non-zero, so publishing to busy readers costs no system call.
+//!
+//! **Dead readers.** Each reader entry records its owner's process identity (pid and start
+//! time). The writer checks for dead owners on every 16th publish once 100 ms have passed
+//! since its last check (so within 100 ms or 16 frames, whichever is later), on
+//! [`FrameWriter::reclaim_dead_readers`], and every [`FrameReader::open`] that finds the
+//! table full checks before giving up: a dead owner's
+//! entry, pin and parked count are released. A dead reader's pin never blocks the writer even
+//! before that (see Slots); reclaiming only frees its table entry for a new reader.
+//! Limitation: a process killed in the microsecond between claiming an entry and recording
+//! its identity leaves that entry busy until the channel is recreated.
+//!
+//! **Untrusted memory.** Everything read from the region is checked: the geometry once at
+//! open against the real mapping length (then only the local copy is used), slot indices and
+//! frame lengths on every read. Garbage yields [`Error::Corrupt`], never a panic or an
+//! out-of-bounds access. A writer killed in the middle of publishing leaves `latest` busy:
+//! [`FrameReader::latest`] then gives [`Error::WouldBlock`] after a few milliseconds of
+//! retrying and [`FrameReader::wait_next`] times out, rather than spinning forever.
+//!
+//! # Control block layout (version 1, at the start of the data region)
+//!
+//! All words are native-endian `u32`, 64-bit values are (low, high) pairs.
+//!
+//! | offset | size | field | meaning |
+//! |-------:|-----:|-------|---------|
+//! | 0 | 8 | `magic` | `b"mmfchan1"`, stored last at creation (Release) |
+//! | 8 | 4 | `version` | [`CHANNEL_VERSION`] |
+//! | 12 | 4 | `slot_count` | `max_readers + 2` |
+//! | 16 | 4 | `max_readers` | 1..=[`MAX_READERS`] |
+//! | 24 | 8 | `max_frame_len` | bytes per frame, at least 1 |
+//! | 32 | 8 | `slot_stride` | `max_frame_len` rounded up to 4096 |
+//! | 40 | 12 | writer pid, start time | diagnostics |
+//! | 64 | 4 | `latest` | bits 0..6: slot of the newest frame (63: none yet, 62: metadata being rewritten); bits 6..32: its sequence number mod 2^26. Also the futex word readers sleep on |
+//! | 68 | 44 | newest frame's metadata | seq, timestamp, len (2 words each), width, height, pixel format, tag (2 words) |
+//! | 128 | 4 | `parked` | readers sleeping in `wait_next` |
+//! | 256 | 64 × 32 | reader entries | claim word, pid, start time (2 words), pin, parked flag |
+//! | 8192 | `slot_stride` × `slot_count` | frame slots | page aligned |
+
+use std::hint;
+use std::mem::{offset_of, size_of};
+use std::ops::Deref;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::{fence, AtomicU32};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::header::KIND_FRAME_CHANNEL;
+use crate::segment::{Mmf, MmfOptions};
+use crate::sys::{Liveness, OsProcess, Process, ProcessId};
+
+mod clock;
+pub use clock::monotonic_ns;
+
+/// Most readers a channel can be created for.
+pub const MAX_READERS: usize = 32;
+/// Most slots a channel has (`MAX_READERS + 2`).
+const MAX_SLOTS: usize = MAX_READERS + 2;
+/// Version of the control block layout.
+pub const CHANNEL_VERSION: u32 = 1;
+/// Bytes before the first frame slot.
+const CONTROL_LEN: usize = 8192;
+/// Slots start on page boundaries (4096 is the smallest page size we run on).
+const SLOT_ALIGN: usize = 4096;
+/// `pin` value meaning "no slot".
+const NO_SLOT: u32 = u32::MAX;
+/// Bits of the `latest` word that hold the slot.
+const LATEST_SLOT: u32 = 63;
+/// Shift of the sequence number in the `latest` word.
+const LATEST_SEQ_SHIFT: u32 = 6;
+/// Slot field of `latest` before the first frame.
+const LATEST_NONE: u32 = 63;
+/// Slot field of `latest` while the writer rewrites the metadata next to it.
+const LATEST_BUSY: u32 = 62;
+
+/// The `latest` word for frame `seq` in `slot`.
+fn latest_word(slot: u32, seq: u64) -> u32 {
+    ((seq as u32) << LATEST_SEQ_SHIFT) | slot
+}
+const MAGIC: [u8; 8] = *b"mmfchan1";
+/// How often the writer looks for dead readers while publishing.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+/// Tries [`FrameReader::latest`] makes before [`Error::WouldBlock`] (a few milliseconds).
+const MAX_PIN_ATTEMPTS: u32 = 100_000;
+/// Default spin of [`FrameReader::wait_next`] before sleeping.
+const DEFAULT_SPIN: Duration = Duration::from_micros(20);
+
+// Claim word of a reader entry: generation in bits 2.., state in bits 0..2.
+/// Nobody owns the entry (zero-initialised memory is a free entry).
+const CLAIM_FREE: u32 = 0;
+/// An opener is filling in its identity, or a sweeper is releasing a dead owner's entry.
+const CLAIM_BUSY: u32 = 1;
+/// A reader owns the entry; its pid and start time are valid.
+const CLAIM_OWNED: u32 = 2;
+const CLAIM_STATE: u32 = 3;
+const CLAIM_GEN_ONE: u32 = 4;
+
+#[repr(C, align(64))]
+struct ReaderEntry {
+    claim: AtomicU32,
+    pid: AtomicU32,
+    start: [AtomicU32; 2],
+    /// The slot this reader has pinned, or [`NO_SLOT`].
+    pin: AtomicU32,
+    /// 1 while this reader is counted in `parked`.
+    parked: AtomicU32,
+    _reserved: [AtomicU32; 10],
+}
+
+/// The newest frame's metadata (valid only as described for `latest` in the module docs).
+#[repr(C)]
+struct FrameDesc {
+    seq: [AtomicU32; 2],
+    timestamp: [AtomicU32; 2],
+    len: [AtomicU32; 2],
+    width: AtomicU32,
+    height: AtomicU32,
+    pixel_format: AtomicU32,
+    tag: [AtomicU32; 2],
+}
+
+#[repr(C, align(64))]
+struct Control {
+    magic: [AtomicU32; 2],
+    version: AtomicU32,
+    slot_count: AtomicU32,
+    max_readers: AtomicU32,
+    _reserved0: AtomicU32,
+    max_frame_len: [AtomicU32; 2],
+    slot_stride: [AtomicU32; 2],
+    writer_pid: AtomicU32,
+    writer_start: [AtomicU32; 2],
+    _reserved1: [AtomicU32; 3],
+    latest: AtomicU32,
+    desc: FrameDesc,
+    _reserved2: [AtomicU32; 4],
+    parked: AtomicU32,
+    _reserved3: [AtomicU32; 31],
+    readers: [ReaderEntry; MAX_READERS],
+    _reserved4: [AtomicU32; (CONTROL_LEN - 256 - 64 * MAX_READERS) / 4],
+}
+
+// Other binaries read these bytes: pin every offset of the table in the module docs.
+const _: () = {
+    assert!(size_of::<ReaderEntry>() == 64);
+    assert!(size_of::<FrameDesc>() == 44);
+    assert!(MAX_SLOTS < LATEST_BUSY as usize);
+    assert!(size_of::<Control>() == CONTROL_LEN);
+    assert!(offset_of!(Control, version) == 8);
+    assert!(offset_of!(Control, slot_count) == 12);
+    assert!(offset_of!(Control, max_readers) == 16);
+    assert!(offset_of!(Control, max_frame_len) == 24);
+    assert!(offset_of!(Control, slot_stride) == 32);
+    assert!(offset_of!(Control, writer_pid) == 40);
+    assert!(offset_of!(Control, latest) == 64);
+    assert!(offset_of!(Control, desc) == 68);
+    assert!(offset_of!(Control, parked) == 128);
+    assert!(offset_of!(Control, readers) == 256);
+    assert!(offset_of!(ReaderEntry, pin) == 16);
+    assert!(offset_of!(FrameDesc, tag) == 36);
+};
+
+fn load64(pair: &[AtomicU32; 2]) -> u64 {
+    // Relaxed: 64-bit fields are only read where something else (the pin protocol or the
+    // magic's Acquire) already orders them after their writes.
+    u64::from(pair[0].load(Relaxed)) | (u64::from(pair[1].load(Relaxed)) << 32)
+}
+
+fn store64(pair: &[AtomicU32; 2], value: u64) {
+    // Relaxed: published by a later Release/SeqCst store (magic, or `latest`).
+    pair[0].store(value as u32, Relaxed);
+    pair[1].store((value >> 32) as u32, Relaxed);
+}
+
+fn magic_words() -> [u32; 2] {
+    let [a, b, c, d, e, f, g, h] = MAGIC;
+    [
+        u32::from_ne_bytes([a, b, c, d]),
+        u32::from_ne_bytes([e, f, g, h]),
+    ]
+}
+
+/// Parameters of a new channel, for [`FrameWriter::create`].
+///
+/// ```
+/// # use mmf::FrameSpec;
+/// let spec = FrameSpec { max_frame_len: 1920 * 1080 * 3, max_readers: 3, ..FrameSpec::default() };
+/// assert_eq!(spec, FrameSpec::new(1920 * 1080 * 3).max_readers(3));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameSpec {
+    /// Largest frame in bytes (at least 1; the default 0 must be overridden).
+    pub max_frame_len: usize,
+    /// Readers that may be open at once (1 to [`MAX_READERS`], default 4). The channel has
+    /// `max_readers + 2` slots of `max_frame_len` bytes.
+    pub max_readers: usize,
+    /// Unix permission bits (default `0o600`; see [`MmfOptions::mode`]).
+    pub mode: u32,
+}
+
+impl Default for FrameSpec {
+    fn default() -> Self {
+        FrameSpec {
+            max_frame_len: 0,
+            max_readers: 4,
+            mode: 0o600,
+        }
+    }
+}
+
+impl FrameSpec {
+    /// A spec for frames of up to `max_frame_len` bytes, with the defaults otherwise.
+    pub fn new(max_frame_len: usize) -> Self {
+        FrameSpec {
+            max_frame_len,
+            ..FrameSpec::default()
+        }
+    }
+
+    /// Sets [`max_readers`](Self::max_readers).
+    pub fn max_readers(mut self, max_readers: usize) -> Self {
+        self.max_readers = max_readers;
+        self
+    }
+}
+
+/// User fields published with a frame; the channel does not interpret them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrameMeta {
+    /// Width in pixels (or anything).
+    pub width: u32,
+    /// Height in pixels (or anything).
+    pub height: u32,
+    /// Pixel format, e.g. a FourCC code.
+    pub pixel_format: u32,
+    /// Free for the application (a capture timestamp, an exposure id, ...).
+    pub tag: u64,
+}
+
+/// Channel geometry, read once at open and validated; from then on only this copy is used.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    slots: u32,
+    max_readers: u32,
+    max_frame_len: usize,
+    stride: usize,
+}
+
+impl Geometry {
+    fn for_spec(spec: &FrameSpec) -> Result<(Geometry, usize)> {
+        if spec.max_frame_len == 0 {
+            return Err(Error::InvalidSize {
+                size: 0,
+                reason: "a frame channel needs max_frame_len of at least 1 byte",
+            });
+        }
+        if spec.max_readers == 0 || spec.max_readers > MAX_READERS {
+            return Err(Error::InvalidSize {
+                size: spec.max_readers as u64,
+                reason: "max_readers must be between 1 and 32",
+            });
+        }
+        let slots = spec.max_readers + 2;
+        let total = spec
+            .max_frame_len
+            .checked_next_multiple_of(SLOT_ALIGN)
+            .and_then(|stride| stride.checked_mul(slots))
+            .and_then(|s| s.checked_add(CONTROL_LEN))
+            // Half the address space: the segment adds its header, and no mapping gets near.
+            .filter(|&t| t <= isize::MAX as usize / 2)
+            .ok_or(Error::InvalidSize {
+                size: spec.max_frame_len as u64,
+                reason: "max_frame_len times the slot count is larger than this platform can map",
+            })?;
+        let stride = (total - CONTROL_LEN) / slots;
+        Ok((
+            Geometry {
+                slots: slots as u32,
+                max_readers: spec.max_readers as u32,
+                max_frame_len: spec.max_frame_len,
+                stride,
+            },
+            total,
+        ))
+    }
+
+    /// Reads and checks the geometry a creator wrote, against the real data length.
+    fn read(control: &Control, data_len: usize) -> Result<Geometry> {
+        let version = control.version.load(Relaxed);
+        if version != CHANNEL_VERSION {
+            return Err(Error::IncompatibleVersion {
+                found: version,
+                supported: CHANNEL_VERSION,
+            });
+        }
+        let slots = control.slot_count.load(Relaxed);
+        let max_readers = control.max_readers.load(Relaxed);
+        if max_readers == 0 || max_readers as usize > MAX_READERS || slots != max_readers + 2 {
+            return Err(Error::corrupt(format!(
+                "channel claims {slots} slots for {max_readers} readers"
+            )));
+        }
+        let max_frame_len = load64(&control.max_frame_len);
+        let stride = load64(&control.slot_stride);
+        let expected_stride = max_frame_len.checked_next_multiple_of(SLOT_ALIGN as u64);
+        let end = stride
+            .checked_mul(u64::from(slots))
+            .and_then(|s| s.checked_add(CONTROL_LEN as u64));
+        match (expected_stride, end) {
+            (Some(s), Some(end)) if max_frame_len > 0 && s == stride && end <= data_len as u64 => {
+                Ok(Geometry {
+                    slots,
+                    max_readers,
+                    // Cannot truncate: both are below data_len, a usize.
+                    max_frame_len: max_frame_len as usize,
+                    stride: stride as usize,
+                })
+            }
+            _ => Err(Error::corrupt(format!(
+                "channel claims {slots} slots of {max_frame_len} bytes (stride {stride}) \
+                 but its data region holds {data_len} bytes"
+            ))),
+        }
+    }
+}
+
+/// The shared segment plus the validated geometry: what writer and reader have in common.
+struct Channel {
+    mmf: Mmf,
+    geometry: Geometry,
+}
+
+impl Channel {
+    fn control(&self) -> &Control {
+        // SAFETY: the data region is page aligned (it starts HEADER_LEN = 4096 bytes into a
+        // page-aligned mapping), at least CONTROL_LEN bytes long (checked at create and at
+        // open before a Channel exists), and lives as long as `self.mmf`. Control consists
+        // only of atomics, valid for every bit pattern and safe to share across processes.
+        unsafe { &*self.mmf.data_ptr().cast::<Control>() }
+    }
+
+    /// Start of slot `slot`'s bytes; `slot < geometry.slots` is the caller's to check.
+    fn slot_ptr(&self, slot: u32) -> *mut u8 {
+        debug_assert!(slot < self.geometry.slots);
+        let offset = CONTROL_LEN + slot as usize * self.geometry.stride;
+        // SAFETY: slot < slots, and CONTROL_LEN + slots * stride <= data_len was checked when
+        // the geometry was made, so the offset stays inside the data region.
+        unsafe { self.mmf.data_ptr().add(offset) }
+    }
+
+    fn readers(&self) -> &[ReaderEntry] {
+        &self.control().readers[..self.geometry.max_readers as usize]
+    }
+
+    /// Releases the entries of readers whose process has died; returns how many.
+    fn reclaim_dead_readers(&self) -> usize {
+        let control = self.control();
+        let mut reclaimed = 0;
+        for entry in self.readers() {
+            // Acquire: pairs with the Release store of CLAIM_OWNED in `FrameReader::claim`,
+            // so the pid and start time read next belong to this claim.
+            let claim = entry.claim.load(Acquire);
+            if claim & CLAIM_STATE != CLAIM_OWNED {
+                continue;
+            }
+            let owner = ProcessId {
+                pid: entry.pid.load(Relaxed),
+                start: load64(&entry.start),
+            };
+            if Process::liveness(owner) != Liveness::Dead {
+                continue;
+            }
+            // The generation makes this CAS fail if the dead owner's entry was already
+            // released and claimed by someone else meanwhile. Acquire: we take over the
+            // entry and read its parked flag.
+            let busy = (claim & !CLAIM_STATE) | CLAIM_BUSY;
+            if entry
+                .claim
+                .compare_exchange(claim, busy, Acquire, Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            if entry.parked.swap(0, Relaxed) != 0 {
+                // The dead reader was counted as sleeping; stop waking on its behalf.
+                // Relaxed: the count only decides whether the writer calls wake.
+                let _ = control
+                    .parked
+                    .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+            }
+            // Release: pairs with the writer's SeqCst load of pins.
+            entry.pin.store(NO_SLOT, Release);
+            // Release: the cleared fields are visible to the next claimer's Acquire CAS.
+            entry.claim.store(
+                (claim & !CLAIM_STATE).wrapping_add(CLAIM_GEN_ONE) | CLAIM_FREE,
+                Release,
+            );
+            reclaimed += 1;
+        }
+        reclaimed
+    }
+}
+
+/// The writing end of a frame channel: creates the channel and owns its name.
+///
+/// There is exactly one writer per channel (the creator); the channel's name is removed when
+/// it drops, and open readers keep working with the frames already published.
+pub struct FrameWriter {
+    channel: Channel,
+    seq: u64,
+    latest: u32,
+    next: u32,
+    meta: FrameMeta,
+    last_sweep: Instant,
+    since_sweep: u32,
+}
+
+impl FrameWriter {
+    /// Creates channel `name` for frames of up to `spec.max_frame_len` bytes and
+    /// `spec.max_readers` readers. Every slot is faulted in now, so the first frames cost
+    /// what later ones do.
+    ///
+    /// Errors: [`Error::InvalidSize`] for a zero or unmappable `max_frame_len` or a
+    /// `max_readers` outside 1..=[`MAX_READERS`]; everything [`Mmf::create`] can return.
+    pub fn create(name: &str, spec: FrameSpec) -> Result<FrameWriter> {
+        let (geometry, total) = Geometry::for_spec(&spec)?;
+        let mmf = MmfOptions::new(name)
+            .kind(KIND_FRAME_CHANNEL)
+            .mode(spec.mode)
+            .prefault(true)
+            .create(total)?;
+        let channel = Channel { mmf, geometry };
+        let control = channel.control();
+        // The segment is zero-filled: every entry is CLAIM_FREE; pins and latest need NO_SLOT.
+        control.version.store(CHANNEL_VERSION, Relaxed);
+        control.slot_count.store(geometry.slots, Relaxed);
+        control.max_readers.store(geometry.max_readers, Relaxed);
+        store64(&control.max_frame_len, geometry.max_frame_len as u64);
+        store64(&control.slot_stride, geometry.stride as u64);
+        let me = Process::current();
+        control.writer_pid.store(me.pid, Relaxed);
+        store64(&control.writer_start, me.start);
+        control.latest.store(LATEST_NONE, Relaxed);
+        for entry in &control.readers {
+            entry.pin.store(NO_SLOT, Relaxed);
+        }
+        // Write-fault every page of every slot: mapping with populate may leave pages
+        // read-only or unmapped on some systems, and a first write costs ~10x a warm one.
+        for slot in 0..geometry.slots {
+            let base = channel.slot_ptr(slot);
+            for offset in (0..geometry.stride).step_by(SLOT_ALIGN) {
+                // SAFETY: offset < stride, so the byte lies inside slot `slot`, inside our
+                // read-write mapping; no reader can exist before the magic is stored below.
+                let byte = unsafe { base.add(offset) };
+                // SAFETY: as above; the byte is mapped writable and nothing else borrows it.
+                unsafe { std::ptr::write_volatile(byte, 0) };
+            }
+        }
+        let [m0, m1] = magic_words();
+        control.magic[1].store(m1, Relaxed);
+        // Release: publishes every field above; pairs with the Acquire load of magic[0] in
+        // FrameReader::open, which waits for it.
+        control.magic[0].store(m0, Release);
+        Ok(FrameWriter {
+            channel,
+            seq: 0,
+            latest: NO_SLOT,
+            next: 0,
+            meta: FrameMeta::default(),
+            last_sweep: Instant::now(),
+            since_sweep: 0,
+        })
+    }
+
+    /// The channel's name.
+    pub fn name(&self) -> &str {
+        self.channel.mmf.name()
+    }
+
+    /// Largest frame in bytes.
+    pub fn max_frame_len(&self) -> usize {
+        self.channel.geometry.max_frame_len
+    }
+
+    /// Readers the channel was created for.
+    pub fn max_readers(&self) -> usize {
+        self.channel.geometry.max_readers as usize
+    }
+
+    /// Sequence number of the last frame published (0 before the first; frames count from 1).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Sets the user fields published with every following frame.
+    pub fn set_meta(&mut self, meta: FrameMeta) {
+        self.meta = meta;
+    }
+
+    /// Copies `frame` into a free slot and publishes it; returns its sequence number.
+    ///
+    /// [`Error::FrameTooLarge`] if `frame` is longer than `max_frame_len`.
+    pub fn publish(&mut self, frame: &[u8]) -> Result<u64> {
+        if frame.len() > self.max_frame_len() {
+            return Err(Error::FrameTooLarge {
+                len: frame.len() as u64,
+                max: self.max_frame_len() as u64,
+            });
+        }
+        self.publish_with(|buf| {
+            buf[..frame.len()].copy_from_slice(frame);
+            frame.len()
+        })
+    }
+
+    /// Lets `fill` write a frame in place into a free slot (`max_frame_len` bytes; contents
+    /// are whatever an earlier frame left there), then publishes the first `n` bytes, where
+    /// `n` is what `fill` returns. Never waits for readers. Returns the sequence number.
+    ///
+    /// [`Error::FrameTooLarge`] (and nothing published) if `n > max_frame_len`.
+    pub fn publish_with(&mut self, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<u64> {
+        let slot = self.free_slot()?;
+        let max = self.max_frame_len();
+        // SAFETY: slot < slots (free_slot), so the slot's max_frame_len bytes lie inside the
+        // mapping (geometry checked at create); this process maps it read-write. No reader
+        // reads the slot: it is neither `latest` nor pinned (see free_slot and the module
+        // docs), and a reader only reads a slot after pinning it while it is `latest`.
+        // `&mut self` makes this the only borrow in this process.
+        let buf = unsafe { std::slice::from_raw_parts_mut(self.channel.slot_ptr(slot), max) };
+        let len = fill(buf);
+        if len > max {
+            return Err(Error::FrameTooLarge {
+                len: len as u64,
+                max: max as u64,
+            });
+        }
+        let seq = self.seq + 1;
+        let control = self.channel.control();
+        // Seqlock write: mark the metadata as changing, then rewrite it. Relaxed + Release
+        // fence: the busy value is ordered before the metadata stores below; pairs with the
+        // reader's Acquire fence in `pin` (a reader that saw any new metadata sees busy or
+        // later on its re-check).
+        control
+            .latest
+            .store(latest_word(LATEST_BUSY, self.seq), Relaxed);
+        fence(Release);
+        let desc = &control.desc;
+        store64(&desc.seq, seq);
+        store64(&desc.timestamp, monotonic_ns());
+        store64(&desc.len, len as u64);
+        desc.width.store(self.meta.width, Relaxed);
+        desc.height.store(self.meta.height, Relaxed);
+        desc.pixel_format.store(self.meta.pixel_format, Relaxed);
+        store64(&desc.tag, self.meta.tag);
+        // SeqCst (also Release): publishes the frame bytes and metadata to a reader whose
+        // load sees this value; takes part in the store-latest / load-pins versus
+        // store-pin / load-latest order that keeps pinned slots safe (module docs); and pairs
+        // with the reader's SeqCst increment of `parked` then load of `latest` in wait_next
+        // against our load of `parked` below: either it sees this value, or we see its count.
+        control.latest.store(latest_word(slot, seq), SeqCst);
+        if control.parked.load(SeqCst) != 0 {
+            self.channel.mmf.waiter().wake_all(&control.latest);
+        }
+        self.seq = seq;
+        self.latest = slot;
+        self.next = (slot + 1) % self.channel.geometry.slots;
+        self.since_sweep += 1;
+        if self.since_sweep >= 16 {
+            self.since_sweep = 0;
+            if self.last_sweep.elapsed() >= SWEEP_INTERVAL {
+                self.last_sweep = Instant::now();
+                self.channel.reclaim_dead_readers();
+            }
+        }
+        Ok(seq)
+    }
+
+    /// Releases the reader entries of processes that died while reading; returns how many.
+    /// The writer also does this on its own while publishing (see the module docs).
+    pub fn reclaim_dead_readers(&mut self) -> usize {
+        self.channel.reclaim_dead_readers()
+    }
+
+    /// A slot that is neither the latest frame nor pinned by any reader.
+    fn free_slot(&self) -> Result<u32> {
+        let slots = self.channel.geometry.slots;
+        let mut taken: u64 = 0;
+        if self.latest < slots {
+            taken |= 1 << self.latest;
+        }
+        for entry in self.channel.readers() {
+            // SeqCst: see the store of `latest` in publish_with; also Acquire, pairing with
+            // the reader's Release unpin, so its reads of the slot end before we write it.
+            let pin = entry.pin.load(SeqCst);
+            if pin < slots {
+                taken |= 1 << pin;
+            }
+        }
+        (0..slots)
+            .map(|k| (self.next + k) % slots)
+            .find(|&slot| taken & (1 << slot) == 0)
+            // Unreachable by counting (module docs): every entry names at most one slot.
+            .ok_or_else(|| Error::corrupt("no free frame slot"))
+    }
+}
+
+impl std::fmt::Debug for FrameWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameWriter")
+            .field("name", &self.name())
+            .field("max_frame_len", &self.max_frame_len())
+            .field("max_readers", &self.max_readers())
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A reading end of a frame channel.
+///
+/// Holds one entry of the channel's reader table from [`open`](Self::open) until drop, and
+/// at most one pinned frame at a time (a [`Frame`] borrows the reader mutably).
+pub struct FrameReader {
+    channel: Channel,
+    entry: usize,
+    generation: u32,
+    last_seq: Option<u64>,
+    received: u64,
+    skipped: u64,
+    spin: Duration,
+    /// Whether the next wait spins first (see `wait_pin`).
+    spin_now: bool,
+}
+
+/// What a successful pin found; turned into a [`Frame`] by the caller.
+struct Pinned {
+    slot: u32,
+    info: FrameInfo,
+}
+
+impl FrameReader {
+    /// Opens channel `name`, waiting up to 1 s for a creator that is still initialising it.
+    ///
+    /// Errors: [`Error::WrongKind`] if `name` is a plain segment; [`Error::ChannelFull`] if
+    /// `max_readers` live readers are open; [`Error::Corrupt`] for an inconsistent control
+    /// block; everything [`Mmf::open`] can return.
+    pub fn open(name: &str) -> Result<FrameReader> {
+        let mmf = MmfOptions::new(name)
+            .kind(KIND_FRAME_CHANNEL)
+            .prefault(true)
+            .open()?;
+        if mmf.len() < CONTROL_LEN {
+            return Err(Error::corrupt(format!(
+                "frame channel data region of {} bytes cannot hold its control block",
+                mmf.len()
+            )));
+        }
+        let data_len = mmf.len();
+        // A placeholder geometry with no slots and no readers until the real one is read.
+        let mut channel = Channel {
+            mmf,
+            geometry: Geometry {
+                slots: 0,
+                max_readers: 0,
+                max_frame_len: 0,
+                stride: 0,
+            },
+        };
+        let start = Instant::now();
+        loop {
+            // Acquire: pairs with the creator's Release store of magic[0] after every other
+            // control field.
+            let m0 = channel.control().magic[0].load(Acquire);
+            let m1 = channel.control().magic[1].load(Relaxed);
+            if [m0, m1] == magic_words() {
+                break;
+            }
+            if m0 != 0 {
+                return Err(Error::corrupt(
+                    "frame channel control block has a bad magic",
+                ));
+            }
+            let waited = start.elapsed();
+            if waited >= crate::segment::DEFAULT_OPEN_TIMEOUT {
+                return Err(Error::NotReady {
+                    name: name.to_owned(),
+                    waited,
+                });
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        channel.geometry = Geometry::read(channel.control(), data_len)?;
+        let (entry, generation) = match Self::claim(&channel) {
+            Some(claimed) => claimed,
+            None => {
+                channel.reclaim_dead_readers();
+                Self::claim(&channel).ok_or_else(|| Error::ChannelFull {
+                    name: name.to_owned(),
+                    max_readers: channel.geometry.max_readers,
+                })?
+            }
+        };
+        Ok(FrameReader {
+            channel,
+            entry,
+            generation,
+            last_seq: None,
+            received: 0,
+            skipped: 0,
+            spin: DEFAULT_SPIN,
+            spin_now: true,
+        })
+    }
+
+    /// Takes a free reader entry: returns its index and claim generation.
+    fn claim(channel: &Channel) -> Option<(usize, u32)> {
+        let me = Process::current();
+        for (index, entry) in channel.readers().iter().enumerate() {
+            let claim = entry.claim.load(Relaxed);
+            if claim & CLAIM_STATE != CLAIM_FREE {
+                continue;
+            }
+            let generation = claim & !CLAIM_STATE;
+            // Acquire: pairs with the Release that freed the entry, so our stores below
+            // come after the releaser's.
+            if entry
+                .claim
+                .compare_exchange(claim, generation | CLAIM_BUSY, Acquire, Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            entry.pid.store(me.pid, Relaxed);
+            store64(&entry.start, me.start);
+            entry.parked.store(0, Relaxed);
+            // Relaxed: a stale pin is harmless (it only excludes a slot); NO_SLOT is the
+            // entry's resting value.
+            entry.pin.store(NO_SLOT, Relaxed);
+            // Release: a sweeper's Acquire load of OWNED sees our identity.
+            entry.claim.store(generation | CLAIM_OWNED, Release);
+            return Some((index, generation));
+        }
+        None
+    }
+
+    fn entry(&self) -> &ReaderEntry {
+        // In bounds: `entry` came from enumerating `readers()` at open.
+        &self.channel.readers()[self.entry]
+    }
+
+    /// The channel's name.
+    pub fn name(&self) -> &str {
+        self.channel.mmf.name()
+    }
+
+    /// Largest frame in bytes.
+    pub fn max_frame_len(&self) -> usize {
+        self.channel.geometry.max_frame_len
+    }
+
+    /// Readers the channel was created for.
+    pub fn max_readers(&self) -> usize {
+        self.channel.geometry.max_readers as usize
+    }
+
+    /// Frames this reader has taken with a newer sequence number than the one before.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Frames published but never seen by this reader, between the first and the last it saw.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Sequence number of the newest frame this reader has seen.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.last_seq
+    }
+
+    /// How long [`wait_next`](Self::wait_next) spins before sleeping in the kernel
+    /// (default 20 µs). Spinning wakes in well under a microsecond but burns CPU; zero
+    /// sleeps at once.
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.spin = spin;
+        self.spin_now = true;
+    }
+
+    /// The newest complete frame, or `None` before the first publish. O(1): pins the slot,
+    /// copies nothing. May return the same frame as last time.
+    ///
+    /// [`Error::WouldBlock`] if the newest frame's metadata stays mid-update for milliseconds
+    /// (a writer killed while publishing); [`Error::Corrupt`] for garbage in the channel.
+    pub fn latest(&mut self) -> Result<Option<Frame<'_>>> {
+        match self.pin()? {
+            Some(pinned) => Ok(Some(self.frame(pinned))),
+            None => Ok(None),
+        }
+    }
+
+    /// The newest frame if it is newer than the last one this reader saw, without waiting.
+    pub fn try_next(&mut self) -> Result<Option<Frame<'_>>> {
+        match self.pin_newer()? {
+            Some(pinned) => Ok(Some(self.frame(pinned))),
+            None => Ok(None),
+        }
+    }
+
+    /// Waits up to `timeout` for a frame newer than the last one this reader saw and returns
+    /// the newest (the first call returns the current frame at once, if there is one).
+    ///
+    /// Spins for up to [`set_spin`](Self::set_spin), then sleeps in the kernel until the
+    /// writer publishes. The spin adapts: it is skipped while frames arrive more slowly than
+    /// the spin window (the last wait had to sleep), and resumes once one arrives within it.
+    /// [`Error::Timeout`] if nothing newer arrived in time.
+    pub fn wait_next(&mut self, timeout: Duration) -> Result<Frame<'_>> {
+        let start = Instant::now();
+        let deadline = start.checked_add(timeout);
+        let pinned = self.wait_pin(start, deadline)?;
+        Ok(self.frame(pinned))
+    }
+
+    fn wait_pin(&mut self, start: Instant, deadline: Option<Instant>) -> Result<Pinned> {
+        let result = self.wait_pin_inner(start, deadline);
+        // Adapt: spin next time only if this frame came within the spin window. When frames
+        // come slower, spinning only burns CPU, and (measured on a VM) a thread that spun
+        // before sleeping wakes about twice as slowly as one that went straight to sleep.
+        self.spin_now = result.is_ok() && start.elapsed() <= self.spin;
+        result
+    }
+
+    fn wait_pin_inner(&mut self, start: Instant, deadline: Option<Instant>) -> Result<Pinned> {
+        let mut spinning = self.spin_now && !self.spin.is_zero();
+        let mut spins: u32 = 0;
+        loop {
+            // Relaxed: only a hint whether pinning is worth trying; `pin` orders properly.
+            let seen = self.channel.control().latest.load(Relaxed);
+            if self.may_be_newer(seen) {
+                match self.pin_newer() {
+                    Ok(Some(pinned)) => return Ok(pinned),
+                    // Still being rewritten: wait on, as for no frame.
+                    Ok(None) | Err(Error::WouldBlock) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if spinning {
+                spins = spins.wrapping_add(1);
+                if spins % 64 == 0
+                    && (start.elapsed() >= self.spin
+                        || deadline.is_some_and(|d| Instant::now() >= d))
+                {
+                    spinning = false;
+                }
+                hint::spin_loop();
+                continue;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::Timeout {
+                    waited: start.elapsed(),
+                });
+            }
+            self.sleep_while_latest_is(seen, deadline);
+        }
+    }
+
+    /// Sleeps while `latest` still reads `seen`, counted in `parked` so the writer wakes us.
+    fn sleep_while_latest_is(&self, seen: u32, deadline: Option<Instant>) {
+        let control = self.channel.control();
+        let entry = self.entry();
+        // Count first, flag second (and the reverse on the way out): a reader that dies in
+        // between leaves the count one too high (the writer makes needless wake calls), never
+        // too low (a missed wake-up).
+        // SeqCst: pairs with the writer's SeqCst store of `latest` then load of `parked`.
+        control.parked.fetch_add(1, SeqCst);
+        entry.parked.store(1, Relaxed);
+        // SeqCst: see above.
+        if control.latest.load(SeqCst) == seen {
+            self.channel
+                .mmf
+                .waiter()
+                .wait(&control.latest, seen, deadline);
+        }
+        // A sweeper only touches entries of dead processes, so our flag is still ours.
+        entry.parked.store(0, Relaxed);
+        // Relaxed: the count only decides whether the writer calls wake; saturating in case a
+        // corrupt peer zeroed it.
+        let _ = control
+            .parked
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Whether `latest` word `word` may name a frame newer than the last one seen: the
+    /// cheap test that keeps polling readers off the shared cache lines they would write.
+    fn may_be_newer(&self, word: u32) -> bool {
+        match word & LATEST_SLOT {
+            LATEST_NONE => false,
+            // Being rewritten: a newer frame is on its way.
+            LATEST_BUSY => true,
+            _ => self.last_seq.map_or(true, |last| {
+                latest_word(0, last) >> LATEST_SEQ_SHIFT != word >> LATEST_SEQ_SHIFT
+            }),
+        }
+    }
+
+    /// Pins the latest frame if it is newer than the last one seen.
+    fn pin_newer(&mut self) -> Result<Option<Pinned>> {
+        // Relaxed: a hint only (see may_be_newer); `pin` does the ordered reads.
+        if !self.may_be_newer(self.channel.control().latest.load(Relaxed)) {
+            return Ok(None);
+        }
+        let Some(pinned) = self.pin()? else {
+            return Ok(None);
+        };
+        if self.last_seq.is_some_and(|last| pinned.info.seq <= last) {
+            self.unpin();
+            return Ok(None);
+        }
+        Ok(Some(pinned))
+    }
+
+    /// Pins the slot `latest` names and reads the metadata beside it (`frame` does the
+    /// counting).
+    fn pin(&mut self) -> Result<Option<Pinned>> {
+        let geometry = self.channel.geometry;
+        let control = self.channel.control();
+        let entry = self.entry();
+        let desc = &control.desc;
+        let mut attempts: u32 = 0;
+        loop {
+            attempts += 1;
+            if attempts % 64 == 0 {
+                // A writer publishing faster than we can pin: let it breathe.
+                std::thread::yield_now();
+            }
+            if attempts > MAX_PIN_ATTEMPTS {
+                // `latest` stayed busy (a writer killed mid-publish) or changed on every
+                // look (a runaway peer): give up rather than spin forever.
+                self.unpin();
+                return Err(Error::WouldBlock);
+            }
+            // SeqCst: pairs with the writer's SeqCst store of `latest`; its Acquire part makes
+            // the frame it names visible.
+            let word = control.latest.load(SeqCst);
+            let slot = word & LATEST_SLOT;
+            match slot {
+                LATEST_NONE => {
+                    self.unpin();
+                    return Ok(None);
+                }
+                LATEST_BUSY => {
+                    hint::spin_loop();
+                    continue;
+                }
+                _ if slot >= geometry.slots => {
+                    self.unpin();
+                    return Err(Error::corrupt(format!(
+                        "latest frame slot {slot} of {}",
+                        geometry.slots
+                    )));
+                }
+                _ => {}
+            }
+            // SeqCst: our pin must be ordered before the re-check below against the writer's
+            // store of `latest` and its load of pins (module docs).
+            entry.pin.store(slot, SeqCst);
+            let info = FrameInfo {
+                seq: load64(&desc.seq),
+                timestamp_ns: load64(&desc.timestamp),
+                len: 0,
+                skipped: 0,
+                meta: FrameMeta {
+                    width: desc.width.load(Relaxed),
+                    height: desc.height.load(Relaxed),
+                    pixel_format: desc.pixel_format.load(Relaxed),
+                    tag: load64(&desc.tag),
+                },
+            };
+            let len = load64(&desc.len);
+            // Acquire fence: orders the metadata loads before the re-check; pairs with the
+            // writer's Release fence after it marks `latest` busy.
+            fence(Acquire);
+            // SeqCst: see the pin store. Unchanged => the slot is still latest (the writer
+            // will see our pin before it could choose it again) and the metadata is its own.
+            if control.latest.load(SeqCst) != word {
+                continue;
+            }
+            if len > geometry.max_frame_len as u64 || latest_word(slot, info.seq) != word {
+                self.unpin();
+                return Err(Error::corrupt(format!(
+                    "frame {} of {len} bytes in slot {slot} does not match the channel \
+                     (at most {} bytes, latest word {word:#x})",
+                    info.seq, geometry.max_frame_len
+                )));
+            }
+            return Ok(Some(Pinned {
+                slot,
+                // Cannot truncate: len <= max_frame_len, a usize.
+                info: FrameInfo {
+                    len: len as usize,
+                    ..info
+                },
+            }));
+        }
+    }
+
+    fn unpin(&self) {
+        // Release: our reads of the slot happen before the writer's SeqCst load that sees
+        // this value and lets it reuse the slot.
+        self.entry().pin.store(NO_SLOT, Release);
+    }
+
+    fn frame(&mut self, mut pinned: Pinned) -> Frame<'_> {
+        // Count the frame if it is newer than the last one seen (a frame seen again through
+        // latest() counts nothing; a garbage sequence number only skews the counts).
+        let seq = pinned.info.seq;
+        if self.last_seq.map_or(true, |last| seq > last) {
+            if let Some(last) = self.last_seq {
+                pinned.info.skipped = seq - last - 1;
+            }
+            self.last_seq = Some(seq);
+            self.received += 1;
+            self.skipped = self.skipped.saturating_add(pinned.info.skipped);
+        }
+        let this: &FrameReader = self;
+        // SAFETY: pinned.slot < slots (checked in pin) and len <= max_frame_len, so the bytes
+        // lie inside the mapping, which lives as long as `this`. The slot is pinned and was
+        // `latest` when pinned, so the writer does not write it until the Frame drops and
+        // unpins (module docs); the Frame borrows the reader mutably, so it is the only pin.
+        let data = unsafe {
+            std::slice::from_raw_parts(this.channel.slot_ptr(pinned.slot), pinned.info.len)
+        };
+        Frame {
+            reader: this,
+            data,
+            info: pinned.info,
+        }
+    }
+}
+
+impl Drop for FrameReader {
+    fn drop(&mut self) {
+        self.unpin();
+        let entry = self.entry();
+        let owned = self.generation | CLAIM_OWNED;
+        // Bounded: a sweeper holds CLAIM_BUSY only while it checks a process's liveness.
+        for _ in 0..10_000 {
+            // Release: our last reads of any slot happen before the next claimer's Acquire.
+            match entry.claim.compare_exchange(
+                owned,
+                self.generation.wrapping_add(CLAIM_GEN_ONE) | CLAIM_FREE,
+                Release,
+                Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(now)
+                    if now & CLAIM_STATE == CLAIM_BUSY && now & !CLAIM_STATE == self.generation =>
+                {
+                    std::thread::yield_now()
+                }
+                // Someone else's now (it can only have been reclaimed): nothing to release.
+                Err(_) => return,
+            }
+        }
+        // Still busy: leave the entry owned by us; once we exit, a sweep reclaims it.
+    }
+}
+
+impl std::fmt::Debug for FrameReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameReader")
+            .field("name", &self.name())
+            .field("entry", &self.entry)
+            .field("last_seq", &self.last_seq)
+            .field("received", &self.received)
+            .field("skipped", &self.skipped)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Metadata of a frame, as the writer published it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameInfo {
+    /// Sequence number: 1 for the first frame, +1 per publish.
+    pub seq: u64,
+    /// Publish time on [`monotonic_ns`]'s clock (comparable across processes).
+    pub timestamp_ns: u64,
+    /// Length in bytes.
+    pub len: usize,
+    /// Frames published between the previous frame this reader saw and this one.
+    pub skipped: u64,
+    /// The writer's user fields.
+    pub meta: FrameMeta,
+}
+
+/// A pinned frame: derefs to its bytes, in shared memory, without a copy. The writer keeps
+/// off its slot until the guard drops.
+#[must_use = "if unused the frame is released at once"]
+pub struct Frame<'a> {
+    reader: &'a FrameReader,
+    data: &'a [u8],
+    info: FrameInfo,
+}
+
+impl Frame<'_> {
+    /// All metadata at once.
+    pub fn info(&self) -> &FrameInfo {
+        &self.info
+    }
+    /// Sequence number (1 for the first frame).
+    pub fn seq(&self) -> u64 {
+        self.info.seq
+    }
+    /// Publish time on [`monotonic_ns`]'s clock.
+    pub fn timestamp_ns(&self) -> u64 {
+        self.info.timestamp_ns
+    }
+    /// Frames skipped between the previous frame this reader saw and this one.
+    pub fn skipped(&self) -> u64 {
+        self.info.skipped
+    }
+    /// The writer's user fields.
+    pub fn meta(&self) -> FrameMeta {
+        self.info.meta
+    }
+    /// Width user field.
+    pub fn width(&self) -> u32 {
+        self.info.meta.width
+    }
+    /// Height user field.
+    pub fn height(&self) -> u32 {
+        self.info.meta.height
+    }
+    /// Pixel format user field.
+    pub fn pixel_format(&self) -> u32 {
+        self.info.meta.pixel_format
+    }
+    /// Free user tag.
+    pub fn tag(&self) -> u64 {
+        self.info.meta.tag
+    }
+}
+
+impl Deref for Frame<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.data
+    }
+}
+
+impl Drop for Frame<'_> {
+    fn drop(&mut self) {
+        self.reader.unpin();
+    }
+}
+
+impl std::fmt::Debug for Frame<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frame").field("info", &self.info).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_have_the_thread_bounds_we_document() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<FrameWriter>();
+        send_sync::<FrameReader>();
+        send_sync::<Frame<'static>>();
+    }
+
+    fn name(tag: &str) -> String {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        format!(
+            "mmfu-chan-{tag}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Relaxed)
+        )
+    }
+
+    #[test]
+    fn garbage_in_the_control_block_is_a_typed_error() {
+        let name = name("garbage");
+        let mut writer = FrameWriter::create(&name, FrameSpec::new(100).max_readers(2)).unwrap();
+        writer.publish(&[1; 10]).unwrap();
+        let mut reader = FrameReader::open(&name).unwrap();
+        // A third mapping of the same segment to scribble on, as another process would.
+        let view = Channel {
+            mmf: MmfOptions::new(&name)
+                .kind(KIND_FRAME_CHANNEL)
+                .open()
+                .unwrap(),
+            geometry: writer.channel.geometry,
+        };
+        let control = view.control();
+        let good = control.latest.load(Relaxed);
+        control.latest.store(latest_word(7, 1), Relaxed);
+        assert!(matches!(reader.latest(), Err(Error::Corrupt { .. })));
+        control.latest.store(good, Relaxed);
+        store64(&control.desc.len, 101);
+        assert!(matches!(reader.latest(), Err(Error::Corrupt { .. })));
+        store64(&control.desc.len, 10);
+        store64(&control.desc.seq, 5);
+        assert!(matches!(reader.latest(), Err(Error::Corrupt { .. })));
+        store64(&control.desc.seq, 1);
+        assert_eq!(reader.latest().unwrap().unwrap().len(), 10);
+        // A writer killed between marking the metadata busy and publishing: readers give up
+        // instead of spinning forever.
+        control.latest.store(latest_word(LATEST_BUSY, 1), Relaxed);
+        assert!(matches!(reader.latest(), Err(Error::WouldBlock)));
+        assert!(matches!(
+            reader.wait_next(Duration::from_millis(30)),
+            Err(Error::Timeout { .. })
+        ));
+        control.latest.store(good, Relaxed);
+        assert_eq!(reader.latest().unwrap().unwrap().len(), 10);
+        assert_eq!(
+            reader.entry().pin.load(Relaxed),
+            NO_SLOT,
+            "errors and dropped frames leave no pin behind"
+        );
+
+        // Pins naming every slot at once cannot stop the writer: it reads only max_readers
+        // entries, and each names at most one slot.
+        for (i, entry) in control.readers.iter().enumerate() {
+            entry.pin.store(i as u32 % 4, Relaxed);
+        }
+        for _ in 0..10 {
+            writer.publish(&[2; 10]).unwrap();
+        }
+
+        // An opener checks the geometry against the real mapping.
+        control.slot_count.store(99, Relaxed);
+        assert!(matches!(
+            FrameReader::open(&name),
+            Err(Error::Corrupt { .. })
+        ));
+        control.slot_count.store(4, Relaxed);
+        store64(&control.max_frame_len, 1 << 40);
+        assert!(matches!(
+            FrameReader::open(&name),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+
+    /// Random words anywhere in the control block: reader and writer return values or typed
+    /// errors, never panic, never read outside the mapping.
+    #[test]
+    fn random_control_words_never_panic() {
+        let name = name("random");
+        let mut writer = FrameWriter::create(&name, FrameSpec::new(256).max_readers(2)).unwrap();
+        let mut reader = FrameReader::open(&name).unwrap();
+        let words = (256 + 64 * 2) / 4; // globals, latest line and the two live reader entries
+        let mut state = 0x1234_5678_9abc_def0_u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) as u32
+        };
+        let iterations = if cfg!(miri) { 20 } else { 3000 };
+        for _ in 0..iterations {
+            let index = next() as usize % words;
+            let value = match next() % 4 {
+                0 => 0,
+                1 => u32::MAX,
+                2 => next() % 64,
+                _ => next(),
+            };
+            let base: *const Control = writer.channel.control();
+            // wrapping_add: computing the address needs no unsafe; index < 96 keeps it inside
+            // the control block (8192 bytes).
+            let word = base.cast::<AtomicU32>().wrapping_add(index);
+            // SAFETY: the control block is made only of AtomicU32s, so every 4-aligned word
+            // inside it is a valid AtomicU32, alive as long as the writer.
+            let word = unsafe { &*word };
+            // Skip the magic and geometry: they are checked at open (test above), and
+            // changing them afterwards is outside what a running reader re-reads.
+            if index < 16 {
+                continue;
+            }
+            word.store(value, Relaxed);
+            let _ = writer.publish(&[3; 200]);
+            if let Ok(Some(frame)) = reader.try_next() {
+                assert!(frame.len() <= 256);
+            }
+            if let Ok(Some(frame)) = reader.latest() {
+                assert!(frame.len() <= 256);
+            }
+            let _ = reader.wait_next(Duration::ZERO);
+        }
+    }
+
+    #[test]
+    fn spec_validation_gives_typed_errors() {
+        for spec in [
+            FrameSpec::new(0),
+            FrameSpec::new(64).max_readers(0),
+            FrameSpec::new(64).max_readers(MAX_READERS + 1),
+            FrameSpec::new(usize::MAX),
+            FrameSpec::new(usize::MAX / 4),
+        ] {
+            assert!(
+                matches!(Geometry::for_spec(&spec), Err(Error::InvalidSize { .. })),
+                "{spec:?}"
+            );
+        }
+        let (g, total) = Geometry::for_spec(&FrameSpec::new(5000).max_readers(3)).unwrap();
+        assert_eq!((g.slots, g.stride), (5, 8192));
+        assert_eq!(total, CONTROL_LEN + 5 * 8192);
+    }
+}

@@ -1,0 +1,598 @@
+//! Surviving a segment that another process shrinks under us.
+//!
+//! On Linux any process allowed to open a POSIX shm object read-write can `ftruncate` it
+//! smaller. Pages past the new end vanish from every mapping, and the next touch of one
+//! raises `SIGBUS`, whose default action kills the process. `mmf`'s own accesses are made
+//! survivable with the kernel's own technique, an exception table:
+//!
+//! - **Copies** ([`copy`]) run through one hand-written `rep movsb` routine whose faulting
+//!   instruction has a known address. A process-wide `SIGBUS` handler that finds the
+//!   interrupted instruction pointer *exactly* there, and the faulting address inside a
+//!   registered segment, moves the instruction pointer to a fixup label that returns the
+//!   number of bytes not copied. The caller turns that into [`Error::Truncated`].
+//! - **Header words** (the lock word, the write sequence) are touched by ordinary atomics all
+//!   over the lock code, so there is no single instruction to fix up. The header page only
+//!   vanishes when the object was cut to zero bytes (a partly cut page stays mapped), so the
+//!   whole segment is gone; the handler then maps a private zero page over that header (with `mmap(MAP_FIXED)`), marks
+//!   the [`Registration`] as [`header_lost`](Registration::header_lost), and lets the
+//!   interrupted atomic run again on the zero page. From then on every copy method of that
+//!   handle fails with [`Error::Truncated`] without touching the lock: a private page would
+//!   no longer exclude other processes.
+//! - **Anything else** — a fault elsewhere in the program, a fault in the data region from a
+//!   guard's slice, a hardware memory error (`BUS_MCEERR_*`), a `SIGBUS` sent with `kill` —
+//!   goes to the handler that was installed before ours (Rust's own stack-overflow handler,
+//!   or the application's), or, if there was none, to the default action, so genuine crashes
+//!   still crash.
+//!
+//! Only `SIGBUS` is caught. Truncation never raises `SIGSEGV` (the mapping stays; its pages
+//! lie past the end of the object), so a `SIGSEGV` is always a genuine bug and is left alone.
+//!
+//! # Async-signal-safety
+//!
+//! The handler reads its arguments and the registry below (atomics in static memory, with a
+//! sequence number per slot so a torn read is detected) and compares addresses; for a lost
+//! header it makes one `mmap` system call, which on Linux is a plain system call that takes no
+//! user-space lock (POSIX does not list it as async-signal-safe; Linux's implementation is).
+//! It never allocates, locks or formats. Registration (which may allocate a new chunk of
+//! slots) happens outside signal context, when a segment is created or opened.
+//!
+//! # Where this applies
+//!
+//! Linux on x86_64 and i686 ([`CATCHES_FAULTS`] is `true`). Other Unix systems and other
+//! architectures fall back to a plain copy preceded by an `fstat` size check in the caller:
+//! a shrink *before* the copy is reported as [`Error::Truncated`], one that races with the copy
+//! still raises `SIGBUS`. On Windows a pagefile-backed section cannot be shrunk at all, so the
+//! plain copy is exact there.
+//!
+//! [`Error::Truncated`]: crate::Error::Truncated
+
+/// Whether [`copy`] survives a vanished page (Linux x86_64/i686). Where it does not, callers
+/// check the object's size before copying.
+pub(crate) const CATCHES_FAULTS: bool = cfg!(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "x86"),
+    not(miri)
+));
+
+/// A copy that found a page missing; `remaining` bytes (counted from the end) were not copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fault {
+    pub remaining: usize,
+}
+
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "x86"),
+    not(miri)
+))]
+pub(crate) use linux::{copy, Registration};
+
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "x86"),
+    not(miri)
+)))]
+pub(crate) use fallback::{copy, Registration};
+
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "x86"),
+    not(miri)
+))]
+mod linux {
+    use std::ffi::c_int;
+    use std::ffi::c_void;
+    use std::ptr;
+    use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+    use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicUsize};
+    use std::sync::{Once, OnceLock};
+
+    use super::Fault;
+    use crate::header::HEADER_LEN;
+
+    /// A symbol name carrying the crate's major and minor version, so that two versions of mmf
+    /// linked into one program do not clash.
+    macro_rules! versioned {
+        ($name:literal) => {
+            concat!(
+                $name,
+                "_",
+                env!("CARGO_PKG_VERSION_MAJOR"),
+                "_",
+                env!("CARGO_PKG_VERSION_MINOR")
+            )
+        };
+    }
+
+    // The copy routine. Its only instruction that touches memory is the `rep movsb` at
+    // `__mmf_fault_copy_insn`; on a fault there the CPU leaves the count of bytes still to copy
+    // in (e/r)cx, which the fixup returns. `rep movsb` is what glibc's memcpy itself uses for
+    // large sizes on CPUs with ERMSB/FSRM (benches/fault_copy.rs compares the two). The
+    // direction flag is clear on entry, as both ABIs require. The symbols are hidden: never
+    // exported from a shared object, never interposed.
+    #[cfg(target_arch = "x86_64")]
+    std::arch::global_asm!(
+        ".pushsection .text.__mmf_fault_copy,\"ax\",@progbits",
+        ".p2align 4",
+        concat!(".globl ", versioned!("__mmf_fault_copy")),
+        concat!(".hidden ", versioned!("__mmf_fault_copy")),
+        concat!(".globl ", versioned!("__mmf_fault_copy_insn")),
+        concat!(".hidden ", versioned!("__mmf_fault_copy_insn")),
+        concat!(".globl ", versioned!("__mmf_fault_copy_fixup")),
+        concat!(".hidden ", versioned!("__mmf_fault_copy_fixup")),
+        // fn(dst: rdi, src: rsi, len: rdx) -> rax = bytes not copied
+        concat!(versioned!("__mmf_fault_copy"), ":"),
+        "    mov rcx, rdx",
+        concat!(versioned!("__mmf_fault_copy_insn"), ":"),
+        "    rep movsb",
+        "    xor eax, eax",
+        "    ret",
+        concat!(versioned!("__mmf_fault_copy_fixup"), ":"),
+        "    mov rax, rcx",
+        "    ret",
+        ".popsection",
+    );
+
+    // i686 (cdecl): arguments on the stack; esi and edi are callee-saved.
+    #[cfg(target_arch = "x86")]
+    std::arch::global_asm!(
+        ".pushsection .text.__mmf_fault_copy,\"ax\",@progbits",
+        ".p2align 4",
+        concat!(".globl ", versioned!("__mmf_fault_copy")),
+        concat!(".hidden ", versioned!("__mmf_fault_copy")),
+        concat!(".globl ", versioned!("__mmf_fault_copy_insn")),
+        concat!(".hidden ", versioned!("__mmf_fault_copy_insn")),
+        concat!(".globl ", versioned!("__mmf_fault_copy_fixup")),
+        concat!(".hidden ", versioned!("__mmf_fault_copy_fixup")),
+        concat!(versioned!("__mmf_fault_copy"), ":"),
+        "    push esi",
+        "    push edi",
+        "    mov edi, dword ptr [esp + 12]",
+        "    mov esi, dword ptr [esp + 16]",
+        "    mov ecx, dword ptr [esp + 20]",
+        concat!(versioned!("__mmf_fault_copy_insn"), ":"),
+        "    rep movsb",
+        "    xor eax, eax",
+        "    pop edi",
+        "    pop esi",
+        "    ret",
+        concat!(versioned!("__mmf_fault_copy_fixup"), ":"),
+        "    mov eax, ecx",
+        "    pop edi",
+        "    pop esi",
+        "    ret",
+        ".popsection",
+    );
+
+    extern "C" {
+        #[link_name = versioned!("__mmf_fault_copy")]
+        fn raw_copy(dst: *mut u8, src: *const u8, len: usize) -> usize;
+        // Labels inside the routine, never called: only their addresses are used.
+        #[link_name = versioned!("__mmf_fault_copy_insn")]
+        fn copy_insn();
+        #[link_name = versioned!("__mmf_fault_copy_fixup")]
+        fn copy_fixup();
+    }
+
+    /// Copies `len` bytes from `src` to `dst`, or reports the bytes left when a page of a
+    /// registered segment vanished mid-copy.
+    ///
+    /// # Safety
+    /// `src` must be valid for reads and `dst` for writes of `len` bytes, except that pages of
+    /// a *registered* segment (see [`Registration`]) may have been truncated away; the two
+    /// ranges must not overlap. Bytes of the segment may change concurrently (other
+    /// processes): the copy reads and writes them only as raw bytes, never as typed values.
+    pub(crate) unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) -> Result<(), Fault> {
+        // SAFETY: the caller provides valid, non-overlapping ranges; the routine follows the C
+        // ABI, clobbers only caller-saved registers, and touches exactly dst/src..+len.
+        let remaining = unsafe { raw_copy(dst, src, len) };
+        if remaining == 0 {
+            Ok(())
+        } else {
+            Err(Fault { remaining })
+        }
+    }
+
+    // ---- registry of live segments, readable from the signal handler -----------------------
+
+    pub(super) const SLOTS_PER_CHUNK: usize = 32;
+
+    const HEADER_INTACT: u32 = 0;
+    const HEADER_PATCHING: u32 = 1;
+    const HEADER_PATCHED: u32 = 2;
+
+    /// One registered mapping. `seq` is odd while `base`/`len` are being changed (a seqlock),
+    /// so the handler never acts on a torn pair.
+    pub(super) struct Slot {
+        claimed: AtomicBool,
+        seq: AtomicUsize,
+        base: AtomicUsize,
+        len: AtomicUsize,
+        header: AtomicU32,
+    }
+
+    impl Slot {
+        const fn new() -> Self {
+            Slot {
+                claimed: AtomicBool::new(false),
+                seq: AtomicUsize::new(0),
+                base: AtomicUsize::new(0),
+                len: AtomicUsize::new(0),
+                header: AtomicU32::new(HEADER_INTACT),
+            }
+        }
+
+        /// `(base, len)` if the slot holds a stable registration.
+        fn range(&self) -> Option<(usize, usize)> {
+            // Acquire: pairs with the Release store that ends `set`, so base/len are the
+            // values written before it.
+            let before = self.seq.load(Acquire);
+            if before % 2 == 1 {
+                return None;
+            }
+            let base = self.base.load(Relaxed);
+            let len = self.len.load(Relaxed);
+            // Acquire fence: orders the two loads above before the re-check; pairs with the
+            // Release fence in `set` that follows making `seq` odd.
+            fence(Acquire);
+            (self.seq.load(Relaxed) == before && len != 0).then_some((base, len))
+        }
+
+        fn set(&self, base: usize, len: usize) {
+            self.seq.fetch_add(1, Relaxed);
+            // Release fence: the odd `seq` is visible before the new values; pairs with the
+            // Acquire fence in `range`.
+            fence(Release);
+            self.base.store(base, Relaxed);
+            self.len.store(len, Relaxed);
+            // Release: publishes base/len with the even value; pairs with the Acquire load
+            // in `range`.
+            self.seq.fetch_add(1, Release);
+        }
+    }
+
+    /// Slots come in chunks linked into a list that only grows; chunks are never freed, so the
+    /// handler can walk the list at any moment.
+    struct Chunk {
+        slots: [Slot; SLOTS_PER_CHUNK],
+        next: AtomicPtr<Chunk>,
+    }
+
+    impl Chunk {
+        const fn new() -> Self {
+            Chunk {
+                slots: [const { Slot::new() }; SLOTS_PER_CHUNK],
+                next: AtomicPtr::new(ptr::null_mut()),
+            }
+        }
+    }
+
+    static FIRST_CHUNK: Chunk = Chunk::new();
+
+    fn chunks() -> impl Iterator<Item = &'static Chunk> {
+        std::iter::successors(Some(&FIRST_CHUNK), |chunk| {
+            // Acquire: pairs with the AcqRel exchange that linked the chunk, so its slots are
+            // seen initialised.
+            let next = chunk.next.load(Acquire);
+            // SAFETY: `next` is null or a leaked Box<Chunk> (see `claim_slot`): never freed, so
+            // valid for 'static.
+            unsafe { next.as_ref() }
+        })
+    }
+
+    fn claim_slot() -> &'static Slot {
+        let mut chunk: &'static Chunk = &FIRST_CHUNK;
+        loop {
+            for slot in &chunk.slots {
+                // Acquire: pairs with the Release store in `Registration::drop`, so the
+                // previous owner's writes to the slot are done.
+                if slot
+                    .claimed
+                    .compare_exchange(false, true, Acquire, Relaxed)
+                    .is_ok()
+                {
+                    return slot;
+                }
+            }
+            // Acquire: as in `chunks`.
+            let mut next = chunk.next.load(Acquire);
+            if next.is_null() {
+                let fresh = Box::into_raw(Box::new(Chunk::new()));
+                // AcqRel: Release publishes the fresh chunk's initialised slots to walkers;
+                // Acquire (on failure) makes the winner's chunk visible to us.
+                match chunk
+                    .next
+                    .compare_exchange(ptr::null_mut(), fresh, AcqRel, Acquire)
+                {
+                    Ok(_) => next = fresh,
+                    Err(winner) => {
+                        // SAFETY: `fresh` came from Box::into_raw above and was never shared.
+                        drop(unsafe { Box::from_raw(fresh) });
+                        next = winner;
+                    }
+                }
+            }
+            // SAFETY: non-null chunk pointers are leaked Boxes, valid forever.
+            chunk = unsafe { &*next };
+        }
+    }
+
+    /// The registered slot whose mapping contains `addr`.
+    pub(super) fn slot_containing(addr: usize) -> Option<(&'static Slot, usize)> {
+        for chunk in chunks() {
+            for slot in &chunk.slots {
+                if let Some((base, len)) = slot.range() {
+                    if addr.wrapping_sub(base) < len {
+                        return Some((slot, base));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Keeps a segment's mapping known to the `SIGBUS` handler while it is mapped.
+    ///
+    /// Must be dropped *before* the mapping is unmapped (declare it before the mapping in a
+    /// struct), so the handler never acts on an address range that may be reused.
+    pub(crate) struct Registration {
+        slot: &'static Slot,
+    }
+
+    impl Registration {
+        /// Registers the mapping `base..base + len` (at least [`HEADER_LEN`] bytes, page
+        /// aligned) and installs the handler if this is the first segment of the process.
+        pub(crate) fn new(base: *mut u8, len: usize) -> Self {
+            install_handler();
+            let slot = claim_slot();
+            // Relaxed: the slot is ours (claimed above); `set` publishes it with Release.
+            slot.header.store(HEADER_INTACT, Relaxed);
+            slot.set(base as usize, len);
+            Registration { slot }
+        }
+
+        /// Whether the header page vanished (the object was cut below [`HEADER_LEN`] bytes)
+        /// and was replaced by a private zero page: the lock of this handle no longer excludes
+        /// other processes, so nothing may be read or written through it.
+        pub(crate) fn header_lost(&self) -> bool {
+            // Relaxed: a stale `false` only lets one more copy run, which then faults on the
+            // (equally vanished) data pages and reports the truncation itself.
+            self.slot.header.load(Relaxed) != HEADER_INTACT
+        }
+    }
+
+    impl Drop for Registration {
+        fn drop(&mut self) {
+            self.slot.set(0, 0);
+            // Release: pairs with the Acquire claim in `claim_slot`.
+            self.slot.claimed.store(false, Release);
+        }
+    }
+
+    // ---- the handler --------------------------------------------------------------------------
+
+    /// The disposition before ours, to chain to. Set once, right after installing.
+    static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
+
+    fn install_handler() {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            // SAFETY: `sigaction` is a plain C struct for which all-zero bytes are a valid
+            // value (null handler, empty flags, `sa_restorer: None`).
+            let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+            action.sa_sigaction = on_sigbus
+                as extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void)
+                as libc::sighandler_t;
+            // SA_ONSTACK: run on the thread's alternate stack if it has one, as Rust's own
+            // SIGBUS/SIGSEGV handler expects when we chain to it. No SA_NODEFER: a second
+            // SIGBUS inside the handler would be a bug, better fatal than recursive.
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            // SAFETY: `sa_mask` is a valid sigset_t owned by `action`.
+            unsafe { libc::sigemptyset(&mut action.sa_mask) };
+            // SAFETY: as above, all-zero is a valid sigaction, overwritten by the call.
+            let mut previous: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: both pointers are to live sigaction values; the handler is an
+            // `extern "C" fn` with the SA_SIGINFO signature.
+            let rc = unsafe { libc::sigaction(libc::SIGBUS, &action, &mut previous) };
+            // sigaction can only fail for an invalid signal or pointer, neither possible here;
+            // without the handler, truncation stays fatal as it was.
+            debug_assert_eq!(rc, 0, "sigaction(SIGBUS) failed");
+            if rc == 0 {
+                let _ = PREVIOUS.set(previous);
+            }
+        });
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    const REG_IP: usize = libc::REG_RIP as usize;
+    #[cfg(target_arch = "x86")]
+    const REG_IP: usize = 14; // REG_EIP in <sys/ucontext.h> (glibc and musl alike)
+
+    extern "C" fn on_sigbus(sig: c_int, info: *mut libc::siginfo_t, context: *mut c_void) {
+        // SAFETY: for an SA_SIGINFO handler the kernel passes a valid siginfo_t that lives
+        // until we return.
+        let siginfo = unsafe { &*info };
+        if siginfo.si_code == libc::BUS_ADRERR {
+            // SAFETY: BUS_ADRERR is a fault, for which si_addr is the member the kernel set.
+            let addr = unsafe { siginfo.si_addr() } as usize;
+            let ucontext = context.cast::<libc::ucontext_t>();
+            // SAFETY: for an SA_SIGINFO handler `context` points to the interrupted thread's
+            // ucontext_t, which we may read and modify until we return.
+            let ip = unsafe { (*ucontext).uc_mcontext.gregs[REG_IP] } as usize;
+            if let Some((slot, base)) = slot_containing(addr) {
+                if ip == copy_insn as unsafe extern "C" fn() as usize {
+                    // Resume at the fixup, which returns the bytes left (still in (e/r)cx).
+                    let fixup = copy_fixup as unsafe extern "C" fn() as usize;
+                    // SAFETY: as above; the fixup runs on the routine's own frame, which
+                    // is exactly as it was at the faulting instruction.
+                    unsafe { (*ucontext).uc_mcontext.gregs[REG_IP] = fixup as _ };
+                    return;
+                }
+                if addr - base < HEADER_LEN && patch_header(slot, base) {
+                    return; // the atomic runs again, on the private zero page
+                }
+            }
+        }
+        chain(sig, info, context);
+    }
+
+    /// Maps a private zero page over a vanished header. Returns whether the faulting
+    /// instruction may be retried.
+    fn patch_header(slot: &Slot, base: usize) -> bool {
+        // Acquire/Relaxed: the claim orders nothing else; the Release store below publishes
+        // the finished patch to threads that fault on the same page.
+        match slot
+            .header
+            .compare_exchange(HEADER_INTACT, HEADER_PATCHING, Acquire, Relaxed)
+        {
+            Ok(_) => {}
+            // Another thread is patching: retry; we fault again until it is done.
+            Err(HEADER_PATCHING) => return true,
+            // Patched already, yet a fault: not the truncation we know how to handle.
+            Err(_) => return false,
+        }
+        // SAFETY: base..base+HEADER_LEN is the start of a mapping we own and keep registered
+        // until before it is unmapped; replacing it with anonymous memory changes no Rust
+        // object's validity (the header is made of atomics, valid for any bytes). mmap is a
+        // plain system call (see the module docs on async-signal-safety).
+        let mapped = unsafe {
+            libc::mmap(
+                base as *mut c_void,
+                HEADER_LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if mapped == libc::MAP_FAILED {
+            // Release: pairs with the Acquire claim above in another thread.
+            slot.header.store(HEADER_INTACT, Release);
+            return false;
+        }
+        // Release: pairs with the loads in `header_lost` and the claim above.
+        slot.header.store(HEADER_PATCHED, Release);
+        true
+    }
+
+    /// Hands a signal we do not handle to whoever handled it before us.
+    fn chain(sig: c_int, info: *mut libc::siginfo_t, context: *mut c_void) {
+        let Some(previous) = PREVIOUS.get() else {
+            return default_action(sig, info);
+        };
+        let handler = previous.sa_sigaction;
+        if handler == libc::SIG_DFL {
+            default_action(sig, info);
+        } else if handler == libc::SIG_IGN {
+            // A fault cannot be ignored (the kernel would deliver it again forever); a
+            // SIGBUS sent by `kill` can.
+            // SAFETY: valid siginfo_t, as in on_sigbus.
+            if unsafe { (*info).si_code } > 0 {
+                default_action(sig, info);
+            }
+        } else if previous.sa_flags & libc::SA_SIGINFO != 0 {
+            // SAFETY: the previous handler was installed with SA_SIGINFO, so this is its
+            // signature; we pass it exactly what the kernel passed us.
+            let f: extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void) =
+                unsafe { std::mem::transmute(handler) };
+            f(sig, info, context);
+        } else {
+            // SAFETY: without SA_SIGINFO the handler takes the signal number only.
+            let f: extern "C" fn(c_int) = unsafe { std::mem::transmute(handler) };
+            f(sig);
+        }
+    }
+
+    /// Restores the default action so the signal kills the process as if we were not here: a
+    /// fault re-executes the instruction on return; a sent signal is raised again (it stays
+    /// pending until the handler returns, as SIGBUS is blocked while it runs).
+    fn default_action(sig: c_int, info: *mut libc::siginfo_t) {
+        // SAFETY: all-zero is a valid sigaction; SIG_DFL is 0.
+        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+        action.sa_sigaction = libc::SIG_DFL;
+        // SAFETY: a live sigaction value; signal() and sigaction() are async-signal-safe.
+        unsafe { libc::sigaction(sig, &action, ptr::null_mut()) };
+        // SAFETY: valid siginfo_t, as in on_sigbus.
+        if unsafe { (*info).si_code } <= 0 {
+            // SAFETY: raise is async-signal-safe.
+            unsafe { libc::raise(sig) };
+        }
+    }
+}
+
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "x86"),
+    not(miri)
+)))]
+mod fallback {
+    use super::Fault;
+
+    /// A plain copy: this platform has no fault-catching routine (see the module docs).
+    ///
+    /// # Safety
+    /// `src` valid for reads and `dst` for writes of `len` bytes, not overlapping.
+    pub(crate) unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) -> Result<(), Fault> {
+        // SAFETY: guaranteed by the caller.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
+        Ok(())
+    }
+
+    /// Nothing to register where faults are not caught.
+    pub(crate) struct Registration;
+
+    impl Registration {
+        pub(crate) fn new(_base: *mut u8, _len: usize) -> Self {
+            Registration
+        }
+
+        pub(crate) fn header_lost(&self) -> bool {
+            false
+        }
+    }
+}
+
+#[cfg(all(test, not(miri)))]
+mod tests {
+    use super::*;
+
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "x86")))]
+    #[test]
+    fn registry_grows_past_one_chunk_finds_every_range_and_forgets_dropped_ones() {
+        // Fake ranges below mmap_min_addr (64 KiB), where nothing real is ever mapped, so a
+        // segment registered by a test running in parallel cannot overlap them. The registry
+        // only compares addresses; nothing faults here.
+        let base = |i: usize| 0x100 + i * 0x100;
+        let count = 3 * linux::SLOTS_PER_CHUNK;
+        let registrations: Vec<_> = (0..count)
+            .map(|i| Registration::new(base(i) as *mut u8, 0x100))
+            .collect();
+        for (i, registration) in registrations.iter().enumerate() {
+            let (_, found) = linux::slot_containing(base(i) + 0xff).expect("registered");
+            assert_eq!(found, base(i));
+            assert!(!matches!(linux::slot_containing(base(i) - 1), Some((_, b)) if b == base(i)));
+            assert!(!registration.header_lost());
+        }
+        drop(registrations);
+        for i in 0..count {
+            assert!(linux::slot_containing(base(i)).is_none());
+        }
+    }
+
+    #[test]
+    fn copy_copies_every_length_and_alignment() {
+        let src: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 3) as u8).collect();
+        for len in [0, 1, 7, 8, 63, 64, 65, 1000, 4000] {
+            for offset in [0, 1, 3, 8] {
+                let mut dst = vec![0u8; len + 16];
+                let target = dst[offset..].as_mut_ptr();
+                // SAFETY: both buffers are live locals of sufficient length and distinct.
+                let result = unsafe { copy(target, src.as_ptr(), len) };
+                assert_eq!(result, Ok(()));
+                assert_eq!(&dst[offset..offset + len], &src[..len]);
+                assert!(dst[..offset].iter().all(|&b| b == 0));
+                assert!(dst[offset + len..].iter().all(|&b| b == 0));
+            }
+        }
+    }
+}

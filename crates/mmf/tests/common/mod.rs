@@ -1,0 +1,420 @@
+//! Shared support for `mmf`'s integration tests: child processes, unique names, records.
+//!
+//! Include it from a test file with `mod common;` (items a file does not use are allowed to
+//! be dead). Other test files may reuse it; keep the helpers below stable.
+//!
+//! # Child processes
+//!
+//! Multi-process tests re-launch their own test binary (`std::env::current_exe()`) as
+//! `<exe> --exact child --nocapture --test-threads=1` with [`ROLE_VAR`] set, so the child runs
+//! only the test named `child`, which dispatches on the role. Every test file that spawns
+//! children therefore defines:
+//!
+//! ```ignore
+//! #[test]
+//! fn child() {
+//!     common::child_main(|role| match role {
+//!         "verify" => verify_role(),
+//!         other => panic!("unknown role {other}"),
+//!     });
+//! }
+//! ```
+//!
+//! Without [`ROLE_VAR`] in the environment `child` is a no-op that passes, so a normal
+//! `cargo test` run is unaffected. Arguments travel in environment variables
+//! (`MMF_CHILD_ARG_<KEY>`, read with [`arg`]); the child reports to its parent with [`say`]
+//! (one `@mmf <key> <value>` line on stdout, which the parent reads with [`Child::expect`] or
+//! [`Output::value`]) and takes commands from its stdin with [`command`]. A role fails by
+//! panicking, which makes the child exit non-zero and the parent's [`Child::finish`] fail.
+//!
+//! This works on Linux and on Windows under wine: a process started from inside wine with
+//! `std::process::Command` runs under wine too.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Environment variable naming the role a re-launched test binary plays.
+pub const ROLE_VAR: &str = "MMF_CHILD_ROLE";
+/// Prefix of the environment variables that carry a child's arguments.
+pub const ARG_PREFIX: &str = "MMF_CHILD_ARG_";
+/// Marker that starts a message from a child in its stdout.
+pub const MARK: &str = "@mmf ";
+/// Default time a parent gives a child to report or exit. Generous: wine starts slowly, and
+/// the 2-core test machine runs several test binaries at once.
+pub const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A segment name unique to this run: tag, pid, a per-process counter and a time nonce
+/// (so a stale segment left by a crashed earlier run with the same pid cannot collide).
+pub fn unique_name(tag: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nonce = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() % 1_000_000);
+    format!(
+        "mmft-{tag}-{}-{}-{nonce}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Relaxed)
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Child side
+// ---------------------------------------------------------------------------------------
+
+/// Runs `dispatch(role)` if this process was launched as a child, and does nothing otherwise.
+pub fn child_main(dispatch: impl FnOnce(&str)) {
+    if let Ok(role) = std::env::var(ROLE_VAR) {
+        dispatch(&role);
+    }
+}
+
+/// Argument `key` given to this child by [`ChildBuilder::arg`]; panics if it is missing.
+pub fn arg(key: &str) -> String {
+    std::env::var(format!("{ARG_PREFIX}{}", key.to_ascii_uppercase()))
+        .unwrap_or_else(|_| panic!("child argument {key:?} missing"))
+}
+
+/// Argument `key` parsed as a number.
+pub fn arg_u64(key: &str) -> u64 {
+    let value = arg(key);
+    value
+        .parse()
+        .unwrap_or_else(|_| panic!("child argument {key}={value:?} is not a number"))
+}
+
+/// Sends `key value` to the parent (one line on stdout, flushed at once).
+pub fn say(key: &str, value: impl std::fmt::Display) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{MARK}{key} {value}").expect("write to parent");
+    out.flush().expect("flush to parent");
+}
+
+/// The next command line from the parent (see [`Child::send`]), or `None` at end of input.
+pub fn command() -> Option<String> {
+    let mut line = String::new();
+    match std::io::stdin().lock().read_line(&mut line) {
+        Ok(0) => None,
+        Ok(_) => Some(line.trim_end().to_owned()),
+        Err(e) => panic!("reading a command from the parent: {e}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Parent side
+// ---------------------------------------------------------------------------------------
+
+/// Describes a child to launch: which `child` test to run, its role and arguments.
+pub struct ChildBuilder {
+    role: String,
+    test: String,
+    args: Vec<(String, String)>,
+    wrapper: Vec<String>,
+}
+
+/// A child for `role`, running the test named `child` of this binary.
+pub fn child(role: &str) -> ChildBuilder {
+    ChildBuilder {
+        role: role.to_owned(),
+        test: "child".to_owned(),
+        args: Vec::new(),
+        wrapper: Vec::new(),
+    }
+}
+
+impl ChildBuilder {
+    /// Passes argument `key` (read in the child with [`arg`]).
+    pub fn arg(mut self, key: &str, value: impl std::fmt::Display) -> Self {
+        self.args
+            .push((key.to_ascii_uppercase(), value.to_string()));
+        self
+    }
+
+    /// Runs a test other than `child` (its exact name).
+    pub fn test(mut self, name: &str) -> Self {
+        self.test = name.to_owned();
+        self
+    }
+
+    /// Starts the test binary through `program args…` (e.g. `setpriv --reuid=…`).
+    pub fn wrapper(mut self, program_and_args: &[&str]) -> Self {
+        self.wrapper = program_and_args.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+
+    /// Launches the child; stdout and stderr are collected by background threads.
+    pub fn spawn(self) -> Child {
+        let exe = std::env::current_exe().expect("current_exe");
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(&exe);
+                cmd
+            }
+            None => Command::new(&exe),
+        };
+        cmd.args(["--exact", &self.test, "--nocapture", "--test-threads=1"])
+            .env(ROLE_VAR, &self.role)
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (key, value) in &self.args {
+            cmd.env(format!("{ARG_PREFIX}{key}"), value);
+        }
+        let mut proc = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning child {:?}: {e}", self.role));
+        let stdout = proc.stdout.take().expect("piped stdout");
+        let stderr = proc.stderr.take().expect("piped stderr");
+        let (tx, lines) = mpsc::channel();
+        let stdout_thread = thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr_thread = thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        Child {
+            role: self.role,
+            stdin: proc.stdin.take(),
+            proc,
+            lines,
+            seen: Vec::new(),
+            stdout_thread: Some(stdout_thread),
+            stderr_thread: Some(stderr_thread),
+        }
+    }
+}
+
+/// A running child. Dropping it without [`finish`](Self::finish) kills it.
+pub struct Child {
+    role: String,
+    proc: std::process::Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+    stdout_thread: Option<JoinHandle<()>>,
+    stderr_thread: Option<JoinHandle<String>>,
+}
+
+/// What a finished child printed, and how it exited.
+#[derive(Debug)]
+pub struct Output {
+    pub role: String,
+    pub status: ExitStatus,
+    /// Every stdout line (harness lines included).
+    pub stdout: Vec<String>,
+    pub stderr: String,
+}
+
+impl Child {
+    /// Sends one command line to the child's stdin (read there with [`command`]).
+    pub fn send(&mut self, command: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        writeln!(stdin, "{command}")
+            .and_then(|()| stdin.flush())
+            .unwrap_or_else(|e| panic!("sending {command:?} to child {:?}: {e}", self.role));
+    }
+
+    /// Waits up to `timeout` for the child to [`say`] `key`, and returns the value. Kills the
+    /// child and fails the test if it exits or times out first.
+    pub fn expect(&mut self, key: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = parse_mark(&line, key).map(str::to_owned);
+                    self.seen.push(line);
+                    if let Some(value) = found {
+                        return value;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.fail(&format!("did not say {key:?} within {timeout:?}"))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.fail(&format!("closed its stdout before saying {key:?}"))
+                }
+            }
+        }
+    }
+
+    /// Closes stdin, waits up to `timeout` for the child to exit, and returns its output.
+    /// Kills the child and fails the test on timeout or on a non-zero exit status.
+    pub fn finish(mut self, timeout: Duration) -> Output {
+        let output = self.wait(timeout);
+        assert!(
+            output.status.success(),
+            "child {:?} failed with {}\n--- stdout\n{}\n--- stderr\n{}",
+            output.role,
+            output.status,
+            output.stdout.join("\n"),
+            output.stderr
+        );
+        output
+    }
+
+    /// Like [`finish`](Self::finish) but accepts any exit status.
+    pub fn wait(&mut self, timeout: Duration) -> Output {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match self.proc.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
+                Ok(None) => self.fail(&format!("did not exit within {timeout:?}")),
+                Err(e) => panic!("waiting for child {:?}: {e}", self.role),
+            }
+        };
+        self.collect(status)
+    }
+
+    fn collect(&mut self, status: ExitStatus) -> Output {
+        if let Some(t) = self.stdout_thread.take() {
+            let _ = t.join();
+        }
+        let mut stdout = std::mem::take(&mut self.seen);
+        stdout.extend(self.lines.try_iter());
+        let stderr = self
+            .stderr_thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        Output {
+            role: self.role.clone(),
+            status,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Kills the child, then fails the test with everything it printed.
+    fn fail(&mut self, why: &str) -> ! {
+        let _ = self.proc.kill();
+        let status = self.proc.wait().expect("wait after kill");
+        let out = self.collect(status);
+        panic!(
+            "child {:?} {why} (killed; {})\n--- stdout\n{}\n--- stderr\n{}",
+            out.role,
+            out.status,
+            out.stdout.join("\n"),
+            out.stderr
+        );
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        // A test that panicked part-way must not leave children running (or blocked on a
+        // lock the dropped parent held). Errors are moot: it may have exited already.
+        if self.stdout_thread.is_some() {
+            let _ = self.proc.kill();
+            let _ = self.proc.wait();
+        }
+    }
+}
+
+fn parse_mark<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    // Not necessarily at the start: the harness prints "test child ... " without a newline
+    // before the test body runs.
+    let rest = &line[line.find(MARK)? + MARK.len()..];
+    let (k, value) = rest.split_once(' ').unwrap_or((rest, ""));
+    (k == key).then_some(value)
+}
+
+impl Output {
+    /// The value of the last `key` the child said, if any.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.stdout.iter().rev().find_map(|l| parse_mark(l, key))
+    }
+
+    /// The value of `key` as a number; fails the test if it is missing.
+    pub fn value(&self, key: &str) -> u64 {
+        let value = self.get(key).unwrap_or_else(|| {
+            panic!(
+                "child {:?} did not say {key:?}; stdout:\n{}",
+                self.role,
+                self.stdout.join("\n")
+            )
+        });
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("child {:?}: {key}={value:?} is not a number", self.role))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Lock results
+// ---------------------------------------------------------------------------------------
+
+/// Why a lock call returned no plain guard, as an [`mmf::Error`] (a poisoned guard is
+/// released and reported as [`mmf::Error::Poisoned`]); `None` if it returned a guard, which
+/// is dropped at once. For `matches!(lock_error(m.try_write()), Some(Error::WouldBlock))`.
+pub fn lock_error<G>(result: mmf::LockResult<G>) -> Option<mmf::Error> {
+    result.err().map(mmf::LockError::into_error)
+}
+
+// ---------------------------------------------------------------------------------------
+// Data helpers
+// ---------------------------------------------------------------------------------------
+
+/// SplitMix64: a tiny deterministic PRNG, so parent and child derive the same bytes from a
+/// seed without sharing anything else.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A value in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let bytes = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
+}
+
+/// `len` bytes derived from `seed`.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut buf = vec![0; len];
+    Rng::new(seed).fill(&mut buf);
+    buf
+}
+
+/// FNV-1a 64 over `bytes`.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

@@ -1,0 +1,694 @@
+//! Multi-process behaviour of `mmf`, with real child processes (see `common` for how a test
+//! re-launches this binary as a child playing a role).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{arg, arg_u64, command, fnv1a, lock_error, pattern, say, Rng, CHILD_TIMEOUT};
+use mmf::{Error, Mmf, MmfOptions};
+
+/// The entry point of every child process of this file; a no-op in a normal test run.
+#[test]
+fn child() {
+    common::child_main(|role| match role {
+        "verify" => verify_role(),
+        "creator" => creator_role(),
+        "reopen" => reopen_role(),
+        "holder" => holder_role(),
+        "hammer_writer" => hammer_writer_role(),
+        "hammer_reader" => hammer_reader_role(),
+        "loop_reader" => loop_reader_role(),
+        "racing_creator" => racing_creator_role(),
+        #[cfg(any(target_os = "linux", windows))]
+        "cpu_waiter" => cpu_waiter_role(),
+        other => panic!("unknown child role {other:?}"),
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Created in one process, read in another
+// ---------------------------------------------------------------------------------------
+
+const ANSWER_LEN: usize = 64;
+
+/// Where the child writes its answer: right after the parent's pattern.
+fn answer(seed: u64, read_checksum: u64) -> Vec<u8> {
+    let mut bytes = read_checksum.to_le_bytes().to_vec();
+    bytes.extend(pattern(seed ^ 0xa5a5, ANSWER_LEN - 8));
+    bytes
+}
+
+/// Opens the parent's segment, checks the pattern through both access paths, answers.
+fn verify_role() {
+    let (name, seed, len) = (arg("name"), arg_u64("seed"), arg_u64("len") as usize);
+    // A name nobody created yet is NotFound, in the child as anywhere.
+    let missing = format!("{name}-missing");
+    match Mmf::open(&missing) {
+        Err(Error::NotFound { name: n }) => assert_eq!(n, missing),
+        other => panic!("open of a name not created yet: {other:?}"),
+    }
+    let segment = Mmf::open(&name).expect("child opens the parent's segment");
+    assert_eq!(
+        segment.len(),
+        len + ANSWER_LEN,
+        "size learnt from the header"
+    );
+    let expected = pattern(seed, len);
+    let copied = segment.read_to_vec(0, len).unwrap();
+    assert!(
+        copied == expected,
+        "read_to_vec differs from the parent's pattern"
+    );
+    {
+        let guard = segment.read().unwrap();
+        assert!(
+            guard[..len] == expected[..],
+            "read guard differs from the pattern"
+        );
+    }
+    segment
+        .write_at(len, &answer(seed, fnv1a(&copied)))
+        .unwrap();
+    say("verified", len);
+}
+
+/// Creates a segment, fills it, and keeps it alive until the parent says `done`; then
+/// checks what the parent wrote back.
+fn creator_role() {
+    let (name, seed, len) = (arg("name"), arg_u64("seed"), arg_u64("len") as usize);
+    let segment = Mmf::create(&name, len + ANSWER_LEN).unwrap();
+    segment.write_at(0, &pattern(seed, len)).unwrap();
+    say("created", &name);
+    assert_eq!(command().as_deref(), Some("done"));
+    let reply = segment.read_to_vec(len, ANSWER_LEN).unwrap();
+    assert!(
+        reply == answer(seed, fnv1a(&pattern(seed, len))),
+        "parent's answer is wrong"
+    );
+    say("answer_ok", 1);
+}
+
+#[test]
+fn created_in_one_process_read_in_another() {
+    // Parent creates, child reads and answers.
+    let (seed, len) = (0x5eed_0001, 3 * 4096 + 100);
+    let name = common::unique_name("xproc");
+    let segment = Mmf::create(&name, len + ANSWER_LEN).unwrap();
+    segment.write_at(0, &pattern(seed, len)).unwrap();
+    let out = common::child("verify")
+        .arg("name", &name)
+        .arg("seed", seed)
+        .arg("len", len)
+        .spawn()
+        .finish(CHILD_TIMEOUT);
+    assert_eq!(out.value("verified"), len as u64);
+    assert_eq!(
+        segment.read_to_vec(len, ANSWER_LEN).unwrap(),
+        answer(seed, fnv1a(&pattern(seed, len))),
+        "the child's answer"
+    );
+
+    // Child creates, parent reads and answers while the child keeps it alive.
+    let seed = 0x5eed_0002;
+    let name = common::unique_name("xproc-rev");
+    let mut creator = common::child("creator")
+        .arg("name", &name)
+        .arg("seed", seed)
+        .arg("len", len)
+        .spawn();
+    creator.expect("created", CHILD_TIMEOUT);
+    let opened = Mmf::open(&name).unwrap();
+    assert_eq!(opened.len(), len + ANSWER_LEN);
+    let copied = opened.read_to_vec(0, len).unwrap();
+    assert!(copied == pattern(seed, len), "pattern written by the child");
+    opened.write_at(len, &answer(seed, fnv1a(&copied))).unwrap();
+    creator.send("done");
+    assert_eq!(creator.finish(CHILD_TIMEOUT).value("answer_ok"), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Reopen: the creator drops, another process's handle lives on
+// ---------------------------------------------------------------------------------------
+
+fn reopen_role() {
+    let name = arg("name");
+    let segment = Mmf::open(&name).unwrap();
+    assert_eq!(segment.read_to_vec(0, 6).unwrap(), b"parent");
+    say("opened", 1);
+    assert_eq!(command().as_deref(), Some("creator-dropped"));
+    // The mapping outlives the creator's handle: still readable and writable.
+    assert_eq!(segment.read_to_vec(0, 6).unwrap(), b"parent");
+    segment.write_at(100, b"child").unwrap();
+    assert_eq!(&segment.read().unwrap()[100..105], b"child");
+    match Mmf::open(&name) {
+        // Linux: the creator removed the name when it dropped.
+        #[cfg(unix)]
+        Err(Error::NotFound { name: n }) => assert_eq!(n, name),
+        // Windows: the section and its name live while any handle (ours) is open.
+        #[cfg(windows)]
+        Ok(again) => assert_eq!(again.read_to_vec(100, 5).unwrap(), b"child"),
+        other => panic!("open by name after the creator dropped: {other:?}"),
+    }
+    say("reopen_ok", 1);
+}
+
+#[test]
+fn handle_in_another_process_outlives_the_creator() {
+    let name = common::unique_name("reopen");
+    let creator = Mmf::create(&name, 4096).unwrap();
+    creator.write_at(0, b"parent").unwrap();
+    let mut child = common::child("reopen").arg("name", &name).spawn();
+    child.expect("opened", CHILD_TIMEOUT);
+    drop(creator);
+    child.send("creator-dropped");
+    assert_eq!(child.finish(CHILD_TIMEOUT).value("reopen_ok"), 1);
+    // Every handle is gone now, on both platforms.
+    assert!(matches!(Mmf::open(&name), Err(Error::NotFound { .. })));
+}
+
+// ---------------------------------------------------------------------------------------
+// Opening while another process creates: never a half-written header
+// ---------------------------------------------------------------------------------------
+
+const RACE_ROUNDS: u64 = 300;
+
+fn race_len(round: u64) -> usize {
+    4096 + 64 * round as usize
+}
+
+/// Creates `<prefix>-0`, `<prefix>-1`, … as fast as it can, keeping them all alive until the
+/// parent has opened every one.
+fn racing_creator_role() {
+    let prefix = arg("prefix");
+    let mut alive = Vec::new();
+    for round in 0..RACE_ROUNDS {
+        let segment = Mmf::create(&format!("{prefix}-{round}"), race_len(round)).unwrap();
+        segment.write_at(0, &round.to_le_bytes()).unwrap();
+        alive.push(segment);
+    }
+    say("created_all", RACE_ROUNDS);
+    assert_eq!(command().as_deref(), Some("done"));
+}
+
+#[test]
+fn open_racing_a_creator_never_sees_a_half_written_header() {
+    let prefix = common::unique_name("race");
+    let mut creator = common::child("racing_creator")
+        .arg("prefix", &prefix)
+        .spawn();
+    let give_up = Instant::now() + CHILD_TIMEOUT;
+    let mut not_found = 0u64;
+    for round in 0..RACE_ROUNDS {
+        let name = format!("{prefix}-{round}");
+        // Spin on the name while the child creates it: every answer must be "not there
+        // yet" or the finished segment, never a typed complaint about its header.
+        let segment = loop {
+            match Mmf::open(&name) {
+                Ok(segment) => break segment,
+                Err(Error::NotFound { .. }) => not_found += 1,
+                Err(e) => panic!("round {round}: open while the creator initialises: {e:?}"),
+            }
+            assert!(Instant::now() < give_up, "round {round}: never created");
+            std::hint::spin_loop();
+        };
+        assert_eq!(segment.len(), race_len(round), "round {round}");
+        // The creator writes the round number right after creating; we may be earlier.
+        let first = u64::from_le_bytes(segment.read_to_vec(0, 8).unwrap().try_into().unwrap());
+        assert!(first == 0 || first == round, "round {round}: read {first}");
+    }
+    creator.expect("created_all", CHILD_TIMEOUT);
+    creator.send("done");
+    creator.finish(CHILD_TIMEOUT);
+    println!("open raced {RACE_ROUNDS} creations ({not_found} NotFound answers while waiting)");
+}
+
+// ---------------------------------------------------------------------------------------
+// Lock forms across processes
+// ---------------------------------------------------------------------------------------
+
+/// Takes and releases locks on command: `read`, `write`, `release`; acknowledges each.
+fn holder_role() {
+    let segment = Mmf::open(&arg("name")).unwrap();
+    let mut read = None;
+    let mut write = None;
+    while let Some(cmd) = command() {
+        match cmd.as_str() {
+            "read" => read = Some(segment.read().unwrap()),
+            "write" => write = Some(segment.write().unwrap()),
+            "release" => {
+                read = None;
+                write = None;
+            }
+            other => panic!("unknown command {other:?}"),
+        }
+        say("ack", &cmd);
+    }
+    drop((read, write));
+}
+
+/// Checks that a `_timeout` call failed with `Timeout` after about `asked`.
+#[track_caller]
+fn assert_timed_out<T, E: Into<Error>>(result: Result<T, E>, started: Instant, asked: Duration) {
+    let elapsed = started.elapsed();
+    match result.map_err(Into::into) {
+        Err(Error::Timeout { waited }) => {
+            assert!(waited >= asked, "reported wait {waited:?} < {asked:?}");
+            assert!(elapsed >= asked, "returned after {elapsed:?} < {asked:?}");
+            assert!(
+                elapsed < asked + Duration::from_secs(2),
+                "returned after {elapsed:?}, far beyond {asked:?}"
+            );
+        }
+        // Guards are not Debug: show only the error, if any.
+        other => panic!("expected Timeout, got {:?}", other.err()),
+    }
+}
+
+#[test]
+fn lock_forms_respect_a_holder_in_another_process() {
+    let name = common::unique_name("forms");
+    let segment = Mmf::create(&name, 4096).unwrap();
+    let short = Duration::from_millis(250);
+    let timed = MmfOptions::new(&name)
+        .lock_timeout(Some(short))
+        .open()
+        .unwrap();
+    let mut holder = common::child("holder").arg("name", &name).spawn();
+
+    // The child holds the write lock: nothing gets in.
+    holder.send("write");
+    assert_eq!(holder.expect("ack", CHILD_TIMEOUT), "write");
+    assert!(matches!(
+        lock_error(segment.try_read()),
+        Some(Error::WouldBlock)
+    ));
+    assert!(matches!(
+        lock_error(segment.try_write()),
+        Some(Error::WouldBlock)
+    ));
+    let t = Instant::now();
+    assert_timed_out(segment.read_timeout(short), t, short);
+    let t = Instant::now();
+    assert_timed_out(segment.write_timeout(short), t, short);
+    // The copy methods and plain guards honour the handle's lock timeout.
+    let t = Instant::now();
+    assert_timed_out(timed.read_to_vec(0, 8), t, short);
+    let t = Instant::now();
+    assert_timed_out(timed.write_at(0, b"x"), t, short);
+    let t = Instant::now();
+    assert_timed_out(timed.read(), t, short);
+
+    holder.send("release");
+    assert_eq!(holder.expect("ack", CHILD_TIMEOUT), "release");
+    drop(
+        segment
+            .try_write()
+            .expect("free again after the child released"),
+    );
+
+    // The child holds a read lock: readers share, writers wait.
+    holder.send("read");
+    assert_eq!(holder.expect("ack", CHILD_TIMEOUT), "read");
+    drop(
+        segment
+            .try_read()
+            .expect("a read lock is shared across processes"),
+    );
+    drop(segment.read_timeout(short).expect("shared"));
+    assert!(matches!(
+        lock_error(segment.try_write()),
+        Some(Error::WouldBlock)
+    ));
+    let t = Instant::now();
+    assert_timed_out(segment.write_timeout(short), t, short);
+    // A writer that gave up must not keep holding new readers back.
+    drop(
+        segment
+            .try_read()
+            .expect("a timed-out writer withdrew its claim"),
+    );
+
+    holder.send("release");
+    assert_eq!(holder.expect("ack", CHILD_TIMEOUT), "release");
+    drop(segment.try_write().expect("free after the reader released"));
+    holder.finish(CHILD_TIMEOUT);
+}
+
+// ---------------------------------------------------------------------------------------
+// Hammer: several writer and reader processes, no torn record ever
+// ---------------------------------------------------------------------------------------
+
+const HAMMER_LEN: usize = 64 * 1024;
+const RECORD: usize = 1024;
+const SLOTS: usize = HAMMER_LEN / RECORD;
+const HAMMER_MS: u64 = 3000;
+
+/// Record layout: seq u64 | writer u32 | RECORD u32 | payload (PRNG seeded by seq and
+/// writer) | FNV-1a of everything before it.
+fn fill_record(rec: &mut [u8], seq: u64, writer: u32) {
+    rec[0..8].copy_from_slice(&seq.to_le_bytes());
+    rec[8..12].copy_from_slice(&writer.to_le_bytes());
+    rec[12..16].copy_from_slice(&(RECORD as u32).to_le_bytes());
+    // Generated in place, slowly: a long window in which a broken lock would show a tear.
+    Rng::new(seq ^ (u64::from(writer) << 56)).fill(&mut rec[16..RECORD - 8]);
+    let sum = fnv1a(&rec[..RECORD - 8]);
+    rec[RECORD - 8..].copy_from_slice(&sum.to_le_bytes());
+}
+
+/// Checks one record: `Ok(false)` for a never-written (all-zero) slot, `Ok(true)` for a
+/// whole record, `Err` describing a torn one.
+fn check_record(rec: &[u8]) -> Result<bool, String> {
+    if rec.iter().all(|&b| b == 0) {
+        return Ok(false);
+    }
+    let stored = u64::from_le_bytes(rec[RECORD - 8..].try_into().unwrap());
+    let sum = fnv1a(&rec[..RECORD - 8]);
+    let seq = u64::from_le_bytes(rec[0..8].try_into().unwrap());
+    let writer = u32::from_le_bytes(rec[8..12].try_into().unwrap());
+    if stored != sum {
+        return Err(format!(
+            "checksum {stored:#x} != {sum:#x} (seq {seq}, writer {writer})"
+        ));
+    }
+    let mut expected = vec![0; RECORD];
+    fill_record(&mut expected, seq, writer);
+    if rec != expected {
+        return Err(format!(
+            "checksum matches but payload differs (seq {seq}, writer {writer})"
+        ));
+    }
+    Ok(true)
+}
+
+fn hammer_writer_role() {
+    let segment = Mmf::open(&arg("name")).unwrap();
+    let writer = arg_u64("id") as u32;
+    let deadline = Instant::now() + Duration::from_millis(arg_u64("ms"));
+    let mut rng = Rng::new(u64::from(writer) + 1);
+    let (mut seq, mut by_guard, mut by_copy) = (0u64, 0u64, 0u64);
+    let mut record = vec![0; RECORD];
+    while Instant::now() < deadline {
+        seq += 1;
+        let slot = rng.below(SLOTS as u64) as usize * RECORD;
+        if seq % 2 == 0 {
+            let mut guard = segment.write().unwrap();
+            fill_record(&mut guard[slot..slot + RECORD], seq, writer);
+            by_guard += 1;
+        } else {
+            fill_record(&mut record, seq, writer);
+            segment.write_at(slot, &record).unwrap();
+            by_copy += 1;
+        }
+    }
+    say("by_guard", by_guard);
+    say("by_copy", by_copy);
+}
+
+fn hammer_reader_role() {
+    // A read-only handle cannot take the lock; its read_at copies optimistically and retries.
+    let read_only = arg_u64("ro") == 1;
+    let segment = if read_only {
+        Mmf::open_read_only(&arg("name")).unwrap()
+    } else {
+        Mmf::open(&arg("name")).unwrap()
+    };
+    let reader = arg_u64("id");
+    let deadline = Instant::now() + Duration::from_millis(arg_u64("ms"));
+    let mut rng = Rng::new(1000 + reader);
+    let (mut verified, mut rounds) = (0u64, 0u64);
+    let mut record = vec![0; RECORD];
+    while Instant::now() < deadline {
+        rounds += 1;
+        if rounds % 2 == 0 && !read_only {
+            // Every slot under one shared lock: no writer may touch any of them meanwhile.
+            let guard = segment.read().unwrap();
+            for (i, rec) in guard.chunks(RECORD).enumerate() {
+                match check_record(rec) {
+                    Ok(whole) => verified += u64::from(whole),
+                    Err(why) => panic!("reader {reader}: torn record in slot {i} (guard): {why}"),
+                }
+            }
+        } else {
+            let slot = rng.below(SLOTS as u64) as usize;
+            segment.read_at(slot * RECORD, &mut record).unwrap();
+            match check_record(&record) {
+                Ok(whole) => verified += u64::from(whole),
+                Err(why) => panic!("reader {reader}: torn record in slot {slot} (read_at): {why}"),
+            }
+        }
+    }
+    say("verified", verified);
+    say("rounds", rounds);
+}
+
+#[test]
+fn hammer_two_writers_four_readers_never_tear_a_record() {
+    let name = common::unique_name("hammer");
+    let segment = Mmf::create(&name, HAMMER_LEN).unwrap();
+    let started = Instant::now();
+    let writers: Vec<_> = (0..2)
+        .map(|id| {
+            common::child("hammer_writer")
+                .arg("name", &name)
+                .arg("id", id)
+                .arg("ms", HAMMER_MS)
+                .spawn()
+        })
+        .collect();
+    // Three readers through read() and read_at, and one more through a read-only handle.
+    let readers: Vec<_> = (0..4)
+        .map(|id| {
+            common::child("hammer_reader")
+                .arg("name", &name)
+                .arg("id", id)
+                .arg("ro", u8::from(id == 3))
+                .arg("ms", HAMMER_MS)
+                .spawn()
+        })
+        .collect();
+    let mut written = 0;
+    for (id, w) in writers.into_iter().enumerate() {
+        let out = w.finish(CHILD_TIMEOUT);
+        let (guard, copy) = (out.value("by_guard"), out.value("by_copy"));
+        println!("hammer writer {id}: {guard} records through write(), {copy} through write_at");
+        assert!(guard > 0 && copy > 0, "writer {id} made no progress");
+        written += guard + copy;
+    }
+    let mut verified = 0;
+    for (id, r) in readers.into_iter().enumerate() {
+        let out = r.finish(CHILD_TIMEOUT);
+        let (v, rounds) = (out.value("verified"), out.value("rounds"));
+        let how = if id == 3 {
+            "read-only read_at"
+        } else {
+            "read() and read_at"
+        };
+        println!("hammer reader {id} ({how}): {v} whole records verified in {rounds} reads");
+        assert!(v > 0, "reader {id} verified nothing");
+        verified += v;
+    }
+    // The parent checks the final state too: every slot whole or never written.
+    let guard = segment.read().unwrap();
+    let whole = guard
+        .chunks(RECORD)
+        .map(|rec| check_record(rec).expect("final state"))
+        .filter(|&w| w)
+        .count();
+    assert!(whole > 0);
+    println!(
+        "hammer: {written} records written, {verified} verified, 0 torn, {whole}/{SLOTS} slots filled, {:?}",
+        started.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// A writer gets in while 4 readers loop
+// ---------------------------------------------------------------------------------------
+
+/// Byte 0 of the segment: the parent sets it to tell the readers to stop.
+const STOP: usize = 0;
+/// The writer fills bytes FILL.. with one value per round; readers check it is uniform.
+const FILL: usize = 64;
+
+fn loop_reader_role() {
+    let segment = Mmf::open(&arg("name")).unwrap();
+    let give_up = Instant::now() + Duration::from_secs(60);
+    let mut loops = 0u64;
+    loop {
+        let guard = segment.read().unwrap();
+        if guard[STOP] == 1 {
+            break;
+        }
+        // Hold the lock for a while, reading everything: readers overlap continuously.
+        let first = guard[FILL];
+        assert!(
+            guard[FILL..].iter().all(|&b| b == first),
+            "a write was visible half-done under a read lock"
+        );
+        drop(guard);
+        loops += 1;
+        if loops == 1 {
+            say("looping", 1);
+        }
+        assert!(Instant::now() < give_up, "the parent never said stop");
+    }
+    say("loops", loops);
+}
+
+#[test]
+fn writer_gets_in_while_four_readers_loop() {
+    let name = common::unique_name("starve");
+    let segment = Mmf::create(&name, 64 * 1024).unwrap();
+    let mut readers: Vec<_> = (0..4)
+        .map(|_| common::child("loop_reader").arg("name", &name).spawn())
+        .collect();
+    for r in &mut readers {
+        r.expect("looping", CHILD_TIMEOUT);
+    }
+    let mut worst = Duration::ZERO;
+    let mut total = Duration::ZERO;
+    const ROUNDS: u32 = 50;
+    for round in 0..ROUNDS {
+        let t = Instant::now();
+        let mut guard = segment
+            .write_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("round {round}: writer starved: {e}"));
+        let waited = t.elapsed();
+        worst = worst.max(waited);
+        total += waited;
+        guard[FILL..].fill(round as u8 + 1);
+        drop(guard);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    segment.write().unwrap()[STOP] = 1;
+    let loops: Vec<u64> = readers
+        .into_iter()
+        .map(|r| r.finish(CHILD_TIMEOUT).value("loops"))
+        .collect();
+    println!(
+        "writer vs 4 looping readers: {ROUNDS} acquisitions, worst wait {worst:?}, mean {:?}; reader loops {loops:?}",
+        total / ROUNDS
+    );
+    assert!(loops.iter().all(|&n| n > 0));
+}
+
+// ---------------------------------------------------------------------------------------
+// A blocked waiter sleeps: its own CPU time (getrusage on Linux, GetProcessTimes on Windows)
+// ---------------------------------------------------------------------------------------
+
+/// CPU time (user + system) this process has used so far.
+#[cfg(target_os = "linux")]
+fn cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: getrusage writes a whole rusage into the pointer, which is valid for writes of
+    // one rusage (it points to our MaybeUninit); RUSAGE_SELF is a valid `who`.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    assert_eq!(rc, 0, "getrusage: {}", std::io::Error::last_os_error());
+    // SAFETY: getrusage returned 0, so it initialised the struct.
+    let usage = unsafe { usage.assume_init() };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// CPU time (user + kernel) this process has used so far.
+#[cfg(windows)]
+fn cpu_time() -> Duration {
+    use windows_sys::Win32::Foundation::FILETIME;
+    use windows_sys::Win32::System::Threading::{GetCurrentProcess, GetProcessTimes};
+    let zero = || FILETIME {
+        dwLowDateTime: 0,
+        dwHighDateTime: 0,
+    };
+    let (mut created, mut exited, mut kernel, mut user) = (zero(), zero(), zero(), zero());
+    // SAFETY: GetCurrentProcess has no preconditions; it returns a pseudo-handle that needs
+    // no closing.
+    let process = unsafe { GetCurrentProcess() };
+    // SAFETY: the four pointers are valid for writes of one FILETIME each (locals above);
+    // the handle is this process's pseudo-handle, which has PROCESS_QUERY_INFORMATION.
+    let ok = unsafe { GetProcessTimes(process, &mut created, &mut exited, &mut kernel, &mut user) };
+    assert_ne!(
+        ok,
+        0,
+        "GetProcessTimes: {}",
+        std::io::Error::last_os_error()
+    );
+    // FILETIME counts 100 ns units.
+    let ticks = |t: FILETIME| (u64::from(t.dwHighDateTime) << 32) | u64::from(t.dwLowDateTime);
+    Duration::from_nanos((ticks(kernel) + ticks(user)) * 100)
+}
+
+/// Proves that [`cpu_time`] measures something here (a clock stuck at zero would make the
+/// waiter look perfect): spins until it has advanced by 20 ms.
+#[cfg(any(target_os = "linux", windows))]
+fn check_cpu_clock() {
+    let (start, wall) = (cpu_time(), Instant::now());
+    while cpu_time() - start < Duration::from_millis(20) {
+        assert!(
+            wall.elapsed() < Duration::from_secs(5),
+            "the CPU clock did not advance while this process spun for 5 s"
+        );
+        std::hint::spin_loop();
+    }
+}
+
+#[cfg(any(target_os = "linux", windows))]
+fn cpu_waiter_role() {
+    let segment = Mmf::open(&arg("name")).unwrap();
+    check_cpu_clock();
+    let before = cpu_time();
+    say("blocking", 1);
+    let t = Instant::now();
+    match arg("kind").as_str() {
+        "write" => drop(segment.write().unwrap()),
+        "read" => drop(segment.read().unwrap()),
+        other => panic!("unknown kind {other}"),
+    }
+    let waited = t.elapsed();
+    let cpu = cpu_time() - before;
+    say("waited_us", waited.as_micros());
+    say("cpu_us", cpu.as_micros());
+}
+
+/// The parent holds the write lock for 1 s while a child blocks on `kind`; the child must
+/// get in once it is released, and must have slept rather than spun meanwhile.
+#[cfg(any(target_os = "linux", windows))]
+fn blocked_waiter_uses_almost_no_cpu(kind: &str) {
+    let name = common::unique_name("cpu");
+    let segment = Mmf::create(&name, 4096).unwrap();
+    let guard = segment.write().unwrap();
+    let mut child = common::child("cpu_waiter")
+        .arg("name", &name)
+        .arg("kind", kind)
+        .spawn();
+    child.expect("blocking", CHILD_TIMEOUT);
+    std::thread::sleep(Duration::from_secs(1));
+    drop(guard);
+    let out = child.finish(CHILD_TIMEOUT);
+    let waited = Duration::from_micros(out.value("waited_us"));
+    let cpu = Duration::from_micros(out.value("cpu_us"));
+    println!("{kind} waiter blocked {waited:?} and used {cpu:?} of CPU");
+    assert!(
+        waited >= Duration::from_millis(800),
+        "the child did not block (waited {waited:?})"
+    );
+    // A spinning waiter would burn about the whole second.
+    assert!(
+        cpu < Duration::from_millis(50),
+        "a blocked {kind} waiter burnt {cpu:?} of CPU in {waited:?}"
+    );
+}
+
+#[cfg(any(target_os = "linux", windows))]
+#[test]
+fn blocked_writer_uses_almost_no_cpu() {
+    blocked_waiter_uses_almost_no_cpu("write");
+}
+
+#[cfg(any(target_os = "linux", windows))]
+#[test]
+fn blocked_reader_uses_almost_no_cpu() {
+    blocked_waiter_uses_almost_no_cpu("read");
+}

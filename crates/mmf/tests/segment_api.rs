@@ -1,0 +1,525 @@
+//! The public segment API in one process: bad inputs and their typed errors, handles and
+//! lifetime, `open_or_create`, read-only handles, and the portable scenarios of issue 3.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{lock_error, pattern, unique_name};
+use mmf::header::HEADER_LEN;
+use mmf::{Error, Mmf, MmfOptions, MAX_NAME_LEN};
+
+// ---------------------------------------------------------------------------------------
+// Bad inputs, each with its typed error
+// ---------------------------------------------------------------------------------------
+
+fn bad_names() -> Vec<(String, &'static str)> {
+    vec![
+        (String::new(), "empty"),
+        ("x".repeat(MAX_NAME_LEN + 1), "too long"),
+        ("a/b".into(), "slash"),
+        ("/leading-slash".into(), "leading slash"),
+        ("a\\b".into(), "backslash"),
+        ("Global\\cam".into(), "namespace prefix"),
+        (".hidden".into(), "leading dot"),
+        (".".into(), "dot"),
+        ("..".into(), "dot-dot"),
+        ("with space".into(), "space"),
+        (" lead".into(), "leading space"),
+        ("tab\t".into(), "tab"),
+        ("nul\0byte".into(), "NUL"),
+        ("caméra".into(), "non-ASCII"),
+        ("名前".into(), "non-ASCII"),
+        ("a:b".into(), "colon"),
+    ]
+}
+
+#[track_caller]
+fn assert_invalid_name<T>(result: mmf::Result<T>, name: &str, what: &str, op: &str) {
+    match result {
+        Err(Error::InvalidName { name: n, reason }) => {
+            assert_eq!(n, name, "{op} {what}: the error names the input");
+            assert!(!reason.is_empty());
+        }
+        other => panic!(
+            "{op} of a name with {what} ({name:?}): expected InvalidName, got {:?}",
+            other.err()
+        ),
+    }
+}
+
+#[test]
+fn bad_names_are_invalid_name_for_every_entry_point() {
+    for (name, what) in bad_names() {
+        assert_invalid_name(Mmf::create(&name, 4096), &name, what, "create");
+        assert_invalid_name(Mmf::open(&name), &name, what, "open");
+        assert_invalid_name(Mmf::open_read_only(&name), &name, what, "open_read_only");
+        assert_invalid_name(
+            Mmf::open_or_create(&name, 4096),
+            &name,
+            what,
+            "open_or_create",
+        );
+        assert_invalid_name(Mmf::remove(&name), &name, what, "remove");
+        assert_invalid_name(
+            MmfOptions::new(name.as_str()).persist(true).create(64),
+            &name,
+            what,
+            "MmfOptions::create",
+        );
+        // The message tells the caller the rule.
+        let msg = Mmf::open(&name).unwrap_err().to_string();
+        assert!(msg.contains("A-Z a-z 0-9 . _ -"), "{msg}");
+    }
+}
+
+#[test]
+fn longest_valid_name_works() {
+    let tag = unique_name("long");
+    let name = format!("{tag}{}", "n".repeat(MAX_NAME_LEN - tag.len()));
+    assert_eq!(name.len(), MAX_NAME_LEN);
+    let segment = Mmf::create(&name, 64).unwrap();
+    segment.write_at(0, b"long").unwrap();
+    assert_eq!(
+        Mmf::open(&name).unwrap().read_to_vec(0, 4).unwrap(),
+        b"long"
+    );
+}
+
+#[test]
+fn bad_sizes_are_invalid_size_and_leave_nothing_behind() {
+    let name = unique_name("size");
+    let sizes = [
+        0,
+        usize::MAX,
+        isize::MAX as usize,
+        // The smallest size whose header + data no longer fits in an isize.
+        isize::MAX as usize - HEADER_LEN + 1,
+    ];
+    for size in sizes {
+        match Mmf::create(&name, size) {
+            Err(Error::InvalidSize { size: s, reason }) => {
+                assert_eq!(s, size as u64, "the error reports the size asked for");
+                assert!(!reason.is_empty());
+            }
+            other => panic!(
+                "create of {size} bytes: expected InvalidSize, got {:?}",
+                other.err()
+            ),
+        }
+        assert!(
+            matches!(
+                Mmf::open_or_create(&name, size),
+                Err(Error::InvalidSize { .. })
+            ),
+            "open_or_create of {size} bytes"
+        );
+        assert!(
+            matches!(Mmf::open(&name), Err(Error::NotFound { .. })),
+            "a failed create of {size} bytes left the name behind"
+        );
+    }
+}
+
+#[test]
+fn out_of_range_accesses_are_out_of_bounds() {
+    const LEN: usize = 5000; // not a page multiple: the mapping is longer than the data
+    let name = unique_name("bounds");
+    let segment = Mmf::create(&name, LEN).unwrap();
+    let fill = pattern(7, LEN);
+    segment.write_at(0, &fill).unwrap();
+
+    let cases: &[(usize, usize)] = &[
+        (LEN, 1),            // offset = len
+        (LEN - 1, 2),        // one byte past the end
+        (1, LEN),            // whole length from a non-zero offset
+        (0, LEN + 1),        // longer than the region
+        (LEN + 4096, 1),     // inside the mapping's page padding, outside the data
+        (usize::MAX, 1),     // offset + len overflows
+        (usize::MAX, 0),     // empty, but starting far beyond the end
+        (2, usize::MAX - 1), // overflows by one
+        (usize::MAX / 2 + 1, usize::MAX / 2 + 1),
+    ];
+    for &(offset, len) in cases {
+        let check = |result: mmf::Result<()>, op: &str| match result {
+            Err(Error::OutOfBounds {
+                offset: o,
+                len: l,
+                data_len,
+            }) => {
+                assert_eq!(
+                    (o, l, data_len),
+                    (offset as u64, len as u64, LEN as u64),
+                    "{op}"
+                );
+            }
+            other => panic!("{op}({offset}, {len}): expected OutOfBounds, got {other:?}"),
+        };
+        // read_to_vec must refuse before allocating usize::MAX bytes.
+        check(segment.read_to_vec(offset, len).map(drop), "read_to_vec");
+        // Buffers as long as asked where that is possible; the overflow comes from the offset.
+        if len <= LEN + 1 {
+            let mut buf = vec![0; len];
+            check(segment.read_at(offset, &mut buf), "read_at");
+            check(segment.write_at(offset, &vec![0xee; len]), "write_at");
+        }
+    }
+    // Nothing was written by the refused writes.
+    assert!(segment.read_to_vec(0, LEN).unwrap() == fill);
+    // The edges themselves are fine.
+    assert_eq!(segment.read_to_vec(LEN - 1, 1).unwrap(), [fill[LEN - 1]]);
+    assert_eq!(segment.read_to_vec(LEN, 0).unwrap(), b"");
+    segment.write_at(LEN - 3, b"end").unwrap();
+    assert_eq!(segment.read().unwrap().len(), LEN);
+    assert_eq!(segment.len(), LEN);
+}
+
+#[test]
+fn failed_create_of_an_existing_name_leaves_its_data_intact() {
+    let name = unique_name("exists");
+    let original = Mmf::create(&name, 8192).unwrap();
+    let fill = pattern(42, 8192);
+    original.write_at(0, &fill).unwrap();
+    for attempt in [
+        Mmf::create(&name, 8192),
+        Mmf::create(&name, 4096),
+        Mmf::create(&name, 1 << 20),
+        MmfOptions::new(&name)
+            .mode(0o644)
+            .prefault(true)
+            .create(100),
+    ] {
+        match attempt {
+            Err(Error::AlreadyExists { name: n }) => assert_eq!(n, name),
+            other => panic!("create of an existing name: expected AlreadyExists, got {other:?}"),
+        }
+    }
+    assert!(original.read_to_vec(0, 8192).unwrap() == fill);
+    let again = Mmf::open(&name).unwrap();
+    assert_eq!(again.len(), 8192, "size unchanged");
+    assert!(
+        again.read_to_vec(0, 8192).unwrap() == fill,
+        "data unchanged"
+    );
+    // The failed creates did not take the name away either.
+    drop(again);
+    assert!(Mmf::open(&name).is_ok());
+}
+
+// ---------------------------------------------------------------------------------------
+// open_or_create
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn open_or_create_creates_opens_and_checks_the_size() {
+    let name = unique_name("ooc");
+    assert!(matches!(Mmf::open(&name), Err(Error::NotFound { .. })));
+    let first = Mmf::open_or_create(&name, 3000).unwrap();
+    assert_eq!(first.len(), 3000);
+    assert!(
+        first.read_to_vec(0, 3000).unwrap().iter().all(|&b| b == 0),
+        "created zeroed"
+    );
+    first.write_at(10, b"first").unwrap();
+
+    let second = Mmf::open_or_create(&name, 3000).unwrap();
+    assert_eq!(
+        second.read_to_vec(10, 5).unwrap(),
+        b"first",
+        "opened, not re-created"
+    );
+    second.write_at(20, b"second").unwrap();
+    assert_eq!(first.read_to_vec(20, 6).unwrap(), b"second");
+
+    match Mmf::open_or_create(&name, 4096) {
+        Err(Error::SizeMismatch {
+            name: n,
+            expected,
+            found,
+        }) => assert_eq!((n.as_str(), expected, found), (name.as_str(), 4096, 3000)),
+        other => panic!("expected SizeMismatch, got {other:?}"),
+    }
+    assert_eq!(
+        first.read_to_vec(10, 5).unwrap(),
+        b"first",
+        "mismatch touched nothing"
+    );
+    drop((first, second));
+    assert!(
+        matches!(Mmf::open(&name), Err(Error::NotFound { .. })),
+        "the segment open_or_create made goes away like one made by create"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Read-only handles
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn read_only_handle_reads_and_refuses_every_write() {
+    let name = unique_name("ro");
+    let owner = Mmf::create(&name, 4096).unwrap();
+    let fill = pattern(3, 4096);
+    owner.write_at(0, &fill).unwrap();
+
+    let ro = Mmf::open_read_only(&name).unwrap();
+    assert!(ro.is_read_only() && !owner.is_read_only());
+    assert_eq!(ro.len(), 4096);
+    assert!(ro.read_to_vec(0, 4096).unwrap() == fill);
+    let mut buf = [0; 16];
+    ro.read_at(100, &mut buf).unwrap();
+    assert_eq!(buf[..], fill[100..116]);
+
+    let refused = |result: Option<Error>, op: &str| match result {
+        Some(e @ Error::ReadOnly { .. }) => {
+            let io: std::io::Error = e.into();
+            assert_eq!(io.kind(), std::io::ErrorKind::PermissionDenied, "{op}");
+        }
+        other => panic!("{op} on a read-only handle: expected ReadOnly, got {other:?}"),
+    };
+    refused(ro.write_at(0, b"no").err(), "write_at");
+    refused(lock_error(ro.write()), "write");
+    refused(lock_error(ro.try_write()), "try_write");
+    refused(
+        lock_error(ro.write_timeout(Duration::from_millis(10))),
+        "write_timeout",
+    );
+    // Guards take the lock, which lives in memory a read-only mapping may not write.
+    refused(lock_error(ro.read()), "read");
+    refused(lock_error(ro.try_read()), "try_read");
+    // Bounds are still checked first.
+    assert!(matches!(
+        ro.read_to_vec(4096, 1),
+        Err(Error::OutOfBounds { .. })
+    ));
+    assert!(
+        owner.read_to_vec(0, 4096).unwrap() == fill,
+        "nothing was written"
+    );
+
+    // A read-only copy sees later writes, and waits while a write is in progress.
+    owner.write_at(0, b"later").unwrap();
+    assert_eq!(ro.read_to_vec(0, 5).unwrap(), b"later");
+    let timed = MmfOptions::new(&name)
+        .lock_timeout(Some(Duration::from_millis(200)))
+        .open_read_only()
+        .unwrap();
+    let guard = owner.write().unwrap();
+    let t = Instant::now();
+    assert!(
+        matches!(timed.read_to_vec(0, 5), Err(Error::Timeout { .. })),
+        "a read-only copy must not return while a writer holds the lock"
+    );
+    assert!(t.elapsed() >= Duration::from_millis(200));
+    drop(guard);
+    assert_eq!(timed.read_to_vec(0, 5).unwrap(), b"later");
+}
+
+// ---------------------------------------------------------------------------------------
+// Handles and lifetime
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn second_handle_keeps_working_after_the_creator_drops() {
+    let name = unique_name("outlive");
+    let creator = Mmf::create(&name, 4096).unwrap();
+    creator.write_at(0, b"abc").unwrap();
+    let other = Mmf::open(&name).unwrap();
+    drop(creator);
+    assert_eq!(other.read_to_vec(0, 3).unwrap(), b"abc");
+    other.write_at(3, b"def").unwrap();
+    assert_eq!(&other.read().unwrap()[..6], b"abcdef");
+    drop(other.write().unwrap());
+    #[cfg(unix)]
+    assert!(
+        matches!(Mmf::open(&name), Err(Error::NotFound { .. })),
+        "the creator removes the name when it drops"
+    );
+    #[cfg(windows)]
+    assert_eq!(
+        Mmf::open(&name).unwrap().read_to_vec(0, 6).unwrap(),
+        b"abcdef",
+        "a section lives while any handle is open"
+    );
+}
+
+#[test]
+fn persist_keeps_the_name_until_removed() {
+    let name = unique_name("persist");
+    let creator = MmfOptions::new(&name).persist(true).create(4096).unwrap();
+    creator.write_at(0, b"kept").unwrap();
+    let other = Mmf::open(&name).unwrap();
+    drop(creator);
+    // The name is still there while a handle is open, on every platform.
+    let reopened = Mmf::open(&name).unwrap();
+    assert_eq!(reopened.read_to_vec(0, 4).unwrap(), b"kept");
+    drop((other, reopened));
+    #[cfg(unix)]
+    {
+        // POSIX: the data outlives every handle until someone removes the name.
+        assert_eq!(
+            Mmf::open(&name).unwrap().read_to_vec(0, 4).unwrap(),
+            b"kept"
+        );
+        let last = Mmf::open(&name).unwrap();
+        Mmf::remove(&name).unwrap();
+        assert_eq!(
+            last.read_to_vec(0, 4).unwrap(),
+            b"kept",
+            "mapping survives remove"
+        );
+        assert!(matches!(Mmf::open(&name), Err(Error::NotFound { .. })));
+        assert!(matches!(Mmf::remove(&name), Err(Error::NotFound { .. })));
+    }
+    #[cfg(windows)]
+    {
+        // Windows: a section lives exactly as long as its handles, persist or not.
+        assert!(matches!(Mmf::open(&name), Err(Error::NotFound { .. })));
+        assert!(matches!(Mmf::remove(&name), Err(Error::NotFound { .. })));
+    }
+}
+
+#[test]
+fn open_of_a_missing_name_is_not_found() {
+    let name = unique_name("missing");
+    for result in [Mmf::open(&name), Mmf::open_read_only(&name)] {
+        match result {
+            Err(e @ Error::NotFound { .. }) => {
+                assert!(e.to_string().contains(&name));
+                let io: std::io::Error = e.into();
+                assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+            }
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+    }
+    assert!(matches!(Mmf::remove(&name), Err(Error::NotFound { .. })));
+}
+
+// ---------------------------------------------------------------------------------------
+// The portable scenarios of issue 3 (the ones the original Windows crate tests).
+// "No reads through a closed handle" is a compile-time guarantee, checked by the
+// compile_fail example in `Mmf`'s "Lifetime" docs.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn scenario_write_then_read_back_in_the_same_process() {
+    let name = unique_name("s-write");
+    let segment = Mmf::create(&name, 10_000).unwrap();
+    let fill = pattern(11, 10_000);
+    segment.write_at(0, &fill).unwrap();
+    assert!(segment.read_to_vec(0, 10_000).unwrap() == fill);
+    {
+        let mut guard = segment.write().unwrap();
+        guard[9_990..].copy_from_slice(b"0123456789");
+    }
+    assert_eq!(&segment.read().unwrap()[9_990..], b"0123456789");
+}
+
+#[test]
+fn scenario_read_from_a_second_handle() {
+    let name = unique_name("s-second");
+    let first = Mmf::create(&name, 4096).unwrap();
+    first.write_at(0, b"from the first handle").unwrap();
+    let second = Mmf::open(&name).unwrap();
+    assert_eq!(second.len(), 4096);
+    assert_eq!(second.read_to_vec(0, 21).unwrap(), b"from the first handle");
+    // And the other way round, through the guards.
+    second.write().unwrap()[..6].copy_from_slice(b"SECOND");
+    assert_eq!(&first.read().unwrap()[..6], b"SECOND");
+}
+
+#[test]
+fn scenario_reopen_after_a_handle_closed_reads_what_another_wrote() {
+    let name = unique_name("s-reopen");
+    let creator = Mmf::create(&name, 4096).unwrap();
+    let writer = Mmf::open(&name).unwrap();
+    writer.write_at(0, b"written by a closed handle").unwrap();
+    drop(writer);
+    let reopened = Mmf::open(&name).unwrap();
+    assert_eq!(
+        reopened.read_to_vec(0, 26).unwrap(),
+        b"written by a closed handle"
+    );
+    creator.write_at(0, b"WRITTEN").unwrap();
+    assert_eq!(reopened.read_to_vec(0, 7).unwrap(), b"WRITTEN");
+}
+
+#[test]
+fn scenario_after_every_handle_closed_a_new_segment_starts_empty() {
+    let name = unique_name("s-fresh");
+    let creator = Mmf::create(&name, 4096).unwrap();
+    creator.write_at(0, &[0xff; 4096]).unwrap();
+    let other = Mmf::open(&name).unwrap();
+    // Creator first (on Linux its drop removes the name), then the last handle.
+    drop(creator);
+    drop(other);
+    let fresh = Mmf::create(&name, 4096).expect("the name is free again");
+    assert!(
+        fresh.read_to_vec(0, 4096).unwrap().iter().all(|&b| b == 0),
+        "a new segment of the same name starts zeroed"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Options and threads
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn prefaulted_segment_works_like_any_other() {
+    let name = unique_name("prefault");
+    let segment = MmfOptions::new(&name)
+        .prefault(true)
+        .create(1 << 20)
+        .unwrap();
+    assert!(segment.read().unwrap().iter().all(|&b| b == 0));
+    segment.write_at((1 << 20) - 4, b"last").unwrap();
+    let opened = MmfOptions::new(&name).prefault(true).open().unwrap();
+    assert_eq!(opened.read_to_vec((1 << 20) - 4, 4).unwrap(), b"last");
+}
+
+/// `Mmf` is `Sync`: threads of one process share a handle, and the in-region lock excludes
+/// them exactly as it excludes processes.
+#[test]
+fn threads_sharing_one_handle_never_see_a_half_write() {
+    let name = unique_name("threads");
+    let segment = Mmf::create(&name, 16 * 1024).unwrap();
+    let deadline = Instant::now() + Duration::from_millis(300);
+    let (writes, reads) = std::thread::scope(|s| {
+        let writers: Vec<_> = (1..=2u8)
+            .map(|id| {
+                let segment = &segment;
+                s.spawn(move || {
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        let mut guard = segment.write().unwrap();
+                        // Byte by byte: a slow write that an unlocked reader would catch.
+                        for b in guard.iter_mut() {
+                            *b = id.wrapping_add(n as u8);
+                        }
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        let guard = segment.read().unwrap();
+                        let first = guard[0];
+                        assert!(guard.iter().all(|&b| b == first), "half-written region");
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let w: Vec<u64> = writers.into_iter().map(|h| h.join().unwrap()).collect();
+        let r: Vec<u64> = readers.into_iter().map(|h| h.join().unwrap()).collect();
+        (w, r)
+    });
+    assert!(writes.iter().all(|&n| n > 0), "writers {writes:?}");
+    assert!(reads.iter().all(|&n| n > 0), "readers {reads:?}");
+}
