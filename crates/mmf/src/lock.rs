@@ -134,34 +134,30 @@ use std::time::{Duration, Instant};
 use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use crate::sync::{self, AtomicU32};
 
-#[cfg(not(loom))]
-pub use crate::sys::{Liveness, ProcessId};
-#[cfg(loom)]
-pub use model::{Liveness, ProcessId};
+/// A process identity that survives pid reuse: the pid plus the time the process started
+/// (Linux: clock ticks after boot from `/proc/<pid>/stat`; Windows: creation FILETIME).
+/// `start == 0` means the platform could not tell; liveness then rests on the pid alone.
+///
+/// Public because [`RawRwLock`](crate::RawRwLock) implementations receive and record it.
+/// Defined here, not in the OS layer, so the lock's loom model (which has no OS layer) shares
+/// the very same types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessId {
+    /// The OS process id.
+    pub pid: u32,
+    /// When the process started, in OS-specific units; 0 if unknown.
+    pub start: u64,
+}
 
-/// Under loom the OS layer is not compiled; the lock needs only these two plain types from
-/// it, repeated here with the same shape.
-#[cfg(loom)]
-mod model {
-    /// A process identity (see `sys::ProcessId`).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub struct ProcessId {
-        /// The OS process id.
-        pub pid: u32,
-        /// When the process started; 0 if unknown.
-        pub start: u64,
-    }
-
-    /// Whether a process lives (see `sys::Liveness`).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Liveness {
-        /// Still running.
-        Alive,
-        /// Gone.
-        Dead,
-        /// The OS would not say.
-        Unknown,
-    }
+/// What the OS says about a recorded [`ProcessId`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// The very process (same pid and start time) is still running.
+    Alive,
+    /// It has exited (or is a zombie), or its pid now belongs to another process.
+    Dead,
+    /// The OS would not say (e.g. no permission to inspect it): assume it may be alive.
+    Unknown,
 }
 
 /// Words in the control block at the start of the default lock's area.

@@ -99,30 +99,7 @@ pub(crate) fn remaining(deadline: Option<Instant>) -> Option<std::time::Duration
     deadline.map(|d| d.saturating_duration_since(Instant::now()))
 }
 
-/// A process identity that survives pid reuse: the pid plus the time the process started
-/// (Linux: clock ticks after boot from `/proc/<pid>/stat`; Windows: creation FILETIME).
-/// `start == 0` means the platform could not tell; liveness then rests on the pid alone.
-///
-/// Public (as `mmf::lock::ProcessId`) because [`RawRwLock`](crate::RawRwLock) implementations
-/// receive and record it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProcessId {
-    /// The OS process id.
-    pub pid: u32,
-    /// When the process started, in OS-specific units; 0 if unknown.
-    pub start: u64,
-}
-
-/// What the OS says about a recorded [`ProcessId`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Liveness {
-    /// The very process (same pid and start time) is still running.
-    Alive,
-    /// It has exited (or is a zombie), or its pid now belongs to another process.
-    Dead,
-    /// The OS would not say (e.g. no permission to inspect it): assume it may be alive.
-    Unknown,
-}
+pub use crate::lock::{Liveness, ProcessId};
 
 /// Who is this process, and is another one still alive.
 pub(crate) trait OsProcess {
@@ -130,4 +107,34 @@ pub(crate) trait OsProcess {
     fn current() -> ProcessId;
     /// Whether the process `id` still runs.
     fn liveness(id: ProcessId) -> Liveness;
+}
+
+#[cfg(all(test, not(miri)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn current_process_is_alive_and_a_changed_start_time_is_not() {
+        let me = Process::current();
+        assert_eq!(me.pid, std::process::id());
+        assert_eq!(Process::liveness(me), Liveness::Alive);
+        assert_eq!(
+            Process::liveness(ProcessId { pid: 0, start: 0 }),
+            Liveness::Dead
+        );
+        // Linux reads the start time from /proc, Windows from GetProcessTimes; the other
+        // Unixes leave it 0 and rest on the pid alone.
+        if cfg!(any(target_os = "linux", windows)) {
+            assert_ne!(me.start, 0, "this platform must know its start time");
+            let impostor = ProcessId {
+                start: me.start + 1,
+                ..me
+            };
+            assert_eq!(
+                Process::liveness(impostor),
+                Liveness::Dead,
+                "pid reuse must not fool it"
+            );
+        }
+    }
 }
