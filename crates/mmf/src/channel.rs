@@ -42,9 +42,10 @@
 //! **Never torn.** A reader publishes a pin (the slot it wants), then checks the slot is
 //! still the latest. The writer stores `latest` and reads pins with sequentially consistent
 //! operations, so either the reader's check sees the writer has moved on (the reader retries),
-//! or the writer's next scan sees the pin (the writer keeps off the slot). A slot that is
-//! latest or pinned is never written, so a pinned frame stays complete and unchanged until
-//! the guard drops. The newest frame's metadata sits next to `latest` on one cache line
+//! or the writer's next scan sees the pin (the writer keeps off the slot). The writer scans
+//! right after each publish, for the next one, so the scan is off the publish-to-visible
+//! path. A slot that is latest or pinned is never written, so a pinned frame stays complete
+//! and unchanged until the guard drops. The newest frame's metadata sits next to `latest` on one cache line
 //! (so a reader picks up both with one cache miss) and is read seqlock-style: `latest` is set
 //! to a busy value while the writer rewrites the metadata, and the reader accepts what it
 //! read only if `latest` is the same before and after (it carries 26 bits of the sequence
@@ -466,6 +467,8 @@ pub struct FrameWriter {
     seq: u64,
     latest: u32,
     next: u32,
+    /// A slot found free just after the last publish, for the next one (see `publish_with`).
+    ready: Option<u32>,
     meta: FrameMeta,
     last_sweep: Instant,
     since_sweep: u32,
@@ -522,6 +525,7 @@ impl FrameWriter {
             seq: 0,
             latest: NO_SLOT,
             next: 0,
+            ready: None,
             meta: FrameMeta::default(),
             last_sweep: Instant::now(),
             since_sweep: 0,
@@ -575,7 +579,10 @@ impl FrameWriter {
     ///
     /// [`Error::FrameTooLarge`] (and nothing published) if `n > max_frame_len`.
     pub fn publish_with(&mut self, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<u64> {
-        let slot = self.free_slot()?;
+        let slot = match self.ready.take() {
+            Some(slot) => slot,
+            None => self.free_slot()?,
+        };
         let max = self.max_frame_len();
         // SAFETY: slot < slots (free_slot), so the slot's max_frame_len bytes lie inside the
         // mapping (geometry checked at create); this process maps it read-write. No reader
@@ -585,6 +592,8 @@ impl FrameWriter {
         let buf = unsafe { std::slice::from_raw_parts_mut(self.channel.slot_ptr(slot), max) };
         let len = fill(buf);
         if len > max {
+            // Nothing was published, so the slot is still free (see the end of this function).
+            self.ready = Some(slot);
             return Err(Error::FrameTooLarge {
                 len: len as u64,
                 max: max as u64,
@@ -620,6 +629,13 @@ impl FrameWriter {
         self.seq = seq;
         self.latest = slot;
         self.next = (slot + 1) % self.channel.geometry.slots;
+        // Find the next frame's slot now, after the frame is visible, so the scan of the
+        // readers' pins (cache lines they write) is off the next publish's critical path.
+        // Still safe when that publish comes: the scan's SeqCst loads follow our SeqCst store
+        // of `latest`, so a pin they missed was stored after it, and that reader's re-check
+        // then sees `latest` has moved and retries; the only slot a reader can newly pin
+        // until we publish again is `latest`, which free_slot never picks.
+        self.ready = self.free_slot().ok();
         self.since_sweep += 1;
         if self.since_sweep >= 16 {
             self.since_sweep = 0;
