@@ -42,10 +42,12 @@
 //! **Never torn.** A reader publishes a pin (the slot it wants), then checks the slot is
 //! still the latest. The writer stores `latest` and reads pins with sequentially consistent
 //! operations, so either the reader's check sees the writer has moved on (the reader retries),
-//! or the writer's next scan sees the pin (the writer keeps off the slot). The writer scans
-//! right after each publish, for the next one, so the scan is off the publish-to-visible
-//! path. A slot that is latest or pinned is never written, so a pinned frame stays complete
-//! and unchanged until the guard drops. The newest frame's metadata sits next to `latest` on one cache line
+//! or the writer's next scan sees the pin (the writer keeps off the slot). One scan finds
+//! every slot free at that moment, and each stays free until the writer publishes into it
+//! (a reader can only newly pin the latest slot), so the writer scans again only when it has
+//! used them all: most publishes touch none of the cache lines readers write. A slot that is
+//! latest or pinned is never written, so a pinned frame stays complete and unchanged until
+//! the guard drops. The newest frame's metadata sits next to `latest` on one cache line
 //! (so a reader picks up both with one cache miss) and is read seqlock-style: `latest` is set
 //! to a busy value while the writer rewrites the metadata, and the reader accepts what it
 //! read only if `latest` is the same before and after (it carries 26 bits of the sequence
@@ -467,8 +469,9 @@ pub struct FrameWriter {
     seq: u64,
     latest: u32,
     next: u32,
-    /// A slot found free just after the last publish, for the next one (see `publish_with`).
-    ready: Option<u32>,
+    /// Slots known to be free (bit per slot): neither latest nor pinned when the pins were
+    /// last scanned, and not published into since (see `take_free_slot`).
+    free: u64,
     meta: FrameMeta,
     last_sweep: Instant,
     since_sweep: u32,
@@ -525,7 +528,7 @@ impl FrameWriter {
             seq: 0,
             latest: NO_SLOT,
             next: 0,
-            ready: None,
+            free: 0,
             meta: FrameMeta::default(),
             last_sweep: Instant::now(),
             since_sweep: 0,
@@ -579,21 +582,18 @@ impl FrameWriter {
     ///
     /// [`Error::FrameTooLarge`] (and nothing published) if `n > max_frame_len`.
     pub fn publish_with(&mut self, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<u64> {
-        let slot = match self.ready.take() {
-            Some(slot) => slot,
-            None => self.free_slot()?,
-        };
+        let slot = self.take_free_slot()?;
         let max = self.max_frame_len();
-        // SAFETY: slot < slots (free_slot), so the slot's max_frame_len bytes lie inside the
+        // SAFETY: slot < slots (take_free_slot), so the slot's max_frame_len bytes lie inside the
         // mapping (geometry checked at create); this process maps it read-write. No reader
-        // reads the slot: it is neither `latest` nor pinned (see free_slot and the module
+        // reads the slot: it is neither `latest` nor pinned (see take_free_slot and the module
         // docs), and a reader only reads a slot after pinning it while it is `latest`.
         // `&mut self` makes this the only borrow in this process.
         let buf = unsafe { std::slice::from_raw_parts_mut(self.channel.slot_ptr(slot), max) };
         let len = fill(buf);
         if len > max {
-            // Nothing was published, so the slot is still free (see the end of this function).
-            self.ready = Some(slot);
+            // Nothing was published, so the slot is still free.
+            self.free |= 1 << slot;
             return Err(Error::FrameTooLarge {
                 len: len as u64,
                 max: max as u64,
@@ -629,13 +629,6 @@ impl FrameWriter {
         self.seq = seq;
         self.latest = slot;
         self.next = (slot + 1) % self.channel.geometry.slots;
-        // Find the next frame's slot now, after the frame is visible, so the scan of the
-        // readers' pins (cache lines they write) is off the next publish's critical path.
-        // Still safe when that publish comes: the scan's SeqCst loads follow our SeqCst store
-        // of `latest`, so a pin they missed was stored after it, and that reader's re-check
-        // then sees `latest` has moved and retries; the only slot a reader can newly pin
-        // until we publish again is `latest`, which free_slot never picks.
-        self.ready = self.free_slot().ok();
         self.since_sweep += 1;
         if self.since_sweep >= 16 {
             self.since_sweep = 0;
@@ -653,26 +646,50 @@ impl FrameWriter {
         self.channel.reclaim_dead_readers()
     }
 
-    /// A slot that is neither the latest frame nor pinned by any reader.
-    fn free_slot(&self) -> Result<u32> {
+    /// Takes a slot that no reader reads or can start to read: one found free by the last
+    /// scan of the readers' pins and not published into since. Scans again only when none
+    /// is left, so most publishes read none of the cache lines readers write when they pin
+    /// (each scan finds up to `slots - 1` free slots).
+    ///
+    /// Why a slot stays free after the scan without another look: a reader reads a slot
+    /// only after storing its pin and then seeing `latest` still name it, both SeqCst. A pin
+    /// the scan missed was stored after the scan's SeqCst loads, so that reader's re-check
+    /// sees the `latest` of that moment, which is the one at the scan (excluded) or a slot
+    /// published since (taken out of the free set). Its re-check fails and it retries
+    /// (`latest` also carries 26 bits of the sequence number, so an old value of the same
+    /// slot does not match).
+    fn take_free_slot(&mut self) -> Result<u32> {
+        let slots = self.channel.geometry.slots;
+        if self.free == 0 {
+            self.free = self.scan_free_slots();
+        }
+        let slot = (0..slots)
+            .map(|k| (self.next + k) % slots)
+            .find(|&slot| self.free & (1 << slot) != 0)
+            // Unreachable by counting (module docs): every entry names at most one slot.
+            .ok_or_else(|| Error::corrupt("no free frame slot"))?;
+        self.free &= !(1 << slot);
+        Ok(slot)
+    }
+
+    /// The slots that are neither the latest frame nor pinned by any reader, as a bit set.
+    fn scan_free_slots(&self) -> u64 {
         let slots = self.channel.geometry.slots;
         let mut taken: u64 = 0;
         if self.latest < slots {
             taken |= 1 << self.latest;
         }
         for entry in self.channel.readers() {
-            // SeqCst: see the store of `latest` in publish_with; also Acquire, pairing with
-            // the reader's Release unpin, so its reads of the slot end before we write it.
+            // SeqCst: see take_free_slot and the store of `latest` in publish_with; also
+            // Acquire, pairing with the reader's Release unpin, so its reads of the slot end
+            // before we write it.
             let pin = entry.pin.load(SeqCst);
             if pin < slots {
                 taken |= 1 << pin;
             }
         }
-        (0..slots)
-            .map(|k| (self.next + k) % slots)
-            .find(|&slot| taken & (1 << slot) == 0)
-            // Unreachable by counting (module docs): every entry names at most one slot.
-            .ok_or_else(|| Error::corrupt("no free frame slot"))
+        // slots <= MAX_SLOTS = 34, so the shift cannot overflow.
+        ((1u64 << slots) - 1) & !taken
     }
 }
 
