@@ -645,10 +645,10 @@ mod linux {
         // (the machine is shared) hits both; report medians of the rounds' p50s.
         let (mut futex, mut timed, mut sleep, mut sleep_p99) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..5 {
-            futex.push(futex_latency(Duration::from_millis(2), 60, false));
-            timed.push(futex_latency(Duration::from_millis(2), 60, true));
-            let (p50, p99) = wait_next_latency(Duration::from_millis(2), 60);
+        for _ in 0..9 {
+            futex.push(futex_latency(Duration::from_millis(2), 100, false));
+            timed.push(futex_latency(Duration::from_millis(2), 100, true));
+            let (p50, p99) = wait_next_latency(Duration::from_millis(2), 100);
             sleep.push(p50);
             sleep_p99.push(p99);
         }
