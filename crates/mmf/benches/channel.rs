@@ -240,11 +240,16 @@ mod linux {
         }
     }
 
+    /// One reader, 64 B frames, `slots` slots (0: the default, 16 for frames this small).
+    fn small_spec(slots: usize) -> FrameSpec {
+        FrameSpec::new(64).max_readers(1).slots(slots)
+    }
+
     fn echo(name: &str) {
         let touch = std::env::var("MMF_BENCH_TOUCH").is_ok_and(|v| v == "1");
+        let slots = std::env::var("MMF_BENCH_SLOTS").unwrap().parse().unwrap();
         let mut inbound = FrameReader::open(&format!("{name}-a")).unwrap();
-        let mut outbound =
-            FrameWriter::create(&format!("{name}-b"), FrameSpec::new(64).max_readers(1)).unwrap();
+        let mut outbound = FrameWriter::create(&format!("{name}-b"), small_spec(slots)).unwrap();
         say("ready", 1);
         loop {
             let Some(frame) = inbound.try_next().unwrap() else {
@@ -274,11 +279,13 @@ mod linux {
         // Alternate rounds of the floor and the channel (the machine is shared and its load
         // changes); pool the batches of each.
         let rounds = 4;
-        let (mut floor, mut plain, mut touched) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut floor, mut plain, mut touched, mut fewest) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             floor.extend(floor_one_way(BATCHES / rounds));
-            plain.extend(echo_one_way(false, BATCHES / rounds));
-            touched.extend(echo_one_way(true, BATCHES / rounds));
+            plain.extend(echo_one_way(false, 0, BATCHES / rounds));
+            touched.extend(echo_one_way(true, 0, BATCHES / rounds));
+            fewest.extend(echo_one_way(false, 3, BATCHES / rounds));
         }
         let floor50 = pct(&sorted(floor), 0.5);
         println!("\n[1] 64 B frame, publish -> visible to a busy-polling reader in another process (half a round trip, {BATCHES} batches of {ROUND_TRIPS_PER_BATCH})");
@@ -292,6 +299,13 @@ mod linux {
         line(
             "frame channel publish -> try_next (one way)",
             pct(&sorted(plain), 0.5),
+            "ns",
+            "floor",
+            floor50,
+        );
+        line(
+            "same, 3 slots (the fewest for 1 reader; default 16)",
+            pct(&sorted(fewest), 0.5),
             "ns",
             "floor",
             floor50,
@@ -332,14 +346,14 @@ mod linux {
 
     /// Half the round trip of a 64 B frame there and a 64 B frame back, both readers
     /// busy-polling; `touch`: the readers also read the frame's bytes.
-    fn echo_one_way(touch: bool, batches: usize) -> Vec<f64> {
+    fn echo_one_way(touch: bool, slots: usize, batches: usize) -> Vec<f64> {
         let n = name(if touch { "echo-t" } else { "echo" });
-        let mut out =
-            FrameWriter::create(&format!("{n}-a"), FrameSpec::new(64).max_readers(1)).unwrap();
+        let mut out = FrameWriter::create(&format!("{n}-a"), small_spec(slots)).unwrap();
         let mut child = Command::new(std::env::current_exe().unwrap())
             .env(ROLE, "echo")
             .env(NAME, &n)
             .env("MMF_BENCH_TOUCH", if touch { "1" } else { "0" })
+            .env("MMF_BENCH_SLOTS", slots.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

@@ -102,8 +102,20 @@ fn verify_role() {
 
 #[test]
 fn frames_are_never_torn_while_the_writer_runs_flat_out() {
+    // The fewest slots three readers allow: every free slot is reused as soon as possible.
+    never_torn(FrameSpec::new(MAX_FRAME).max_readers(3).slots(5));
+}
+
+#[test]
+fn frames_are_never_torn_with_the_default_slot_count() {
+    // 16 slots (small frames): the writer goes many publishes between scans of the pins.
+    let spec = FrameSpec::new(MAX_FRAME).max_readers(3);
+    never_torn(spec);
+}
+
+fn never_torn(spec: FrameSpec) {
     let name = unique_name("chan-torn");
-    let mut writer = FrameWriter::create(&name, FrameSpec::new(MAX_FRAME).max_readers(3)).unwrap();
+    let mut writer = FrameWriter::create(&name, spec).unwrap();
     let target: u64 = if cfg!(windows) { 3_000_000 } else { 8_000_000 };
     let mut children: Vec<_> = (0..3)
         .map(|_| {
@@ -179,7 +191,8 @@ fn hold_role() {
 #[test]
 fn writer_never_blocks_on_a_stuck_or_killed_reader_and_dead_entries_are_reclaimed() {
     let name = unique_name("chan-stuck");
-    let mut writer = FrameWriter::create(&name, FrameSpec::new(MAX_FRAME).max_readers(2)).unwrap();
+    let spec = FrameSpec::new(MAX_FRAME).max_readers(2).slots(4);
+    let mut writer = FrameWriter::create(&name, spec).unwrap();
     let mut scratch = vec![0u8; MAX_FRAME];
     publish_checked(&mut writer, &mut scratch);
     let mut stuck = common::child("hold").arg("name", &name).spawn();
