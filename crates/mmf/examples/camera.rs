@@ -227,6 +227,8 @@ pub fn consumer(name: &str, seconds: f64) -> Report {
                 std::hint::black_box(sum);
                 last_frame = Instant::now();
             }
+            // The camera stopped (or crashed): the stream is over.
+            Err(Error::WriterGone { .. }) => break,
             Err(Error::Timeout { .. }) if last_frame.elapsed() > Duration::from_secs(5) => break,
             Err(Error::Timeout { .. }) => {}
             Err(e) => panic!("reading frames: {e}"),

@@ -57,7 +57,7 @@
 //! the guard drops. The newest frame's metadata sits next to `latest` on one cache line
 //! (so a reader picks up both with one cache miss) and is read seqlock-style: `latest` is set
 //! to a busy value while the writer rewrites the metadata, and the reader accepts what it
-//! read only if `latest` is the same before and after (it carries 26 bits of the sequence
+//! read only if `latest` is the same before and after (it carries 25 bits of the sequence
 //! number, so a slot reused in between does not look the same).
 //!
 //! **Waiting.** [`FrameReader::wait_next`] spins briefly (20 µs by default,
@@ -81,14 +81,26 @@
 //! open against the real mapping length (then only the local copy is used), slot indices and
 //! frame lengths on every read. Garbage yields [`Error::Corrupt`], never a panic or an
 //! out-of-bounds access. A writer killed in the middle of publishing leaves `latest` busy:
-//! [`FrameReader::latest`] then gives [`Error::WouldBlock`] after a few milliseconds of
-//! retrying and [`FrameReader::wait_next`] times out, rather than spinning forever.
+//! [`FrameReader::latest`] then gives [`Error::WriterGone`] after a few milliseconds of
+//! retrying, rather than spinning forever.
+//!
+//! **The writer going away.** A [`FrameWriter`] that drops marks the channel closed and wakes
+//! sleeping readers; a writer process that dies cannot, so readers check its identity (pid
+//! and start time) whenever a wait runs out. Either way readers learn it as
+//! [`Error::WriterGone`]: [`FrameReader::wait_next`] returns it instead of
+//! [`Error::Timeout`] (at once when the writer dropped, at the timeout when it died),
+//! [`FrameReader::try_next`] returns it once the last frame has been taken after a drop, and
+//! [`FrameReader::writer_alive`] asks directly. Frames already published stay readable
+//! through [`FrameReader::latest`] for as long as the reader is open. To resume, open the
+//! channel again once a new writer has created it (after a writer crash on Linux the name is
+//! still there: the new writer must [`Mmf::remove`](crate::Mmf::remove) it first).
 //!
 //! # Control block layout (version 2, at the start of the data region)
 //!
-//! Version 2 (this one) allows more than `max_readers + 2` slots; version 1 required exactly
-//! that many. Readers and writers of different versions refuse each other's channels with
-//! [`Error::IncompatibleVersion`].
+//! Version 2 (this one) allows more than `max_readers + 2` slots and has the writer-dropped
+//! bit in `latest`; version 1 required exactly `max_readers + 2` slots and had a 26-bit
+//! sequence there. Readers and writers of different versions refuse each other's channels
+//! with [`Error::IncompatibleVersion`].
 //!
 //! All words are native-endian `u32`, 64-bit values are (low, high) pairs.
 //!
@@ -100,8 +112,8 @@
 //! | 16 | 4 | `max_readers` | 1..=[`MAX_READERS`] |
 //! | 24 | 8 | `max_frame_len` | bytes per frame, at least 1 |
 //! | 32 | 8 | `slot_stride` | `max_frame_len` rounded up to 4096 |
-//! | 40 | 12 | writer pid, start time | diagnostics |
-//! | 64 | 4 | `latest` | bits 0..6: slot of the newest frame (63: none yet, 62: metadata being rewritten); bits 6..32: its sequence number mod 2^26. Also the futex word readers sleep on |
+//! | 40 | 12 | writer pid, start time | tells readers whether the writer still lives |
+//! | 64 | 4 | `latest` | bits 0..6: slot of the newest frame (63: none yet, 62: metadata being rewritten); bit 6: the writer has dropped; bits 7..32: its sequence number mod 2^25. Also the futex word readers sleep on |
 //! | 68 | 44 | newest frame's metadata | seq, timestamp, len (2 words each), width, height, pixel format, tag (2 words) |
 //! | 128 | 4 | `parked` | readers sleeping in `wait_next` |
 //! | 256 | 64 × 32 | reader entries | claim word, pid, start time (2 words), pin, parked flag |
@@ -142,7 +154,9 @@ const NO_SLOT: u32 = u32::MAX;
 /// Bits of the `latest` word that hold the slot.
 const LATEST_SLOT: u32 = 63;
 /// Shift of the sequence number in the `latest` word.
-const LATEST_SEQ_SHIFT: u32 = 6;
+const LATEST_SEQ_SHIFT: u32 = 7;
+/// Bit of the `latest` word set when the writer has dropped (see "The writer going away").
+const LATEST_CLOSED: u32 = 1 << 6;
 /// Slot field of `latest` before the first frame.
 const LATEST_NONE: u32 = 63;
 /// Slot field of `latest` while the writer rewrites the metadata next to it.
@@ -441,6 +455,24 @@ impl Channel {
         unsafe { &*self.mmf.data_ptr().cast::<Control>() }
     }
 
+    /// Whether the writer has dropped (always checked: one load of a line that changes only
+    /// then) or, with `check_process`, whether its process has died (reads `/proc` or asks
+    /// the OS, so only where a wait has run out or at open).
+    fn writer_gone(&self, check_process: bool) -> bool {
+        let control = self.control();
+        // SeqCst (also Acquire): pairs with the SeqCst fetch_or in FrameWriter's Drop, so
+        // every frame published before it is visible to our next look at `latest`.
+        if control.latest.load(SeqCst) & LATEST_CLOSED != 0 {
+            return true;
+        }
+        // Untrusted like everything here: a garbage identity at worst reports the writer gone.
+        let writer = ProcessId {
+            pid: control.writer_pid.load(Relaxed),
+            start: load64(&control.writer_start),
+        };
+        check_process && Process::liveness(writer) == Liveness::Dead
+    }
+
     /// Start of slot `slot`'s bytes; `slot < geometry.slots` is the caller's to check.
     fn slot_ptr(&self, slot: u32) -> *mut u8 {
         debug_assert!(slot < self.geometry.slots);
@@ -699,7 +731,7 @@ impl FrameWriter {
     /// the scan missed was stored after the scan's SeqCst loads, so that reader's re-check
     /// sees the `latest` of that moment, which is the one at the scan (excluded) or a slot
     /// published since (taken out of the free set). Its re-check fails and it retries
-    /// (`latest` also carries 26 bits of the sequence number, so an old value of the same
+    /// (`latest` also carries 25 bits of the sequence number, so an old value of the same
     /// slot does not match).
     fn take_free_slot(&mut self) -> Result<u32> {
         let slots = self.channel.geometry.slots;
@@ -733,6 +765,18 @@ impl FrameWriter {
         }
         // slots <= MAX_SLOTS = 62, so the shift cannot overflow.
         ((1u64 << slots) - 1) & !taken
+    }
+}
+
+impl Drop for FrameWriter {
+    fn drop(&mut self) {
+        let control = self.channel.control();
+        // The flag lives in the `latest` word that sleeping readers wait on, so a reader about
+        // to sleep cannot miss it: the kernel compares the word before sleeping. SeqCst (also
+        // Release): pairs with the load in Channel::writer_gone; every frame published before
+        // is visible to a reader that sees the flag.
+        control.latest.fetch_or(LATEST_CLOSED, SeqCst);
+        self.channel.mmf.waiter().wake_all(&control.latest);
     }
 }
 
@@ -772,9 +816,11 @@ struct Pinned {
 impl FrameReader {
     /// Opens channel `name`, waiting up to 1 s for a creator that is still initialising it.
     ///
-    /// Errors: [`Error::WrongKind`] if `name` is a plain segment; [`Error::ChannelFull`] if
-    /// `max_readers` live readers are open; [`Error::Corrupt`] for an inconsistent control
-    /// block; everything [`Mmf::open`] can return.
+    /// Errors: [`Error::WrongKind`] if `name` is a plain segment; [`Error::WriterGone`] if the
+    /// channel's writer has dropped or its process has died (wait for a new writer, then open
+    /// again); [`Error::ChannelFull`] if `max_readers` live readers are open;
+    /// [`Error::Corrupt`] for an inconsistent control block; everything [`Mmf::open`] can
+    /// return.
     pub fn open(name: &str) -> Result<FrameReader> {
         let mmf = MmfOptions::new(name)
             .kind(KIND_FRAME_CHANNEL)
@@ -821,6 +867,11 @@ impl FrameReader {
             std::thread::sleep(Duration::from_micros(200));
         }
         channel.geometry = Geometry::read(channel.control(), data_len)?;
+        if channel.writer_gone(true) {
+            return Err(Error::WriterGone {
+                name: name.to_owned(),
+            });
+        }
         let (entry, generation) = match Self::claim(&channel) {
             Some(claimed) => claimed,
             None => {
@@ -930,10 +981,38 @@ impl FrameReader {
     }
 
     /// The newest frame if it is newer than the last one this reader saw, without waiting.
+    ///
+    /// [`Error::WriterGone`] once the writer has dropped and this reader has taken its last
+    /// frame. (A writer *process* that died is not noticed here, to keep polling cheap: see
+    /// [`writer_alive`](Self::writer_alive).)
     pub fn try_next(&mut self) -> Result<Option<Frame<'_>>> {
+        let pinned = match self.pin_newer()? {
+            Some(pinned) => Some(pinned),
+            None => self.last_frame_if_writer_gone(false)?,
+        };
+        Ok(pinned.map(|pinned| self.frame(pinned)))
+    }
+
+    /// Whether the channel's writer is still there: it has not dropped, and its process has
+    /// not died (asks the OS, so it costs a system call or two; not for every frame).
+    pub fn writer_alive(&self) -> bool {
+        !self.channel.writer_gone(true)
+    }
+
+    /// For a reader that found no newer frame: `Ok(None)` while the writer is there; once it
+    /// is gone, a frame it published just before going if this reader has not taken it yet,
+    /// else [`Error::WriterGone`].
+    fn last_frame_if_writer_gone(&mut self, check_process: bool) -> Result<Option<Pinned>> {
+        if !self.channel.writer_gone(check_process) {
+            return Ok(None);
+        }
+        // Look again: the flag is set after the last publish, and our load of it ordered that
+        // publish before this look.
         match self.pin_newer()? {
-            Some(pinned) => Ok(Some(self.frame(pinned))),
-            None => Ok(None),
+            Some(pinned) => Ok(Some(pinned)),
+            None => Err(Error::WriterGone {
+                name: self.name().to_owned(),
+            }),
         }
     }
 
@@ -943,7 +1022,9 @@ impl FrameReader {
     /// Spins for up to [`set_spin`](Self::set_spin), then sleeps in the kernel until the
     /// writer publishes. The spin adapts: it is skipped while frames arrive more slowly than
     /// the spin window (the last wait had to sleep), and resumes once one arrives within it.
-    /// [`Error::Timeout`] if nothing newer arrived in time.
+    /// [`Error::Timeout`] if nothing newer arrived in time; [`Error::WriterGone`] instead
+    /// when the writer dropped (at once) or its process died (noticed when the time runs
+    /// out), after this reader has taken the last frame it published.
     pub fn wait_next(&mut self, timeout: Duration) -> Result<Frame<'_>> {
         let start = Instant::now();
         let deadline = start.checked_add(timeout);
@@ -985,7 +1066,11 @@ impl FrameReader {
                 hint::spin_loop();
                 continue;
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
+            if let Some(pinned) = self.last_frame_if_writer_gone(timed_out)? {
+                return Ok(pinned);
+            }
+            if timed_out {
                 return Err(Error::Timeout {
                     waited: start.elapsed(),
                 });
@@ -1067,6 +1152,11 @@ impl FrameReader {
                 // `latest` stayed busy (a writer killed mid-publish) or changed on every
                 // look (a runaway peer): give up rather than spin forever.
                 self.unpin();
+                if self.channel.writer_gone(true) {
+                    return Err(Error::WriterGone {
+                        name: self.name().to_owned(),
+                    });
+                }
                 return Err(Error::WouldBlock);
             }
             // SeqCst: pairs with the writer's SeqCst store of `latest`; its Acquire part makes
@@ -1115,7 +1205,9 @@ impl FrameReader {
             if control.latest.load(SeqCst) != word {
                 continue;
             }
-            if len > geometry.max_frame_len as u64 || latest_word(slot, info.seq) != word {
+            if len > geometry.max_frame_len as u64
+                || latest_word(slot, info.seq) != word & !LATEST_CLOSED
+            {
                 self.unpin();
                 return Err(Error::corrupt(format!(
                     "frame {} of {len} bytes in slot {slot} does not match the channel \

@@ -173,8 +173,17 @@ pub enum Error {
         needed: u64,
     },
 
+    /// The writer of a frame channel has dropped it, or its process has died: no new frames
+    /// will come. Frames already published stay readable through
+    /// [`FrameReader::latest`](crate::FrameReader::latest) while the reader is open.
+    #[error("the writer of frame channel {name:?} has closed it or exited, so no new frames will come; open the channel again once a new writer has created it")]
+    WriterGone {
+        /// The channel's name.
+        name: String,
+    },
+
     /// A `try_` operation could not proceed without waiting.
-    #[error("the lock is held elsewhere; try again later")]
+    #[error("the operation would have to wait (the lock is held elsewhere, or a frame is being published); try again later")]
     WouldBlock,
 
     /// A writer died holding the lock, so the data may be half-written; nothing was read or
@@ -185,7 +194,7 @@ pub enum Error {
     Poisoned,
 
     /// A timed wait ran out.
-    #[error("timed out after {waited:?} waiting for the lock")]
+    #[error("timed out after {waited:?} waiting for the lock or for a new frame")]
     Timeout {
         /// How long the caller waited.
         waited: Duration,
@@ -241,6 +250,7 @@ impl From<Error> for io::Error {
             Error::FrameTooLarge { .. } => K::InvalidInput,
             // ResourceBusy would fit but needs Rust 1.83 (MSRV is 1.80).
             Error::ChannelFull { .. } => K::Other,
+            Error::WriterGone { .. } => K::BrokenPipe,
             Error::WrongKind { .. } => K::InvalidData,
             Error::SizeMismatch { .. } => K::InvalidInput,
             Error::AlreadyExists { .. } => K::AlreadyExists,

@@ -21,6 +21,8 @@ fn child() {
         "verify" => verify_role(),
         "hold" => hold_role(),
         "waiter" => waiter_role(),
+        "writer" => writer_role(),
+        "gone-waiter" => gone_waiter_role(),
         "camera-consumer" => {
             let report = camera::consumer(&arg("name"), arg_u64("seconds") as f64);
             say("report", report.to_line());
@@ -460,4 +462,93 @@ fn camera_demo_runs_with_consumer_processes() {
         assert!(r.frames + r.skipped <= reports.published, "{r:?}");
         assert!(r.latency_p50_us <= r.latency_p99_us, "{r:?}");
     }
+}
+
+/// Writer child: creates the channel, publishes one frame, then waits to be killed.
+fn writer_role() {
+    let mut writer = FrameWriter::create(&arg("name"), FrameSpec::new(64).max_readers(2)).unwrap();
+    let seq = writer.publish(&[7; 64]).unwrap();
+    say("published", seq);
+    // Until the parent kills us (or closes our stdin, which ends the child harness).
+    thread::sleep(Duration::from_secs(600));
+}
+
+/// Reader child: takes the first frame, then sleeps in wait_next until the writer drops.
+fn gone_waiter_role() {
+    let mut reader = FrameReader::open(&arg("name")).unwrap();
+    assert_eq!(reader.wait_next(Duration::from_secs(10)).unwrap().seq(), 1);
+    say("waiting", 1);
+    let start = Instant::now();
+    // The last frame, published just before the drop, comes first; then WriterGone.
+    let last = reader.wait_next(Duration::from_secs(30)).unwrap().seq();
+    say("last", last);
+    match reader.wait_next(Duration::from_secs(30)) {
+        Err(Error::WriterGone { .. }) => {}
+        other => panic!("expected WriterGone, got {other:?}"),
+    }
+    say("gone_ms", start.elapsed().as_millis());
+    assert!(!reader.writer_alive());
+    // The frames already published stay readable.
+    assert_eq!(reader.latest().unwrap().unwrap().seq(), last);
+    say("done", 1);
+}
+
+#[test]
+fn a_dropped_writer_wakes_sleeping_readers_with_writer_gone() {
+    let name = unique_name("chan-drop");
+    let mut writer = FrameWriter::create(&name, FrameSpec::new(64)).unwrap();
+    writer.publish(&[1; 64]).unwrap();
+    let mut child = common::child("gone-waiter").arg("name", &name).spawn();
+    child.expect("waiting", CHILD_TIMEOUT);
+    // Let it fall asleep in the kernel (its spin is 20 us), then publish and drop.
+    thread::sleep(Duration::from_millis(200));
+    writer.publish(&[2; 64]).unwrap();
+    let mut poller = FrameReader::open(&name).unwrap();
+    drop(writer);
+    assert_eq!(child.expect("last", CHILD_TIMEOUT), "2");
+    let gone_ms: u64 = child.expect("gone_ms", CHILD_TIMEOUT).parse().unwrap();
+    // Woken by the drop, not by its 30 s timeout.
+    assert!(gone_ms < 10_000, "learnt of the drop after {gone_ms} ms");
+    child.expect("done", CHILD_TIMEOUT);
+    // A poller gets the last frame first, then WriterGone.
+    assert_eq!(poller.try_next().unwrap().unwrap().seq(), 2);
+    assert!(matches!(poller.try_next(), Err(Error::WriterGone { .. })));
+    assert!(!poller.writer_alive());
+}
+
+#[test]
+fn a_killed_writer_is_reported_as_gone_when_a_wait_runs_out_and_at_open() {
+    let name = unique_name("chan-killed");
+    let mut child = common::child("writer").arg("name", &name).spawn();
+    assert_eq!(child.expect("published", CHILD_TIMEOUT), "1");
+    let mut reader = FrameReader::open(&name).unwrap();
+    assert!(reader.writer_alive());
+    assert_eq!(reader.wait_next(Duration::from_secs(10)).unwrap().seq(), 1);
+    // Alive and silent: an ordinary timeout.
+    assert!(matches!(
+        reader.wait_next(Duration::from_millis(50)),
+        Err(Error::Timeout { .. })
+    ));
+    drop(child); // SIGKILL / TerminateProcess: its FrameWriter never drops
+    assert!(!reader.writer_alive());
+    let start = Instant::now();
+    assert!(matches!(
+        reader.wait_next(Duration::from_millis(100)),
+        Err(Error::WriterGone { .. })
+    ));
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(reader.latest().unwrap().unwrap().seq(), 1);
+    // A new reader is told at open (on Windows the section lives on while `reader` holds it).
+    assert!(matches!(
+        FrameReader::open(&name),
+        Err(Error::WriterGone { .. })
+    ));
+    drop(reader);
+    // On Linux the killed writer could not remove the name; a new writer removes it first.
+    let _ = Mmf::remove(&name);
+    let mut writer = FrameWriter::create(&name, FrameSpec::new(64)).unwrap();
+    writer.publish(&[3; 64]).unwrap();
+    let mut reader = FrameReader::open(&name).unwrap();
+    assert!(reader.writer_alive());
+    assert_eq!(reader.latest().unwrap().unwrap().seq(), 1);
 }
