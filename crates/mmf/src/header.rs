@@ -29,7 +29,7 @@
 //! |   2112 | 1984 | reserved         | zero; room to grow without moving the data                        |
 //! |   4096 |    … | data             | `data_len` bytes, page aligned                                    |
 //!
-//! The lock area of the default lock ([`SharedRwLock`](crate::SharedRwLock), kind `"RWL2"`),
+//! The lock area of the default lock ([`SharedRwLock`](crate::SharedRwLock), kind `"RWL3"`),
 //! as offsets from the start of the header (all 32-bit words; details in [`crate::lock`]):
 //!
 //! | offset | size | field        | meaning                                                          |

@@ -29,10 +29,10 @@
 //! The lock word:
 //!
 //! ```text
-//!  31   30   29   28 ........................ 8   7 ............ 0
-//! +----+----+----+-------------------------------+----------------+
-//! | W  | P  | PO |        reserved (0)           |  owner slot    |
-//! +----+----+----+-------------------------------+----------------+
+//!  31   30   29   28   27 .................. 8   7 ............ 0
+//! +----+----+----+----+--------------------------+----------------+
+//! | W  | P  | PO | D  |      reserved (0)        |  owner slot    |
+//! +----+----+----+----+--------------------------+----------------+
 //! ```
 //!
 //! - `W` ([`WRITER`]): a writer owns the lock, or has claimed it and waits for the readers
@@ -41,6 +41,9 @@
 //!   whoever clears `W` clears it too and wakes every sleeper.
 //! - `PO` ([`POISONED`]): a writer died holding the lock; cleared only by
 //!   [`RawRwLock::clear_poison`].
+//! - `D` ([`DRAINING`]): the writer that set `W` still waits for readers to leave, so it has
+//!   changed no data yet; set only while `W` is, by the writer itself, and cleared by it
+//!   before it returns with the lock.
 //! - owner slot ([`OWNER`]): the slot of the handle whose writer set `W`, written by the very
 //!   compare-exchange that sets `W`, so there is no instant at which the lock is held by an
 //!   unknown process; [`OWNER`] itself (all ones) means an untracked handle.
@@ -110,9 +113,11 @@
 //!   claiming a free slot and marking it active leaves that slot claimed forever (it holds no
 //!   lock, so nobody waits for it); the table has one slot fewer until the segment is
 //!   recreated.
-//! - **A writer killed while waiting for readers to leave** has already set `W` and blocked
-//!   new readers; telling that apart from holding the lock would cost an extra atomic
-//!   operation on every write lock, so the lock is reported poisoned then too.
+//! - **A writer killed while waiting for readers to leave** has set `W` (and blocked new
+//!   readers) but also `D`: its `W` is taken back like any dead writer's, without poisoning,
+//!   since it changed nothing. Only the writer's first look at the readers comes before `D`
+//!   (an uncontended write lock never sets it, to keep it one compare-exchange), so a writer
+//!   killed in that sub-microsecond window poisons the lock although it wrote nothing.
 //! - **fork.** A handle belongs to the process that created or opened it: a forked child must
 //!   open the segment again rather than use its parent's handle.
 //!
@@ -192,6 +197,9 @@ pub const WRITER: u32 = 1 << 31;
 pub const PARKED: u32 = 1 << 30;
 /// Set when a writer died holding the lock; cleared only by `clear_poison`.
 pub const POISONED: u32 = 1 << 29;
+/// Set while the writer that set `WRITER` waits for readers to leave (it has written
+/// nothing yet, so its death does not poison).
+pub const DRAINING: u32 = 1 << 28;
 /// Slot of the handle whose writer set `WRITER` (all ones: an untracked handle). Written by
 /// the same compare-exchange as `WRITER`, and meaningless while `WRITER` is clear.
 pub const OWNER: u32 = 0xFF;
@@ -694,7 +702,7 @@ impl SharedRwLock {
     fn release_writer(area: &LockArea, ctx: &Context<'_>) {
         let lock = Self::control(area, LOCK);
         // Release: pairs with the Acquire (SeqCst) of the next locker, publishing our writes.
-        let prev = lock.fetch_and(!(WRITER | OWNER | PARKED), Release);
+        let prev = lock.fetch_and(!(WRITER | OWNER | PARKED | DRAINING), Release);
         if prev & PARKED != 0 {
             ctx.waiter.wake_all(lock);
         }
@@ -757,9 +765,22 @@ impl SharedRwLock {
         // WRITER is ours, so no new reader enters; wait for the ones inside to leave.
         let drain = Self::control(area, DRAIN);
         spin = SpinWait::new();
+        let mut draining = false;
         loop {
             if !Self::readers_present(area) {
+                if draining {
+                    // Acquire: our data accesses, which follow, cannot be ordered before this
+                    // clear, so a recoverer that still finds DRAINING knows we wrote nothing.
+                    let s = lock.fetch_and(!DRAINING, Acquire);
+                    return Some(Acquired::from_word(s));
+                }
                 return Some(Acquired::from_word(lock.load(Relaxed)));
+            }
+            if !draining {
+                // Relaxed: recoverers act on it only once the OS says we are dead, and they
+                // read it with the compare-exchange that takes our WRITER away.
+                lock.fetch_or(DRAINING, Relaxed);
+                draining = true;
             }
             if spin.spin() {
                 continue;
@@ -845,17 +866,19 @@ impl SharedRwLock {
         {
             return false;
         }
-        // The dead process's write lock goes too. No one else can set this owner while the
-        // slot is reclaiming, so the loop ends.
+        // The dead process's write lock goes too, poisoning the lock unless the writer was
+        // still waiting for readers (DRAINING: it changed nothing). No one else can set this
+        // owner while the slot is reclaiming, so the loop ends.
         let lock = Self::control(area, LOCK);
         let mut s = lock.load(Relaxed);
         while s & WRITER != 0 && (s & OWNER) as usize == slot {
+            let poison = if s & DRAINING != 0 { 0 } else { POISONED };
             // Release: pairs with the Acquire of the next locker. The dead writer's own data
             // stores reached memory before it died (the kernel switched away from it, which
             // orders them); we publish no data of our own.
             match lock.compare_exchange_weak(
                 s,
-                (s & !(WRITER | OWNER | PARKED)) | POISONED,
+                (s & !(WRITER | OWNER | PARKED | DRAINING)) | poison,
                 Release,
                 Relaxed,
             ) {
@@ -888,9 +911,10 @@ impl SharedRwLock {
 // never both proceed. Acquisitions synchronise with the previous release (SeqCst loads and
 // compare-exchanges, which include Acquire, against Release stores and read-modify-writes).
 // A holder's share is only taken back once the OS says its process is dead. KIND is unique
-// to this protocol (it changed from "RWL1" when slots were added).
+// to this protocol (it changed from "RWL1" when slots were added, and from "RWL2" when the
+// DRAINING bit was).
 unsafe impl RawRwLock for SharedRwLock {
-    const KIND: u32 = u32::from_be_bytes(*b"RWL2");
+    const KIND: u32 = u32::from_be_bytes(*b"RWL3");
 
     fn init(area: &LockArea) {
         // Relaxed: the header's Release store of STATE_READY publishes these to openers.
@@ -1467,6 +1491,51 @@ mod tests {
         assert!(!L::is_poisoned(f.area()));
         assert_eq!(waiter.try_read(), Some(Acquired::Clean));
         waiter.unlock_read();
+    }
+
+    #[test]
+    fn writer_waiting_for_readers_is_marked_draining_until_it_gets_in() {
+        let f = Fixture::new();
+        let (reader, writer) = (f.handle(1), f.handle(2));
+        assert!(reader.read(None).is_some());
+        thread::scope(|s| {
+            let waiting = s.spawn(|| writer.write(within(10_000)));
+            let start = Instant::now();
+            while f.state() & DRAINING == 0 {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "never marked draining"
+                );
+                thread::yield_now();
+            }
+            assert_ne!(f.state() & WRITER, 0);
+            reader.unlock_read();
+            assert_eq!(waiting.join().unwrap(), Some(Acquired::Clean));
+        });
+        assert_eq!(f.state() & DRAINING, 0, "cleared before the writer got in");
+        writer.unlock_write();
+        assert_eq!(f.state(), 0);
+    }
+
+    #[test]
+    fn writer_that_died_waiting_for_readers_is_recovered_without_poison() {
+        let f = Fixture::new();
+        let (victim, reader, next) = (f.handle(1), f.handle(2), f.handle(3));
+        assert!(reader.read(None).is_some());
+        // The victim claimed the lock and was waiting for `reader` when it died: the state it
+        // leaves (a process cannot be stopped mid-call in a unit test; robust.rs kills one).
+        SharedRwLock::control(f.area(), LOCK).store(WRITER | DRAINING | victim.token, Relaxed);
+        f.set(1, DEAD);
+        reader.unlock_read();
+        assert_eq!(next.write(within(10_000)), Some(Acquired::Clean));
+        assert!(!L::is_poisoned(f.area()));
+        next.unlock_write();
+        // The same death without DRAINING (it held the lock) poisons.
+        let victim2 = f.handle(4);
+        SharedRwLock::control(f.area(), LOCK).store(WRITER | victim2.token, Relaxed);
+        f.set(4, DEAD);
+        assert_eq!(next.write(within(10_000)), Some(Acquired::Poisoned));
+        next.unlock_write();
     }
 
     #[test]

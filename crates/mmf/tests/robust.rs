@@ -303,6 +303,32 @@ fn killed_lock_holders_are_recovered_within_the_bound_and_poison_exactly_when_wr
     assert!(tally.died_holding_write > 0 && tally.died_holding_read > 0);
 }
 
+/// A writer killed while it waits for a reader to leave has set the writer bit, so new
+/// readers hold back, but it has written nothing: its claim is taken back without poisoning.
+#[test]
+fn a_writer_killed_while_waiting_for_readers_does_not_poison() {
+    let name = common::unique_name("robust-drain");
+    let segment = MmfOptions::new(&name).create(4096).unwrap();
+    let bound = DEFAULT_RECOVERY_INTERVAL * 2 + slack();
+    let read_guard = segment.read().unwrap();
+    let mut victim = Victim::spawn(&name, "write", false, 1);
+    assert!(victim.wait_for("locking", Duration::from_secs(30)));
+    // Long enough to be asleep waiting for our read lock to go.
+    thread::sleep(Duration::from_millis(200));
+    assert!(!victim.said("locked"), "the writer got in past a read lock");
+    victim.kill();
+    victim.reap();
+    drop(read_guard);
+    let start = Instant::now();
+    match segment.write_timeout(bound) {
+        Ok(guard) => drop(guard),
+        Err(LockError::Poisoned(_)) => panic!("a writer that never got in poisoned the lock"),
+        Err(LockError::Failed(e)) => panic!("no write lock within {bound:?}: {e}"),
+    }
+    assert!(start.elapsed() < bound);
+    assert!(!segment.is_poisoned());
+}
+
 /// The copy API on a poisoned lock: nothing is copied, `Error::Poisoned`, on read-write and
 /// read-only handles alike; `?` on a guard method gives the same error.
 #[test]
