@@ -66,8 +66,9 @@ mod linux {
     enum Case {
         /// `FUTEX_WAIT` on a bare word: the floor.
         Futex,
-        /// `sched_yield` as many times as the lock's bounded spin does before it sleeps
-        /// (`SpinWait` in lock.rs: 7), then `FUTEX_WAIT`: isolates what the yields cost.
+        /// Seven `sched_yield` calls, then `FUTEX_WAIT`: what the lock's spin cost when it
+        /// ended in yields as parking_lot's does (`SpinWait` in lock.rs says why it no longer
+        /// does).
         FutexAfterYields,
         /// `Mmf::write()` while the parent holds the write lock.
         MmfWrite,
