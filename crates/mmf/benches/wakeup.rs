@@ -173,10 +173,9 @@ mod linux {
         }
 
         fn side(&self) -> &Side {
-            // SAFETY: the mapping is page aligned, SIDE_LEN >= size_of::<Side>() bytes, lives
-            // until `self` drops, and starts zeroed (ftruncate) or as the parent left it; Side
-            // is made of atomics only, valid for any bytes and for mutation by the other
-            // process.
+            // SAFETY: the page-aligned mapping holds SIDE_LEN >= size_of::<Side>() bytes and
+            // lives until `self` drops; Side is only atomics, valid for any bytes and for
+            // mutation by the other process.
             unsafe { self.ptr.as_ref() }
         }
     }

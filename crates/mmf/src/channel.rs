@@ -448,10 +448,9 @@ struct Channel {
 
 impl Channel {
     fn control(&self) -> &Control {
-        // SAFETY: the data region is page aligned (it starts HEADER_LEN = 4096 bytes into a
-        // page-aligned mapping), at least CONTROL_LEN bytes long (checked at create and at
-        // open before a Channel exists), and lives as long as `self.mmf`. Control consists
-        // only of atomics, valid for every bit pattern and safe to share across processes.
+        // SAFETY: the data region is page aligned, at least CONTROL_LEN long (checked at create
+        // and open, before a Channel exists) and lives as long as `self.mmf`; Control is only
+        // atomics, valid for every bit pattern and safe to share across processes.
         unsafe { &*self.mmf.data_ptr().cast::<Control>() }
     }
 
@@ -659,10 +658,8 @@ impl FrameWriter {
     pub fn publish_with(&mut self, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<u64> {
         let slot = self.take_free_slot()?;
         let max = self.max_frame_len();
-        // SAFETY: slot < slots (take_free_slot), so the slot's max_frame_len bytes lie inside the
-        // mapping (geometry checked at create); this process maps it read-write. No reader
-        // reads the slot: it is neither `latest` nor pinned (see take_free_slot and the module
-        // docs), and a reader only reads a slot after pinning it while it is `latest`.
+        // SAFETY: slot < slots, so its max_frame_len bytes lie in our read-write mapping; no
+        // reader reads it (neither `latest` nor pinned: take_free_slot, module docs), and
         // `&mut self` makes this the only borrow in this process.
         let buf = unsafe { std::slice::from_raw_parts_mut(self.channel.slot_ptr(slot), max) };
         let len = fill(buf);
@@ -1245,10 +1242,9 @@ impl FrameReader {
             self.skipped = self.skipped.saturating_add(pinned.info.skipped);
         }
         let this: &FrameReader = self;
-        // SAFETY: pinned.slot < slots (checked in pin) and len <= max_frame_len, so the bytes
-        // lie inside the mapping, which lives as long as `this`. The slot is pinned and was
-        // `latest` when pinned, so the writer does not write it until the Frame drops and
-        // unpins (module docs); the Frame borrows the reader mutably, so it is the only pin.
+        // SAFETY: slot < slots and len <= max_frame_len (checked in pin): in the mapping, which
+        // lives as long as `this`. Pinned while `latest`, the slot is not written until the
+        // Frame (the reader's only pin, borrowing it mutably) drops and unpins (module docs).
         let data = unsafe {
             std::slice::from_raw_parts(this.channel.slot_ptr(pinned.slot), pinned.info.len)
         };

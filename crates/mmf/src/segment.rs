@@ -870,10 +870,9 @@ impl<L: RawRwLock> Mmf<L> {
             if before & 1 == 0 {
                 // SAFETY: check_range put offset..offset+len inside the data region.
                 let src = unsafe { self.data_ptr().add(offset) };
-                // SAFETY: src..src+len is in our data region, mapped readable for as long as
-                // `self` lives; `buf` is a distinct local buffer. Bytes may change under us (a
-                // writer may start): the sequence check below detects that and the copy is
-                // discarded.
+                // SAFETY: src..src+len is in our data region, readable while `self` lives;
+                // `buf` is a distinct local buffer. A writer changing the bytes meanwhile is
+                // caught by the sequence check below, which discards the copy.
                 unsafe { self.copy_data(buf.as_mut_ptr(), src, buf.len()) }?;
                 // Acquire fence: orders the copy's loads before the re-check; pairs with the
                 // Release fence a writer issues after making the sequence odd.

@@ -451,10 +451,9 @@ mod linux {
             // Patched already, yet a fault: not the truncation we know how to handle.
             Err(_) => return false,
         }
-        // SAFETY: base..base+HEADER_LEN is the start of a mapping we own and keep registered
-        // until before it is unmapped; replacing it with anonymous memory changes no Rust
-        // object's validity (the header is made of atomics, valid for any bytes). mmap is a
-        // plain system call (see the module docs on async-signal-safety).
+        // SAFETY: base..base+HEADER_LEN starts a mapping we own and keep registered until it is
+        // unmapped; anonymous memory there invalidates no Rust object (the header is atomics,
+        // valid for any bytes). mmap is a plain system call (module docs, signal safety).
         let mapped = unsafe {
             libc::mmap(
                 base as *mut c_void,
