@@ -464,12 +464,15 @@ impl Channel {
         if control.latest.load(SeqCst) & LATEST_CLOSED != 0 {
             return true;
         }
+        if !check_process {
+            return false;
+        }
         // Untrusted like everything here: a garbage identity at worst reports the writer gone.
         let writer = ProcessId {
             pid: control.writer_pid.load(Relaxed),
             start: load64(&control.writer_start),
         };
-        check_process && Process::liveness(writer) == Liveness::Dead
+        Process::liveness(writer) == Liveness::Dead
     }
 
     /// Start of slot `slot`'s bytes; `slot < geometry.slots` is the caller's to check.

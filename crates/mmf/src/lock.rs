@@ -81,9 +81,9 @@
 //! the lock word; an uncontended write lock is one compare-exchange on the lock word plus a
 //! scan of the used slots' counts. When the lock is unavailable, the waiter spins a few
 //! rounds (126 `spin_loop` hints in all, no `sched_yield`: see `SpinWait`), then sleeps in
-//! the kernel through the segment's [`Waiter`] (a shared futex on Linux, a named semaphore on Windows):
-//! on the lock word (setting `P`) while another writer holds `W`, or on the drain word while
-//! readers are still inside. A blocked process burns no CPU.
+//! the kernel through the segment's [`Waiter`] (a shared futex on Linux, a named semaphore
+//! on Windows): on the lock word (setting `P`) while another writer holds `W`, or on the
+//! drain word while readers are still inside. A blocked process burns no CPU.
 //!
 //! # Owner death
 //!
