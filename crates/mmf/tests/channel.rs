@@ -16,6 +16,7 @@ use common::{arg, arg_u64, say, unique_name, Rng, CHILD_TIMEOUT};
 use mmf::{Error, FrameMeta, FrameReader, FrameSpec, FrameWriter, Mmf};
 
 #[test]
+#[ignore = "not a test: the entry point of this file's child processes, which run it with --include-ignored"]
 fn child() {
     common::child_main(|role| match role {
         "verify" => verify_role(),

@@ -18,6 +18,7 @@ use mmf::header::{HEADER_LEN, KIND_FRAME_CHANNEL, KIND_PLAIN, LAYOUT_VERSION, MA
 use mmf::{Error, Mmf, MmfOptions, RawRwLock, SharedRwLock};
 
 #[test]
+#[ignore = "not a test: the entry point of this file's child processes, which run it with --include-ignored"]
 fn child() {
     common::child_main(|role| match role {
         "probe" => say("alive", 1),

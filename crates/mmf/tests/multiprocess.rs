@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use common::{arg, arg_u64, command, fnv1a, lock_error, pattern, say, Rng, CHILD_TIMEOUT};
 use mmf::{Error, Mmf, MmfOptions};
 
-/// The entry point of every child process of this file; a no-op in a normal test run.
+/// The entry point of every child process of this file (ignored in a normal test run).
 #[test]
+#[ignore = "not a test: the entry point of this file's child processes, which run it with --include-ignored"]
 fn child() {
     common::child_main(|role| match role {
         "verify" => verify_role(),

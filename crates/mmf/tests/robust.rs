@@ -39,6 +39,7 @@ fn iterations() -> u32 {
 }
 
 #[test]
+#[ignore = "not a test: the entry point of this file's child processes, which run it with --include-ignored"]
 fn child() {
     common::child_main(|role| match role {
         "hold" => hold_role(),
@@ -103,7 +104,13 @@ impl Victim {
     fn spawn(name: &str, mode: &str, release: bool, seed: u64) -> Self {
         let exe = std::env::current_exe().expect("current_exe");
         let mut proc = Command::new(exe)
-            .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "child",
+                "--include-ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(ROLE_VAR, "hold")
             .env(format!("{}NAME", common::ARG_PREFIX), name)
             .env(format!("{}MODE", common::ARG_PREFIX), mode)

@@ -6,12 +6,13 @@
 //! # Child processes
 //!
 //! Multi-process tests re-launch their own test binary (`std::env::current_exe()`) as
-//! `<exe> --exact child --nocapture --test-threads=1` with [`ROLE_VAR`] set, so the child runs
-//! only the test named `child`, which dispatches on the role. Every test file that spawns
-//! children therefore defines:
+//! `<exe> --exact child --include-ignored --nocapture --test-threads=1` with [`ROLE_VAR`] set,
+//! so the child runs only the test named `child`, which dispatches on the role. Every test file
+//! that spawns children therefore defines:
 //!
 //! ```ignore
 //! #[test]
+//! #[ignore = "not a test: the entry point of this file's child processes"]
 //! fn child() {
 //!     common::child_main(|role| match role {
 //!         "verify" => verify_role(),
@@ -20,12 +21,13 @@
 //! }
 //! ```
 //!
-//! Without [`ROLE_VAR`] in the environment `child` is a no-op that passes, so a normal
-//! `cargo test` run is unaffected. Arguments travel in environment variables
-//! (`MMF_CHILD_ARG_<KEY>`, read with [`arg`]); the child reports to its parent with [`say`]
-//! (one `@mmf <key> <value>` line on stdout, which the parent reads with [`Child::expect`] or
-//! [`Output::value`]) and takes commands from its stdin with [`command`]. A role fails by
-//! panicking, which makes the child exit non-zero and the parent's [`Child::finish`] fail.
+//! `child` is not a test, so it is ignored in a normal run (the report counts it as ignored,
+//! never as passed); run without [`ROLE_VAR`] (`cargo test -- --include-ignored`) it does
+//! nothing. Arguments travel in environment variables (`MMF_CHILD_ARG_<KEY>`, read with
+//! [`arg`]); the child reports to its parent with [`say`] (one `@mmf <key> <value>` line on
+//! stdout, which the parent reads with [`Child::expect`] or [`Output::value`]) and takes
+//! commands from its stdin with [`command`]. A role fails by panicking, which makes the child
+//! exit non-zero and the parent's [`Child::finish`] fail.
 //!
 //! This works on Linux and on Windows under wine: a process started from inside wine with
 //! `std::process::Command` runs under wine too.
@@ -158,7 +160,13 @@ impl ChildBuilder {
             }
             None => Command::new(&exe),
         };
-        cmd.args(["--exact", &self.test, "--nocapture", "--test-threads=1"])
+        cmd.args([
+            "--exact",
+            &self.test,
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
             .env(ROLE_VAR, &self.role)
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::piped())
