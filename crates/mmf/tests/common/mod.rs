@@ -167,11 +167,11 @@ impl ChildBuilder {
             "--nocapture",
             "--test-threads=1",
         ])
-            .env(ROLE_VAR, &self.role)
-            .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        .env(ROLE_VAR, &self.role)
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         for (key, value) in &self.args {
             cmd.env(format!("{ARG_PREFIX}{key}"), value);
         }
