@@ -10,6 +10,7 @@
 //!   gcc-multilib (links i686 Linux binaries);
 //! - rustup: clippy and rustfmt, the standard library of each cross target, a nightly toolchain
 //!   with Miri, and Miri's own build of std;
+//! - cargo: cargo-fuzz (from crates.io), which builds and runs the fuzz target;
 //! - wine: a prefix, and the `bcryptprimitives.dll` stand-in without which wine 8.0 cannot start
 //!   any Rust program; then a probe program proves that it can (see `wine.rs`).
 //!
@@ -22,14 +23,21 @@
 //! | `fmt`                | `cargo fmt --check`                                    | one layout, so that diffs show only real changes |
 //! | `clippy`             | `cargo clippy --all-targets -D warnings`               | lints, `undocumented_unsafe_blocks` among them, on the Linux code |
 //! | `clippy-windows`     | the same for `x86_64-pc-windows-gnu`                   | the Windows layer is compiled, and so linted, only for a Windows target |
-//! | `test`               | `cargo test --workspace`                               | unit, integration and doc tests on the host, x86_64 Linux |
-//! | `test-i686`          | `cargo test -p mmf` for `i686-unknown-linux-gnu`       | a 32-bit `usize`: 32- and 64-bit processes share one region, so its layout must not depend on pointer width |
+//! | `mutations`          | checks `xtask/mutations/*.txt` against the code        | each listed mutation still applies, so `cargo xtask mutants` cannot go stale unnoticed |
+//! | `test`               | `cargo test` of mmf's Linux suites, doc tests, mmf-cli and xtask | unit, integration and doc tests on the host, x86_64 Linux |
+//! | `test-i686`          | mmf's Linux suites for `i686-unknown-linux-gnu`        | a 32-bit `usize`: 32- and 64-bit processes share one region, so its layout must not depend on pointer width |
 //! | `miri`               | `cargo miri test -p mmf --lib -- header:: lock::`      | undefined behaviour, under strict provenance, in the OS-free code; Miri cannot map real shared memory, so only these modules |
 //! | `loom`               | `cargo test -p mmf --lib --release loom` with `--cfg loom` | model-checks the lock's state machine (exclusion, writer preference, lost wake-ups, owner-death recovery) over every interleaving |
-//! | `test-windows`       | `cargo test -p mmf` for `x86_64-pc-windows-gnu`        | the Windows layer, run for real under wine (the runner set in `.cargo/config.toml`) |
+//! | `test-windows`       | mmf's Windows suites for `x86_64-pc-windows-gnu`       | the Windows layer, run for real under wine (the runner set in `.cargo/config.toml`) |
 //! | `build-windows-i686` | `cargo build -p mmf --tests --examples` for `i686-pc-windows-gnu` | 32-bit Windows compiles and links; not run, as Debian's wine64 has no 32-bit loader |
 //! | `check-macos`        | `cargo check -p mmf --all-targets` for `x86_64-apple-darwin` | the macOS side of the Unix layer compiles; there is no macOS linker here to go further |
 //! | `check-freebsd`      | the same for `x86_64-unknown-freebsd`                  | as for macOS |
+//! | `fuzz-build`         | `cargo +nightly fuzz build` of `crates/mmf/fuzz`       | the fuzz target keeps compiling against the library it fuzzes |
+//!
+//! Which integration suites (`crates/mmf/tests/*.rs`) run where is [`LINUX_ONLY_SUITES`] and
+//! [`WINDOWS_ONLY_SUITES`]; every other suite runs on both. A suite that cannot run on a
+//! platform is not built there, so no run reports a suite of zero tests as if it had passed;
+//! the lists must name existing files, and the `test` step fails if they do not.
 //!
 //! `--only` and `--skip` are for local work; CI runs every step. Each command is printed before it
 //! runs, with its output shown as it comes; each step reports its time, and a summary ends the run.
@@ -39,8 +47,16 @@
 //! Runs the cargo-fuzz target `open_header` (arbitrary bytes as a segment header, then every
 //! way of opening and using it; `crates/mmf/fuzz`) for N seconds, 60 by default. Not a step of
 //! `test`: fuzzing finds things over hours, not in a bounded CI run. Needs nightly (installed by
-//! `setup`) and cargo-fuzz (installed here if missing).
+//! `setup`) and cargo-fuzz (installed by `setup`).
+//!
+//! # `cargo xtask mutants [--runs N] [--only NAME,..] [--list]`
+//!
+//! Applies each mutation of `xtask/mutations/*.txt` (a deliberate breakage and the test meant
+//! to catch it) to a copy of the workspace and runs that test N times, 3 by default; fails
+//! unless every run of every mutation fails. See `mutants.rs`. Not a step of `test`: it takes
+//! tens of minutes.
 
+mod mutants;
 mod setup;
 mod wine;
 
@@ -56,11 +72,14 @@ const USAGE: &str = "\
 usage: cargo xtask setup
        cargo xtask test [--only STEP[,STEP..]] [--skip STEP[,STEP..]]
        cargo xtask fuzz [--seconds N]
+       cargo xtask mutants [--runs N] [--only NAME[,NAME..]] [--list]
 
   setup  install what the checks need, where it is missing
   test   run setup, then every step in order, stopping at the first failure
   fuzz   fuzz mmf's open path with arbitrary header bytes for N seconds (default 60);
-         needs nightly and cargo-fuzz (installed if missing); not part of `test`";
+         needs nightly and cargo-fuzz (installed by setup); not part of `test`
+  mutants  apply each mutation of xtask/mutations/*.txt to a copy of the workspace and run
+           its test N times (default 3); fails unless every run fails; not part of `test`";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -69,6 +88,7 @@ fn main() -> ExitCode {
         Some("setup") if args.len() == 1 => setup::install(&root),
         Some("test") => Selection::parse(&args[1..]).and_then(|selection| test(&root, &selection)),
         Some("fuzz") => fuzz_seconds(&args[1..]).and_then(|seconds| fuzz(&root, seconds)),
+        Some("mutants") => mutants::main(&root, &args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}\n\nsteps: {}", step_names().join(", "));
             return ExitCode::SUCCESS;
@@ -113,8 +133,11 @@ fn steps() -> Vec<Step> {
             "clippy-windows",
             "clippy --workspace --all-targets --target x86_64-pc-windows-gnu -- -D warnings",
         ),
-        cargo_step("test", "test --workspace"),
-        cargo_step("test-i686", "test -p mmf --target i686-unknown-linux-gnu"),
+        step("mutations", check_mutations),
+        step("test", test_linux),
+        step("test-i686", |root| {
+            test_mmf(root, Some("i686-unknown-linux-gnu"))
+        }),
         step("miri", miri),
         step("loom", loom),
         step("test-windows", test_windows),
@@ -130,6 +153,7 @@ fn steps() -> Vec<Step> {
             "check-freebsd",
             "check -p mmf --all-targets --target x86_64-unknown-freebsd",
         ),
+        step("fuzz-build", fuzz_build),
     ]
 }
 
@@ -206,11 +230,99 @@ fn loom(root: &Path) -> Result {
     run(&mut loom_cargo(&["loom"]))
 }
 
+/// Integration suites of mmf (`crates/mmf/tests/<name>.rs`) that run on Linux only: they
+/// forge or truncate `/dev/shm` objects, or catch SIGBUS.
+const LINUX_ONLY_SUITES: &[&str] = &["linux_shm", "scribble", "truncation"];
+/// Integration suites that run on Windows only.
+const WINDOWS_ONLY_SUITES: &[&str] = &["windows"];
+
+/// The integration suites of mmf to run for a target: every `tests/*.rs` file but the other
+/// platform's. Fails if a list names a suite that does not exist, so a rename cannot quietly
+/// drop a suite everywhere.
+fn suites(root: &Path, windows: bool) -> Result<Vec<String>> {
+    let dir = root.join("crates").join("mmf").join("tests");
+    let mut all: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            (path.extension()? == "rs").then(|| path.file_stem()?.to_str().map(str::to_owned))?
+        })
+        .collect();
+    all.sort();
+    for name in LINUX_ONLY_SUITES.iter().chain(WINDOWS_ONLY_SUITES) {
+        if !all.iter().any(|s| s == name) {
+            return Err(format!(
+                "xtask names the suite `{name}`, but crates/mmf/tests/{name}.rs does not exist"
+            ));
+        }
+    }
+    let excluded = if windows {
+        LINUX_ONLY_SUITES
+    } else {
+        WINDOWS_ONLY_SUITES
+    };
+    all.retain(|name| !excluded.contains(&name.as_str()));
+    Ok(all)
+}
+
+/// mmf's tests for `target` (the host if `None`): the library's unit tests and the suites of
+/// that platform, then the doc tests (cargo runs those in a separate command).
+fn test_mmf(root: &Path, target: Option<&str>) -> Result {
+    let windows = target.is_some_and(|t| t.contains("windows"));
+    let with_target = |cmd: &mut Command| {
+        cmd.args(["-p", "mmf"]);
+        if let Some(target) = target {
+            cmd.args(["--target", target]);
+        }
+        if windows {
+            wine::env(cmd);
+        }
+    };
+    let mut unit_and_suites = cargo(root);
+    unit_and_suites.args(["test", "--lib"]);
+    for suite in suites(root, windows)? {
+        unit_and_suites.args(["--test", &suite]);
+    }
+    with_target(&mut unit_and_suites);
+    run(&mut unit_and_suites)?;
+    let mut doc = cargo(root);
+    doc.args(["test", "--doc"]);
+    with_target(&mut doc);
+    run(&mut doc)
+}
+
+/// The host's tests: mmf's (see `test_mmf`), the command-line tool's, and xtask's own.
+fn test_linux(root: &Path) -> Result {
+    test_mmf(root, None)?;
+    run(cargo(root).args(["test", "-p", "mmf-cli", "-p", "xtask"]))
+}
+
 fn test_windows(root: &Path) -> Result {
-    let mut test = cargo(root);
-    test.args(["test", "-p", "mmf", "--target", wine::TARGET]);
     let _server = wine::Server::start();
-    run(wine::env(&mut test))
+    test_mmf(root, Some(wine::TARGET))
+}
+
+/// Every mutation list parses and each mutation's text is still in its file.
+fn check_mutations(root: &Path) -> Result {
+    let mutations = mutants::load(root)?;
+    mutants::check_current(root, &mutations)?;
+    println!(
+        "{} mutations in xtask/mutations, each still applies (run them: cargo xtask mutants)",
+        mutations.len()
+    );
+    Ok(())
+}
+
+/// Builds the fuzz target the way `cargo xtask fuzz` runs it (sanitizer and coverage flags).
+fn fuzz_build(root: &Path) -> Result {
+    run(cargo(root).args([
+        "+nightly",
+        "fuzz",
+        "build",
+        "--fuzz-dir",
+        FUZZ_DIR,
+        FUZZ_TARGET,
+    ]))
 }
 
 /// Which steps to run: `--only` keeps the named steps, `--skip` then drops some.
@@ -352,15 +464,7 @@ fn fuzz_seconds(args: &[String]) -> Result<u64> {
 /// `crates/mmf/fuzz/artifacts/`; keep such an input as a regression test that writes those
 /// bytes as a header and opens them. libFuzzer's last line reports the executions.
 fn fuzz(root: &Path, seconds: u64) -> Result {
-    let installed = cargo(root)
-        .args(["fuzz", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !installed {
-        run(cargo(root).args(["install", "cargo-fuzz", "--locked"]))?;
-    }
+    setup::cargo_fuzz(root)?;
     run(cargo(root)
         .args([
             "+nightly",

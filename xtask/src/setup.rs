@@ -35,7 +35,23 @@ const NIGHTLY_COMPONENTS: &[&str] = &["miri", "rust-src"];
 pub fn install(root: &Path) -> Result {
     apt_packages()?;
     rust(root)?;
+    cargo_fuzz(root)?;
     wine::setup(root)
+}
+
+/// cargo-fuzz, which builds (`fuzz-build`) and runs (`cargo xtask fuzz`) the fuzz target.
+pub fn cargo_fuzz(root: &Path) -> Result {
+    let installed = cargo(root)
+        .args(["fuzz", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if installed {
+        println!("ok: cargo-fuzz");
+        return Ok(());
+    }
+    run(cargo(root).args(["install", "cargo-fuzz", "--locked"]))
 }
 
 fn apt_packages() -> Result {
