@@ -55,6 +55,8 @@
 //! to catch it) to a copy of the workspace and runs that test N times, 3 by default; fails
 //! unless every run of every mutation fails. See `mutants.rs`. Not a step of `test`: it takes
 //! tens of minutes.
+//! `cargo xtask mutants --cargo-mutants [ARGS..]` runs cargo-mutants over the lock, channel,
+//! segment and fault modules instead (about a thousand mutants; shard it).
 
 mod mutants;
 mod setup;
@@ -73,13 +75,16 @@ usage: cargo xtask setup
        cargo xtask test [--only STEP[,STEP..]] [--skip STEP[,STEP..]]
        cargo xtask fuzz [--seconds N]
        cargo xtask mutants [--runs N] [--only NAME[,NAME..]] [--list]
+       cargo xtask mutants --cargo-mutants [CARGO-MUTANTS ARGS..]
 
   setup  install what the checks need, where it is missing
   test   run setup, then every step in order, stopping at the first failure
   fuzz   fuzz mmf's open path with arbitrary header bytes for N seconds (default 60);
          needs nightly and cargo-fuzz (installed by setup); not part of `test`
   mutants  apply each mutation of xtask/mutations/*.txt to a copy of the workspace and run
-           its test N times (default 3); fails unless every run fails; not part of `test`";
+           its test N times (default 3); fails unless every run fails; not part of `test`;
+           --cargo-mutants runs cargo-mutants over the lock, channel, segment and fault
+           modules instead (about a thousand mutants: shard it)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();

@@ -33,6 +33,16 @@
 //!
 //! Not a step of `cargo xtask test`: with the tests it runs three times each, the whole list
 //! takes tens of minutes on two cores.
+//!
+//! # `--cargo-mutants [ARGS..]`
+//!
+//! Runs [cargo-mutants](https://mutants.rs) instead, over the modules whose promises the
+//! curated list covers ([`CARGO_MUTANTS_FILES`]), with mmf's whole test suite, passing `ARGS`
+//! on (`--shard 3/20`, `--list`, `-F regex`, ...); its results land in
+//! `target/mutants/mutants.out`. It generates about a thousand mutants for those modules, and
+//! each needs a build and a suite run (half a minute at least on two cores), so a full run
+//! takes the better part of a day there: run it by shards, or with `-F` on the functions you
+//! changed, and add a curated mutation for each survivor worth keeping.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -49,11 +59,22 @@ const MUTATIONS_DIR: &str = "xtask/mutations";
 /// Longest a single test run may take before it is killed and counted as a failure.
 const RUN_LIMIT: Duration = Duration::from_secs(600);
 
+/// The modules `--cargo-mutants` mutates.
+pub const CARGO_MUTANTS_FILES: &[&str] = &[
+    "crates/mmf/src/lock.rs",
+    "crates/mmf/src/channel.rs",
+    "crates/mmf/src/segment.rs",
+    "crates/mmf/src/sys/fault.rs",
+];
+
 pub const USAGE: &str = "\
        cargo xtask mutants [--runs N] [--only NAME[,NAME..]] [--list]
+       cargo xtask mutants --cargo-mutants [CARGO-MUTANTS ARGS..]
 
   mutants  apply each mutation of xtask/mutations/*.txt to a copy of the workspace and run
-           its test N times (default 3); fails unless every run of every mutation fails";
+           its test N times (default 3); fails unless every run of every mutation fails;
+           with --cargo-mutants, run cargo-mutants over the lock, channel, segment and fault
+           modules instead (about a thousand mutants: shard it)";
 
 /// One entry of a mutation list.
 #[derive(Debug, Clone)]
@@ -311,6 +332,9 @@ struct Outcome {
 }
 
 pub fn main(root: &Path, args: &[String]) -> Result {
+    if args.first().is_some_and(|a| a == "--cargo-mutants") {
+        return cargo_mutants(root, &args[1..]);
+    }
     let options = parse_args(args)?;
     let mut mutations = load(root)?;
     check_current(root, &mutations)?;
@@ -427,6 +451,28 @@ pub fn main(root: &Path, args: &[String]) -> Result {
             bad.join(", ")
         ))
     }
+}
+
+/// `cargo mutants` over [`CARGO_MUTANTS_FILES`] with mmf's tests, installing it if missing.
+fn cargo_mutants(root: &Path, extra: &[String]) -> Result {
+    let installed = Command::new("cargo")
+        .args(["mutants", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !installed {
+        crate::run(Command::new("cargo").args(["install", "cargo-mutants", "--locked"]))?;
+    }
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root)
+        .args(["mutants", "--package", "mmf", "--test-package", "mmf"])
+        .arg("--output")
+        .arg(root.join("target").join("mutants"));
+    for file in CARGO_MUTANTS_FILES {
+        cmd.args(["--file", file]);
+    }
+    crate::run(cmd.args(extra))
 }
 
 /// Applies `m` in `tree`, builds, runs the test `runs` times, and restores the file (also when
