@@ -2,7 +2,13 @@
 //! using it: nothing may panic, crash or wait past the timeouts; only typed errors.
 //!
 //! Input: byte 0 picks the object length, byte 1 the mode, the rest is the header:
-//! - mode bit 0 clear: the rest *is* the header (zero-padded to 4096 bytes);
+//! - mode bit 0 clear: the rest *is* the header (zero-padded to 4096 bytes), except that
+//!   - unless mode bit 2 is set, its first 8 bytes are replaced by the right magic, so that
+//!     most inputs get past the magic check to the version, state, length and size checks
+//!     (random bytes almost never carry the magic);
+//!   - if mode bit 3 is set, the state, layout version, header length and lock kind (bytes 8
+//!     to 23) are those of a valid header too, so the fuzzer's bytes decide the data length,
+//!     the kind and the lock area;
 //! - mode bit 0 set: the rest is `(offset_lo, offset_hi, byte)` patches applied to a valid
 //!   header made by `Mmf::create`, so the fuzzer starts past the magic and reaches the lock;
 //! - mode bit 1 set: the object is shorter than a header (`byte 0 * 16` bytes).
@@ -12,7 +18,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use mmf::header::HEADER_LEN;
+use mmf::header::{HEADER_LEN, MAGIC};
 use mmf::{Mmf, MmfOptions};
 
 /// One object name per fuzzing process, rewritten for every input.
@@ -68,6 +74,13 @@ fuzz_target!(|data: &[u8]| {
         let mut header = vec![0u8; HEADER_LEN];
         let n = body.len().min(HEADER_LEN);
         header[..n].copy_from_slice(&body[..n]);
+        if mode & 4 == 0 {
+            header[..MAGIC.len()].copy_from_slice(&MAGIC);
+        }
+        if mode & 8 == 8 {
+            // state (8), layout version (12), header length (16), lock kind (20).
+            header[8..24].copy_from_slice(&template()[8..24]);
+        }
         header
     };
     let total = if mode & 2 == 2 {
