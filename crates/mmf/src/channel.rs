@@ -1430,10 +1430,13 @@ mod tests {
     }
 
     /// The race the re-check in `pin` closes, forced through the hook: between the reader's
-    /// look at `latest` and its pin, the writer publishes `k` frames (moving on from the slot
-    /// the reader looked at; from the third on, the writer's scan finds that slot unpinned
-    /// and writes the fourth frame into it). The reader must notice, retry, and return the
-    /// newest frame, complete, which then stays unchanged while the writer runs on.
+    /// look at `latest` (frame 1, slot 0) and its pin, the writer publishes `k` frames: it
+    /// moves on from slot 0, and for `k >= 3` its scan finds slot 0 unpinned and puts frame 4
+    /// there. The reader must notice, retry, and return the newest frame, complete, which
+    /// then stays unchanged while the writer runs on. (Without the re-check the reader here
+    /// pairs slot 0 with a newer frame's metadata and fails with `Corrupt`; in a real race
+    /// it can also return half-rewritten metadata or, where loads may pass its pin store, a
+    /// frame being rewritten.)
     #[test]
     fn frames_are_never_torn_when_the_writer_publishes_between_a_readers_look_and_its_pin() {
         for k in 1..=4 {

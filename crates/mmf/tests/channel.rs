@@ -32,11 +32,12 @@ fn child() {
     });
 }
 
+/// Largest frame of most channels here.
+const MAX_FRAME: usize = 64 * 1024;
+
 /// Frame `seq` of a channel for frames of up to `max` bytes: its length (16 to `max`) and
 /// every byte follow from `seq` alone, so a reader can check each byte without any other
 /// channel to the writer. The tag carries an FNV checksum.
-const MAX_FRAME: usize = 64 * 1024;
-
 fn frame_len(seq: u64, max: usize) -> usize {
     16 + (Rng::new(seq ^ 0xa5a5).next_u64() % (max as u64 - 15)) as usize
 }
@@ -652,6 +653,29 @@ fn a_reader_waiting_for_frames_sleeps_instead_of_spinning() {
         "waiting {waited:?} for a frame used {cpu:?} of CPU (at most {MOST_CPU:?})"
     );
     drop(writer);
+}
+
+/// A reader's entry is free again as soon as it drops, while its process lives on (so
+/// reclaiming, which frees only dead processes' entries, cannot be what frees it).
+#[test]
+fn a_dropped_reader_frees_its_entry_at_once() {
+    let name = unique_name("chan-entry");
+    let mut writer = FrameWriter::create(&name, FrameSpec::new(64).max_readers(2)).unwrap();
+    writer.publish(b"frame").unwrap();
+    let first = FrameReader::open(&name).unwrap();
+    for round in 0..3 {
+        let mut second = FrameReader::open(&name).unwrap();
+        assert!(
+            matches!(FrameReader::open(&name), Err(Error::ChannelFull { .. })),
+            "round {round}: a third reader of two"
+        );
+        assert_eq!(&second.latest().unwrap().unwrap()[..], b"frame");
+        drop(second);
+    }
+    assert_eq!(writer.reclaim_dead_readers(), 0, "no reader died");
+    drop(first);
+    let _a = FrameReader::open(&name).unwrap();
+    let _b = FrameReader::open(&name).unwrap();
 }
 
 #[test]
