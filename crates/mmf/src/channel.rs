@@ -1181,6 +1181,9 @@ impl FrameReader {
                 }
                 _ => {}
             }
+            // Unit tests run the writer here, in the window the re-check below closes.
+            #[cfg(test)]
+            tests::between_look_and_pin();
             // SeqCst: our pin must be ordered before the re-check below against the writer's
             // store of `latest` and its load of pins (module docs).
             entry.pin.store(slot, SeqCst);
@@ -1384,6 +1387,191 @@ impl std::fmt::Debug for Frame<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    thread_local! {
+        /// Run once by the next `pin` on this thread between its look at `latest` and its pin
+        /// store. A hook rather than a race: a reader preempted in that window (a few
+        /// instructions) is too rare to catch its bugs in a run of any sensible length.
+        static BETWEEN_LOOK_AND_PIN: RefCell<Option<Box<dyn FnOnce()>>> =
+            const { RefCell::new(None) };
+    }
+
+    pub(super) fn between_look_and_pin() {
+        // Taken before it runs, so a hook that pins (through another reader) does not recurse.
+        if let Some(hook) = BETWEEN_LOOK_AND_PIN.with(|h| h.borrow_mut().take()) {
+            hook();
+        }
+    }
+
+    fn set_between_look_and_pin(hook: impl FnOnce() + 'static) {
+        BETWEEN_LOOK_AND_PIN.with(|h| *h.borrow_mut() = Some(Box::new(hook)));
+    }
+
+    fn hook_has_run() -> bool {
+        BETWEEN_LOOK_AND_PIN.with(|h| h.borrow().is_none())
+    }
+
+    /// The bytes of frame `seq`: its length and every byte follow from `seq`, so a frame
+    /// that changed under its pin, or metadata paired with another frame's bytes, shows.
+    fn frame_bytes(seq: u64) -> Vec<u8> {
+        let len = 8 + (seq % 57) as usize; // 8..=64: at most FRAME_MAX
+        let mut bytes = seq.to_le_bytes().to_vec();
+        bytes.extend((8..len).map(|i| (seq.wrapping_mul(31) as usize ^ i.wrapping_mul(7)) as u8));
+        bytes
+    }
+    const FRAME_MAX: usize = 64;
+
+    fn publish_next(writer: &mut FrameWriter) -> u64 {
+        let seq = writer.seq() + 1;
+        assert_eq!(writer.publish(&frame_bytes(seq)).unwrap(), seq);
+        seq
+    }
+
+    /// The race the re-check in `pin` closes, forced through the hook: between the reader's
+    /// look at `latest` (frame 1, slot 0) and its pin, the writer publishes `k` frames: it
+    /// moves on from slot 0, and for `k >= 3` its scan finds slot 0 unpinned and puts frame 4
+    /// there. The reader must notice, retry, and return the newest frame, complete, which
+    /// then stays unchanged while the writer runs on. (Without the re-check the reader here
+    /// pairs slot 0 with a newer frame's metadata and fails with `Corrupt`; in a real race
+    /// it can also return half-rewritten metadata or, where loads may pass its pin store, a
+    /// frame being rewritten.)
+    #[test]
+    fn frames_are_never_torn_when_the_writer_publishes_between_a_readers_look_and_its_pin() {
+        for k in 1..=4 {
+            let name = name("overtaken");
+            // The fewest slots one reader allows: the looked-at slot is reused soonest.
+            let spec = FrameSpec::new(FRAME_MAX).max_readers(1).slots(3);
+            let writer = Rc::new(RefCell::new(FrameWriter::create(&name, spec).unwrap()));
+            publish_next(&mut writer.borrow_mut()); // frame 1, in slot 0
+            let mut reader = FrameReader::open(&name).unwrap();
+            let in_hook = writer.clone();
+            set_between_look_and_pin(move || {
+                for _ in 0..k {
+                    publish_next(&mut in_hook.borrow_mut());
+                }
+            });
+            let newest = 1 + k as u64;
+            let frame = reader
+                .latest()
+                .unwrap_or_else(|e| panic!("{k} publishes in the window: {e}"))
+                .expect("a frame");
+            assert!(hook_has_run(), "the hook must have run inside pin");
+            assert_eq!(frame.seq(), newest, "{k} publishes in the window");
+            assert_eq!(
+                &frame[..],
+                frame_bytes(newest),
+                "{k} publishes in the window"
+            );
+            // Held: the writer keeps off its slot however far it runs on.
+            for _ in 0..10 {
+                publish_next(&mut writer.borrow_mut());
+            }
+            assert_eq!(
+                &frame[..],
+                frame_bytes(newest),
+                "frame changed under its pin"
+            );
+        }
+    }
+
+    /// What a reader's pinned slot holds now (a copy; the pin is the caller's to hold).
+    fn slot_bytes(channel: &Channel, slot: u32, len: usize) -> Vec<u8> {
+        assert!(slot < channel.geometry.slots && len <= channel.geometry.max_frame_len);
+        // SAFETY: slot < slots and len <= max_frame_len (asserted): inside the mapping, which
+        // `channel` keeps alive. Single-threaded test: no publish runs during the copy.
+        unsafe { std::slice::from_raw_parts(channel.slot_ptr(slot), len) }.to_vec()
+    }
+
+    /// The writer never hands `fill` the latest slot or a pinned one, and never writes a
+    /// slot while it is pinned, over a random schedule of publishes, pins, unpins and pins
+    /// taken while the writer fills (after its scan, the case the `latest` exclusion in the
+    /// scan is for): every fill checks its slot, and every held frame is compared byte for
+    /// byte with what it held when pinned, after every step.
+    #[test]
+    fn the_writer_never_writes_the_latest_or_a_pinned_slot() {
+        const READERS: usize = 3;
+        for slots in [READERS + 2, READERS + 3, 16] {
+            let name = name("pins");
+            let spec = FrameSpec::new(FRAME_MAX).max_readers(READERS).slots(slots);
+            let mut writer = FrameWriter::create(&name, spec).unwrap();
+            let mut readers: Vec<FrameReader> = (0..READERS)
+                .map(|_| FrameReader::open(&name).unwrap())
+                .collect();
+            // Per reader: the slot it pins and the frame it read there.
+            let mut held: Vec<Option<(u32, u64)>> = vec![None; READERS];
+            let base = writer.channel.slot_ptr(0) as usize;
+            let stride = writer.channel.geometry.stride;
+            let mut state = slots as u64;
+            let mut next = move |n: u64| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                (state >> 33) % n
+            };
+            let (mut fills, mut pins_while_filling) = (0, 0);
+            let steps = if cfg!(miri) { 50 } else { 5000 };
+            for _ in 0..steps {
+                let who = next(READERS as u64) as usize;
+                match next(4) {
+                    0 | 1 => {
+                        let latest = writer.latest;
+                        let seq = writer.seq() + 1;
+                        let pin_now = next(2) == 0 && held[who].is_none();
+                        let (readers, held) = (&mut readers, &mut held);
+                        let pins_while_filling = &mut pins_while_filling;
+                        writer
+                            .publish_with(|buf| {
+                                let slot = ((buf.as_ptr() as usize - base) / stride) as u32;
+                                assert_ne!(slot, latest, "frame {seq} written over the latest");
+                                for (r, pin) in held.iter().enumerate() {
+                                    assert_ne!(
+                                        pin.map(|(s, _)| s),
+                                        Some(slot),
+                                        "frame {seq} written over reader {r}'s pin"
+                                    );
+                                }
+                                if pin_now {
+                                    // A reader pins the current latest after the scan.
+                                    if let Some(p) = readers[who].pin().unwrap() {
+                                        held[who] = Some((p.slot, p.info.seq));
+                                        *pins_while_filling += 1;
+                                    }
+                                }
+                                let bytes = frame_bytes(seq);
+                                buf[..bytes.len()].copy_from_slice(&bytes);
+                                bytes.len()
+                            })
+                            .unwrap();
+                        fills += 1;
+                    }
+                    2 if held[who].is_none() => {
+                        if let Some(p) = readers[who].pin().unwrap() {
+                            held[who] = Some((p.slot, p.info.seq));
+                        }
+                    }
+                    _ => {
+                        readers[who].unpin();
+                        held[who] = None;
+                    }
+                }
+                for (r, pin) in held.iter().enumerate() {
+                    if let Some((slot, seq)) = *pin {
+                        let expected = frame_bytes(seq);
+                        assert!(
+                            slot_bytes(&readers[r].channel, slot, expected.len()) == expected,
+                            "frame {seq} pinned by reader {r} in slot {slot} changed \
+                             ({slots} slots, writer at {})",
+                            writer.seq()
+                        );
+                    }
+                }
+            }
+            eprintln!("{slots} slots: {fills} publishes, {pins_while_filling} pins while filling");
+            assert!(fills > steps / 4 && pins_while_filling > steps / 20);
+        }
+    }
 
     #[test]
     fn types_have_the_thread_bounds_we_document() {

@@ -32,24 +32,27 @@ fn child() {
     });
 }
 
-/// Frame `seq`: its length and every byte follow from `seq` alone, so a reader can check
-/// each byte without any other channel to the writer. The tag carries an FNV checksum.
+/// Largest frame of most channels here.
 const MAX_FRAME: usize = 64 * 1024;
 
-fn frame_len(seq: u64) -> usize {
-    64 + (Rng::new(seq ^ 0xa5a5).next_u64() % (MAX_FRAME as u64 - 64)) as usize
+/// Frame `seq` of a channel for frames of up to `max` bytes: its length (16 to `max`) and
+/// every byte follow from `seq` alone, so a reader can check each byte without any other
+/// channel to the writer. The tag carries an FNV checksum.
+fn frame_len(seq: u64, max: usize) -> usize {
+    16 + (Rng::new(seq ^ 0xa5a5).next_u64() % (max as u64 - 15)) as usize
 }
 
 fn fill_frame(seq: u64, buf: &mut [u8]) -> usize {
-    let len = frame_len(seq);
+    let len = frame_len(seq, buf.len());
     buf[..8].copy_from_slice(&seq.to_le_bytes());
     Rng::new(seq).fill(&mut buf[8..len]);
     len
 }
 
-/// Checks a frame completely; panics (failing the child) on any torn or foreign byte.
-fn verify_frame(seq: u64, tag: u64, bytes: &[u8]) {
-    assert_eq!(bytes.len(), frame_len(seq), "length of frame {seq}");
+/// Checks a frame of a channel for frames of up to `max` bytes completely; panics (failing
+/// the child) on any torn or foreign byte, and on metadata that belongs to another frame.
+fn verify_frame(seq: u64, max: usize, tag: u64, bytes: &[u8]) {
+    assert_eq!(bytes.len(), frame_len(seq, max), "length of frame {seq}");
     assert_eq!(
         u64::from_le_bytes(bytes[..8].try_into().unwrap()),
         seq,
@@ -61,6 +64,7 @@ fn verify_frame(seq: u64, tag: u64, bytes: &[u8]) {
     assert!(expected == bytes[8..], "frame {seq} is torn");
 }
 
+/// Publishes the next frame; `scratch` is `max_frame_len` bytes long.
 fn publish_checked(writer: &mut FrameWriter, scratch: &mut [u8]) -> u64 {
     let seq = writer.seq() + 1;
     let len = fill_frame(seq, scratch);
@@ -72,19 +76,26 @@ fn publish_checked(writer: &mut FrameWriter, scratch: &mut [u8]) -> u64 {
     seq
 }
 
-/// Reader child: verifies every frame it gets until it has checked `bytes` bytes.
+/// Reader child: verifies every frame it gets, for `ms` milliseconds from the first, and
+/// holds every `hold_every`-th for a while.
 fn verify_role() {
     let mut reader = FrameReader::open(&arg("name")).unwrap();
+    let max = reader.max_frame_len();
+    let run = Duration::from_millis(arg_u64("ms"));
+    let hold_every = arg_u64("hold_every");
     say("ready", 1);
-    let target = arg_u64("bytes");
-    let (mut frames, mut bytes, mut first) = (0u64, 0u64, None);
-    while bytes < target {
+    let (mut frames, mut bytes, mut first, mut held) = (0u64, 0u64, None, 0u64);
+    let mut started: Option<Instant> = None;
+    while started.map_or(true, |t| t.elapsed() < run) {
         let frame = reader.wait_next(Duration::from_secs(10)).unwrap();
-        verify_frame(frame.seq(), frame.tag(), &frame);
-        // Hold it a little while the writer keeps going: a torn read would show on re-check.
-        if frames % 16 == 0 {
+        started.get_or_insert_with(Instant::now);
+        verify_frame(frame.seq(), max, frame.tag(), &frame);
+        // Hold it a little while the writer keeps going: a write into a pinned slot shows
+        // on the re-check.
+        if frames % hold_every == 0 {
             thread::sleep(Duration::from_micros(200));
-            verify_frame(frame.seq(), frame.tag(), &frame);
+            verify_frame(frame.seq(), max, frame.tag(), &frame);
+            held += 1;
         }
         first.get_or_insert(frame.seq());
         frames += 1;
@@ -99,32 +110,45 @@ fn verify_role() {
     );
     say("frames", frames);
     say("bytes", bytes);
+    say("held", held);
     say("skipped", reader.skipped());
     say("span", last - first + 1);
 }
 
 #[test]
 fn frames_are_never_torn_while_the_writer_runs_flat_out() {
-    // The fewest slots three readers allow: every free slot is reused as soon as possible.
-    never_torn(FrameSpec::new(MAX_FRAME).max_readers(3).slots(5));
+    // Small frames in the fewest slots three readers allow: the writer publishes every few
+    // microseconds and reuses each slot as soon as it may, so readers pin (and re-check) a
+    // `latest` that is changing under them tens of thousands of times. This is a stress
+    // test: it catches a missing re-check in `pin` only in runs where a reader and the
+    // writer happen to run in parallel at the right moment (about one frame in 300 when
+    // they do, but not at all on an overloaded machine); the unit test
+    // `channel::tests::frames_are_never_torn_when_the_writer_publishes_between_a_readers_look_and_its_pin`
+    // forces that window in every run.
+    never_torn(FrameSpec::new(256).max_readers(3).slots(5), 256, 500);
 }
 
 #[test]
 fn frames_are_never_torn_with_the_default_slot_count() {
-    // 16 slots (small frames): the writer goes many publishes between scans of the pins.
+    // 16 slots and frames of up to 64 KiB: the writer goes many publishes between scans of
+    // the pins, and readers read while the writer copies into the slot next to theirs.
     let spec = FrameSpec::new(MAX_FRAME).max_readers(3);
-    never_torn(spec);
+    never_torn(spec, 16, 20);
 }
 
-fn never_torn(spec: FrameSpec) {
+/// Three reader processes verify every frame for a second while the writer publishes flat
+/// out, holding every `hold_every`-th for 200 µs (a write into a pinned slot would show);
+/// each must have verified at least `min_frames` (a fifth or less of what they managed under
+/// wine and on a loaded Linux machine: a floor that shows they did their job).
+fn never_torn(spec: FrameSpec, hold_every: u64, min_frames: u64) {
     let name = unique_name("chan-torn");
     let mut writer = FrameWriter::create(&name, spec).unwrap();
-    let target: u64 = if cfg!(windows) { 3_000_000 } else { 8_000_000 };
     let mut children: Vec<_> = (0..3)
         .map(|_| {
             common::child("verify")
                 .arg("name", &name)
-                .arg("bytes", target)
+                .arg("ms", 1000)
+                .arg("hold_every", hold_every)
                 .spawn()
         })
         .collect();
@@ -144,7 +168,7 @@ fn never_torn(spec: FrameSpec) {
     let publisher = {
         let stop = stop.clone();
         thread::spawn(move || {
-            let mut scratch = vec![0u8; MAX_FRAME];
+            let mut scratch = vec![0u8; writer.max_frame_len()];
             while !stop.load(Relaxed) {
                 publish_checked(&mut writer, &mut scratch);
             }
@@ -157,22 +181,25 @@ fn never_torn(spec: FrameSpec) {
         .collect();
     stop.store(true, Relaxed);
     let writer = publisher.join().unwrap();
-    let mut total = 0;
     for out in &outputs {
-        let (frames, bytes, skipped, span) = (
-            out.value("frames"),
-            out.value("bytes"),
-            out.value("skipped"),
-            out.value("span"),
+        let (frames, skipped, span) =
+            (out.value("frames"), out.value("skipped"), out.value("span"));
+        assert!(
+            frames >= min_frames,
+            "a reader verified only {frames} frames (expected at least {min_frames})"
         );
-        assert!(bytes >= target && frames > 0);
+        assert!(out.value("held") >= frames / hold_every);
         assert_eq!(frames + skipped, span);
         assert!(span <= writer.seq());
-        total += bytes;
     }
     eprintln!(
-        "verified {total} bytes in {} frame reads; writer published {}",
+        "verified {} bytes in {} frame reads (per reader {:?}); writer published {}",
+        outputs.iter().map(|o| o.value("bytes")).sum::<u64>(),
         outputs.iter().map(|o| o.value("frames")).sum::<u64>(),
+        outputs
+            .iter()
+            .map(|o| o.value("frames"))
+            .collect::<Vec<_>>(),
         writer.seq()
     );
 }
@@ -180,12 +207,13 @@ fn never_torn(spec: FrameSpec) {
 /// Reader child that pins the newest frame and holds it until told to check it again.
 fn hold_role() {
     let mut reader = FrameReader::open(&arg("name")).unwrap();
+    let max = reader.max_frame_len();
     let frame = reader.wait_next(Duration::from_secs(10)).unwrap();
-    verify_frame(frame.seq(), frame.tag(), &frame);
+    verify_frame(frame.seq(), max, frame.tag(), &frame);
     say("pinned", frame.seq());
     while let Some(cmd) = common::command() {
         if cmd == "check" {
-            verify_frame(frame.seq(), frame.tag(), &frame);
+            verify_frame(frame.seq(), max, frame.tag(), &frame);
             say("intact", frame.seq());
         }
     }
@@ -251,6 +279,87 @@ fn writer_never_blocks_on_a_stuck_or_killed_reader_and_dead_entries_are_reclaime
     let _another = FrameReader::open(&name).unwrap();
 }
 
+/// What reclaiming a dead reader releases, read from the channel's words: a reader killed
+/// holding a frame and one killed asleep in `wait_next` leave their entries, pins and
+/// parked count behind; `reclaim_dead_readers` frees exactly those two entries (not the live
+/// reader's), resets their pins and takes the sleeper out of `parked`, so the writer stops
+/// waking on its behalf.
+#[cfg(any(target_os = "linux", windows))]
+#[test]
+fn reclaiming_dead_readers_releases_their_entries_pins_and_parked_count() {
+    const STATE: u32 = 3; // bits 0..2 of a claim word: 0 free, 1 busy, 2 owned
+    const NO_SLOT: u32 = u32::MAX;
+    let name = unique_name("chan-release");
+    let spec = FrameSpec::new(MAX_FRAME).max_readers(3).slots(5);
+    let mut writer = FrameWriter::create(&name, spec).unwrap();
+    let mut scratch = vec![0u8; MAX_FRAME];
+    publish_checked(&mut writer, &mut scratch);
+    let peek = Peek::open(&name);
+    // One at a time, so that entries are claimed in order: 0, 1, then ours, 2.
+    let mut holder = common::child("hold").arg("name", &name).spawn();
+    holder.expect("pinned", CHILD_TIMEOUT);
+    let mut sleeper = common::child("gone-waiter").arg("name", &name).spawn();
+    sleeper.expect("waiting", CHILD_TIMEOUT);
+    wait_until_asleep(&peek, 1);
+    let mut live = FrameReader::open(&name).unwrap();
+    let live_frame = live.latest().unwrap().unwrap();
+    for entry in 0..3 {
+        assert_eq!(
+            peek.u32_at(entry_claim(entry)) & STATE,
+            2,
+            "entry {entry} owned"
+        );
+    }
+    assert_ne!(
+        peek.u32_at(entry_claim(0) + 16),
+        NO_SLOT,
+        "the holder's pin"
+    );
+    assert_ne!(peek.u32_at(entry_claim(2) + 16), NO_SLOT, "our pin");
+    drop(holder); // killed (and reaped) holding its frame
+    drop(sleeper); // killed asleep, counted in `parked`
+    assert_eq!(
+        peek.u32_at(PARKED),
+        1,
+        "a killed sleeper cannot uncount itself"
+    );
+
+    assert_eq!(writer.reclaim_dead_readers(), 2);
+    assert_eq!(peek.u32_at(PARKED), 0, "the dead sleeper is still counted");
+    for entry in 0..2 {
+        assert_eq!(
+            peek.u32_at(entry_claim(entry)) & STATE,
+            0,
+            "dead reader's entry {entry} is not free"
+        );
+        assert_eq!(
+            peek.u32_at(entry_claim(entry) + 16),
+            NO_SLOT,
+            "dead reader's pin in entry {entry} is not released"
+        );
+    }
+    assert_eq!(
+        peek.u32_at(entry_claim(2)) & STATE,
+        2,
+        "the live reader lost its entry"
+    );
+    assert_ne!(
+        peek.u32_at(entry_claim(2) + 16),
+        NO_SLOT,
+        "the live reader lost its pin"
+    );
+    assert_eq!(writer.reclaim_dead_readers(), 0, "reclaimed twice");
+    // The live reader's frame is intact after the writer has been through every free slot.
+    for _ in 0..20 {
+        publish_checked(&mut writer, &mut scratch);
+    }
+    verify_frame(live_frame.seq(), MAX_FRAME, live_frame.tag(), &live_frame);
+    drop(live_frame);
+    // Both freed entries can be claimed again.
+    let _a = FrameReader::open(&name).unwrap();
+    let _b = FrameReader::open(&name).unwrap();
+}
+
 #[test]
 fn open_reclaims_the_entry_of_a_reader_killed_while_holding_a_frame() {
     let name = unique_name("chan-reclaim");
@@ -267,6 +376,166 @@ fn open_reclaims_the_entry_of_a_reader_killed_while_holding_a_frame() {
                   // No publish (so no writer sweep) since: open itself finds the owner dead and takes over.
     let mut reader = FrameReader::open(&name).expect("open reclaims the dead reader's entry");
     assert_eq!(reader.latest().unwrap().unwrap().seq(), seq);
+}
+
+// ---------------------------------------------------------------------------------------
+// Looking at a channel's words from outside the library: is a reader really asleep?
+// ---------------------------------------------------------------------------------------
+
+/// Offset in the segment of the channel's `parked` count (readers sleeping in `wait_next`):
+/// control block offset 128, after the segment header (channel module docs).
+#[cfg(any(target_os = "linux", windows))]
+const PARKED: usize = mmf::header::HEADER_LEN + 128;
+
+/// Offset in the segment of reader entry `index`'s claim word (control block offset
+/// 256 + 64 × index); its pin follows 16 bytes later. A free entry's claim has state 0 in
+/// bits 0..2; a released pin is `u32::MAX`.
+#[cfg(any(target_os = "linux", windows))]
+fn entry_claim(index: usize) -> usize {
+    mmf::header::HEADER_LEN + 256 + 64 * index
+}
+
+/// Offset of the segment header's `os_waiters`: processes blocked on the segment's
+/// semaphore (header docs). Windows only: Linux sleeps on the word itself.
+#[cfg(windows)]
+const OS_WAITERS: usize = 44;
+
+/// A read-only view of a segment's bytes, opened by name as a debugger would, apart from
+/// any `FrameReader` or `FrameWriter`: `/dev/shm/<name>` on Linux.
+#[cfg(target_os = "linux")]
+struct Peek(std::fs::File);
+
+#[cfg(target_os = "linux")]
+impl Peek {
+    fn open(name: &str) -> Peek {
+        Peek(std::fs::File::open(format!("/dev/shm/{name}")).unwrap())
+    }
+
+    /// The native-endian word at `offset` (4-aligned) as of now.
+    fn u32_at(&self, offset: usize) -> u32 {
+        use std::os::unix::fs::FileExt;
+        let mut word = [0u8; 4];
+        self.0.read_exact_at(&mut word, offset as u64).unwrap();
+        u32::from_ne_bytes(word)
+    }
+}
+
+/// A read-only view of a segment's bytes, opened by name as a debugger would, apart from
+/// any `FrameReader` or `FrameWriter`: the section `Local\<name>` on Windows.
+#[cfg(windows)]
+struct Peek {
+    section: windows_sys::Win32::Foundation::HANDLE,
+    view: windows_sys::Win32::System::Memory::MEMORY_MAPPED_VIEW_ADDRESS,
+}
+
+#[cfg(windows)]
+impl Peek {
+    fn open(name: &str) -> Peek {
+        use windows_sys::Win32::Foundation::FALSE;
+        use windows_sys::Win32::System::Memory::{MapViewOfFile, OpenFileMappingW, FILE_MAP_READ};
+        let os: Vec<u16> = format!("Local\\{name}")
+            .encode_utf16()
+            .chain(Some(0))
+            .collect();
+        // SAFETY: `os` is a NUL-terminated UTF-16 string that outlives the call.
+        let section = unsafe { OpenFileMappingW(FILE_MAP_READ, FALSE, os.as_ptr()) };
+        assert!(
+            !section.is_null(),
+            "OpenFileMappingW: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: `section` is the valid section handle opened above with FILE_MAP_READ;
+        // offset 0 and length 0 map the whole section, read-only.
+        let view = unsafe { MapViewOfFile(section, FILE_MAP_READ, 0, 0, 0) };
+        assert!(
+            !view.Value.is_null(),
+            "MapViewOfFile: {}",
+            std::io::Error::last_os_error()
+        );
+        Peek { section, view }
+    }
+
+    /// The native-endian word at `offset` (4-aligned) as of now.
+    fn u32_at(&self, offset: usize) -> u32 {
+        use std::sync::atomic::AtomicU32;
+        // wrapping_add: computing the address needs no unsafe; callers pass offsets inside
+        // the header or control block, well within the mapped section.
+        let word = self
+            .view
+            .Value
+            .cast::<u8>()
+            .wrapping_add(offset)
+            .cast::<AtomicU32>();
+        // SAFETY: the view is mapped (read-only) until drop and page aligned, so a 4-aligned
+        // offset inside it is a valid, aligned u32; other processes change it only through
+        // atomic operations, so reading it as an AtomicU32 races with nothing.
+        unsafe { &*word }.load(Relaxed)
+    }
+}
+
+#[cfg(windows)]
+impl Drop for Peek {
+    fn drop(&mut self) {
+        use windows_sys::Win32::Foundation::CloseHandle;
+        use windows_sys::Win32::System::Memory::UnmapViewOfFile;
+        // SAFETY: `view` came from MapViewOfFile in `open` and is unmapped only here; no
+        // borrow of it outlives `u32_at`.
+        unsafe { UnmapViewOfFile(self.view) };
+        // SAFETY: `section` came from OpenFileMappingW in `open` and is closed only here.
+        unsafe { CloseHandle(self.section) };
+    }
+}
+
+/// Waits until `readers` readers count themselves asleep in `wait_next` (and, on Windows,
+/// in the segment's `os_waiters`, incremented just before `WaitForSingleObject`), lets them
+/// get from the count into the kernel, and checks nothing woke them meanwhile. Returns when
+/// they were first seen counted: when their kernel wait began, give or take microseconds.
+#[cfg(any(target_os = "linux", windows))]
+fn wait_until_asleep(peek: &Peek, readers: u32) -> Instant {
+    let counted = || {
+        peek.u32_at(PARKED) == readers && {
+            #[cfg(windows)]
+            let in_kernel = peek.u32_at(OS_WAITERS) >= readers;
+            #[cfg(not(windows))]
+            let in_kernel = true;
+            in_kernel
+        }
+    };
+    let start = Instant::now();
+    while !counted() {
+        // The child said it is about to wait: it counts itself within microseconds.
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{readers} readers never counted themselves asleep (parked = {})",
+            peek.u32_at(PARKED)
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    let asleep_at = Instant::now();
+    // A reader counts itself a few instructions before its kernel wait (futex_wait or
+    // WaitForSingleObject): 100 ms is ample to get there even if preempted on the way.
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(peek.u32_at(PARKED), readers, "a sleeping reader woke up");
+    asleep_at
+}
+
+/// How soon after falling asleep (as [`wait_until_asleep`] saw it) a reader must be back
+/// when it is woken 100 ms later (by a publish or a writer's drop). Linux: a reader nobody
+/// wakes sleeps until its own timeout (30 s in these tests), so 5 s is a loose bound for a
+/// loaded machine. Windows: each kernel wait is capped at 1 s, so a reader nobody wakes is
+/// back about 1 s after falling asleep; 700 ms leaves that 300 ms of margin, and the woken
+/// reader 600 ms after the wake-up (they take milliseconds under wine).
+#[cfg(any(target_os = "linux", windows))]
+const BACK_WITHIN: Duration = if cfg!(windows) {
+    Duration::from_millis(700)
+} else {
+    Duration::from_secs(5)
+};
+
+/// Time left until `asleep_at + BACK_WITHIN`.
+#[cfg(any(target_os = "linux", windows))]
+fn time_to_be_back(asleep_at: Instant) -> Duration {
+    (asleep_at + BACK_WITHIN).saturating_duration_since(Instant::now())
 }
 
 /// Reader child for wait_next: first a timeout with nothing published, then a real sleep.
@@ -293,6 +562,7 @@ fn waiter_role() {
     say("done", 1);
 }
 
+#[cfg(any(target_os = "linux", windows))]
 #[test]
 fn wait_next_times_out_then_sleeps_until_a_publish_wakes_it() {
     let name = unique_name("chan-wait");
@@ -304,16 +574,108 @@ fn wait_next_times_out_then_sleeps_until_a_publish_wakes_it() {
         "timed out after {waited} ms, asked for 150"
     );
     child.expect("waiting", CHILD_TIMEOUT);
-    // Long past the 20 us spin: the child is asleep in the kernel now.
-    thread::sleep(Duration::from_millis(300));
+    let asleep_at = wait_until_asleep(&Peek::open(&name), 1);
     writer.publish(b"wake up").unwrap();
-    assert_eq!(child.expect("woke", Duration::from_secs(10)), "1");
+    // A wake-up, not its 30 s timeout nor (Windows) the 1 s cap of a kernel wait.
+    assert_eq!(child.expect("woke", time_to_be_back(asleep_at)), "1");
     let latency_us: u64 = child.expect("latency_us", CHILD_TIMEOUT).parse().unwrap();
-    // A wake-up, not a poll that happened to come by: well under the 30 s timeout (generous
-    // bound for a loaded 2-core machine and wine).
-    assert!(latency_us < 2_000_000, "woke {latency_us} us after publish");
+    eprintln!("a sleeping reader took a frame {latency_us} us after its publish");
     child.expect("done", CHILD_TIMEOUT);
     child.finish(CHILD_TIMEOUT);
+}
+
+/// CPU time (user + system) the calling thread has used so far.
+#[cfg(target_os = "linux")]
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    // A thread's CPU time is never negative.
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// CPU time (user + kernel) the calling thread has used so far.
+#[cfg(windows)]
+fn thread_cpu_time() -> Duration {
+    use windows_sys::Win32::Foundation::FILETIME;
+    use windows_sys::Win32::System::Threading::{GetCurrentThread, GetThreadTimes};
+    let zero = || FILETIME {
+        dwLowDateTime: 0,
+        dwHighDateTime: 0,
+    };
+    let (mut created, mut exited, mut kernel, mut user) = (zero(), zero(), zero(), zero());
+    // SAFETY: GetCurrentThread has no preconditions; it returns a pseudo-handle that needs
+    // no closing.
+    let thread = unsafe { GetCurrentThread() };
+    // SAFETY: the four pointers are valid for writes of one FILETIME each (locals above);
+    // the handle is this thread's pseudo-handle, which has THREAD_QUERY_INFORMATION.
+    let ok = unsafe { GetThreadTimes(thread, &mut created, &mut exited, &mut kernel, &mut user) };
+    assert_ne!(ok, 0, "GetThreadTimes: {}", std::io::Error::last_os_error());
+    // FILETIME counts 100 ns units.
+    let ticks = |t: FILETIME| (u64::from(t.dwHighDateTime) << 32) | u64::from(t.dwLowDateTime);
+    Duration::from_nanos((ticks(kernel) + ticks(user)) * 100)
+}
+
+/// A reader waiting for a frame that does not come spins only for its spin window (20 µs),
+/// then sleeps in the kernel: over a 1 s wait its thread uses a sliver of a second of CPU,
+/// where one that spun to its deadline would use whatever share of a core it got.
+#[cfg(any(target_os = "linux", windows))]
+#[test]
+fn a_reader_waiting_for_frames_sleeps_instead_of_spinning() {
+    const WAIT: Duration = Duration::from_secs(1);
+    // 5% of the wait. A sleeping reader uses microseconds (the spin, a few system calls,
+    // on Windows one wake-up at the 1 s cap); the rest is slack for the clock's granularity
+    // (wine reports thread times in scheduler ticks of 10 to 16 ms). A spinning reader
+    // would use far more even on a loaded 2-core machine: it is always runnable.
+    const MOST_CPU: Duration = Duration::from_millis(50);
+    let name = unique_name("chan-idle");
+    let writer = FrameWriter::create(&name, FrameSpec::new(64)).unwrap();
+    let mut reader = FrameReader::open(&name).unwrap();
+    // The clock must count this thread's CPU, or a stuck clock would pass any waiter: spin
+    // until it has advanced by 20 ms.
+    let (cpu, wall) = (thread_cpu_time(), Instant::now());
+    while thread_cpu_time() - cpu < Duration::from_millis(20) {
+        assert!(
+            wall.elapsed() < Duration::from_secs(30),
+            "the thread CPU clock does not advance"
+        );
+    }
+    // A fresh reader spins first (its spin window is open until a wait has to sleep).
+    let (cpu, wall) = (thread_cpu_time(), Instant::now());
+    let result = reader.wait_next(WAIT);
+    let (cpu, waited) = (thread_cpu_time() - cpu, wall.elapsed());
+    assert!(matches!(result, Err(Error::Timeout { .. })), "{result:?}");
+    assert!(
+        waited >= WAIT,
+        "returned after {waited:?}, asked to wait {WAIT:?}"
+    );
+    eprintln!("waited {waited:?} for a frame using {cpu:?} of CPU");
+    assert!(
+        cpu < MOST_CPU,
+        "waiting {waited:?} for a frame used {cpu:?} of CPU (at most {MOST_CPU:?})"
+    );
+    drop(writer);
+}
+
+/// A reader's entry is free again as soon as it drops, while its process lives on (so
+/// reclaiming, which frees only dead processes' entries, cannot be what frees it).
+#[test]
+fn a_dropped_reader_frees_its_entry_at_once() {
+    let name = unique_name("chan-entry");
+    let mut writer = FrameWriter::create(&name, FrameSpec::new(64).max_readers(2)).unwrap();
+    writer.publish(b"frame").unwrap();
+    let first = FrameReader::open(&name).unwrap();
+    for round in 0..3 {
+        let mut second = FrameReader::open(&name).unwrap();
+        assert!(
+            matches!(FrameReader::open(&name), Err(Error::ChannelFull { .. })),
+            "round {round}: a third reader of two"
+        );
+        assert_eq!(&second.latest().unwrap().unwrap()[..], b"frame");
+        drop(second);
+    }
+    assert_eq!(writer.reclaim_dead_readers(), 0, "no reader died");
+    drop(first);
+    let _a = FrameReader::open(&name).unwrap();
+    let _b = FrameReader::open(&name).unwrap();
 }
 
 #[test]
@@ -398,22 +760,49 @@ fn bad_inputs_are_typed_errors() {
         FrameWriter::create(&name, FrameSpec::new(100)),
         Err(Error::AlreadyExists { .. })
     ));
-    assert!(matches!(
-        writer.publish(&[0; 101]),
-        Err(Error::FrameTooLarge { len: 101, max: 100 })
-    ));
-    assert!(matches!(
-        writer.publish_with(|buf| buf.len() + 1),
-        Err(Error::FrameTooLarge { len: 101, max: 100 })
-    ));
+    // A frame too long publishes nothing, before the first frame and after one: no sequence
+    // number taken, nothing new for a reader, the latest frame's bytes and metadata as they
+    // were (publish_with has scribbled over a whole free slot first).
     let mut reader = FrameReader::open(&name).unwrap();
-    assert!(
-        reader.latest().unwrap().is_none(),
-        "failed publishes publish nothing"
-    );
-    assert_eq!(writer.seq(), 0);
-    writer.publish(&[1; 100]).unwrap();
-    assert_eq!(reader.latest().unwrap().unwrap().len(), 100);
+    for round in 1..=2u8 {
+        let seq = writer.seq();
+        let latest = |reader: &mut FrameReader| {
+            reader
+                .latest()
+                .unwrap()
+                .map(|frame| (*frame.info(), frame.to_vec()))
+        };
+        let before = latest(&mut reader);
+        writer.set_meta(FrameMeta {
+            tag: 99,
+            ..FrameMeta::default()
+        });
+        assert!(matches!(
+            writer.publish(&[0; 101]),
+            Err(Error::FrameTooLarge { len: 101, max: 100 })
+        ));
+        assert!(matches!(
+            writer.publish_with(|buf| {
+                buf.fill(0xee);
+                buf.len() + 1
+            }),
+            Err(Error::FrameTooLarge { len: 101, max: 100 })
+        ));
+        assert_eq!(writer.seq(), seq, "a failed publish took a sequence number");
+        assert!(
+            reader.try_next().unwrap().is_none(),
+            "a failed publish published a frame"
+        );
+        assert_eq!(
+            latest(&mut reader),
+            before,
+            "a failed publish changed the latest frame"
+        );
+        writer.set_meta(FrameMeta::default());
+        assert_eq!(writer.publish(&[round; 100]).unwrap(), seq + 1);
+        let frame = reader.try_next().unwrap().unwrap();
+        assert_eq!((frame.seq(), &frame[..]), (seq + 1, &[round; 100][..]));
+    }
 
     // A channel is not a plain segment, and the other way round.
     assert!(matches!(
@@ -479,41 +868,52 @@ fn gone_waiter_role() {
     let mut reader = FrameReader::open(&arg("name")).unwrap();
     assert_eq!(reader.wait_next(Duration::from_secs(10)).unwrap().seq(), 1);
     say("waiting", 1);
-    let start = Instant::now();
-    // The last frame, published just before the drop, comes first; then WriterGone.
-    let last = reader.wait_next(Duration::from_secs(30)).unwrap().seq();
-    say("last", last);
+    // Far longer than the parent allows: only a wake-up brings the answer back in time.
     match reader.wait_next(Duration::from_secs(30)) {
         Err(Error::WriterGone { .. }) => {}
         other => panic!("expected WriterGone, got {other:?}"),
     }
-    say("gone_ms", start.elapsed().as_millis());
+    say("gone", 1);
     assert!(!reader.writer_alive());
     // The frames already published stay readable.
-    assert_eq!(reader.latest().unwrap().unwrap().seq(), last);
+    assert_eq!(reader.latest().unwrap().unwrap().seq(), 1);
     say("done", 1);
 }
 
+#[cfg(any(target_os = "linux", windows))]
 #[test]
-fn a_dropped_writer_wakes_sleeping_readers_with_writer_gone() {
+fn a_dropped_writer_wakes_a_sleeping_reader_with_writer_gone() {
     let name = unique_name("chan-drop");
     let mut writer = FrameWriter::create(&name, FrameSpec::new(64)).unwrap();
     writer.publish(&[1; 64]).unwrap();
+    let peek = Peek::open(&name);
+    let mut poller = FrameReader::open(&name).unwrap();
     let mut child = common::child("gone-waiter").arg("name", &name).spawn();
     child.expect("waiting", CHILD_TIMEOUT);
-    // Let it fall asleep in the kernel (its spin is 20 us), then publish and drop.
-    thread::sleep(Duration::from_millis(200));
-    writer.publish(&[2; 64]).unwrap();
-    let mut poller = FrameReader::open(&name).unwrap();
+    // Truly asleep in the kernel, with nothing to wake it but the drop.
+    let asleep_at = wait_until_asleep(&peek, 1);
+    let dropped = Instant::now();
     drop(writer);
-    assert_eq!(child.expect("last", CHILD_TIMEOUT), "2");
-    let gone_ms: u64 = child.expect("gone_ms", CHILD_TIMEOUT).parse().unwrap();
-    // Woken by the drop, not by its 30 s timeout.
-    assert!(gone_ms < 10_000, "learnt of the drop after {gone_ms} ms");
+    child.expect("gone", time_to_be_back(asleep_at));
+    eprintln!(
+        "a sleeping reader learnt of the drop {:?} after it",
+        dropped.elapsed()
+    );
     child.expect("done", CHILD_TIMEOUT);
-    // A poller gets the last frame first, then WriterGone.
-    assert_eq!(poller.try_next().unwrap().unwrap().seq(), 2);
+    child.finish(CHILD_TIMEOUT);
+    assert_eq!(peek.u32_at(PARKED), 0, "the woken reader is still counted");
+    // A reader that has not taken the last frame gets it first, then WriterGone.
+    assert_eq!(poller.wait_next(Duration::from_secs(30)).unwrap().seq(), 1);
     assert!(matches!(poller.try_next(), Err(Error::WriterGone { .. })));
+    let start = Instant::now();
+    assert!(matches!(
+        poller.wait_next(Duration::from_secs(30)),
+        Err(Error::WriterGone { .. })
+    ));
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "at once, not at the timeout"
+    );
     assert!(!poller.writer_alive());
 }
 
