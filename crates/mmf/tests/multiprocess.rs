@@ -3,9 +3,12 @@
 
 mod common;
 
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::time::{Duration, Instant};
 
 use common::{arg, arg_u64, command, fnv1a, lock_error, pattern, say, Rng, CHILD_TIMEOUT};
+use mmf::header::HEADER_LEN;
 use mmf::{Error, Mmf, MmfOptions};
 
 /// The entry point of every child process of this file (ignored in a normal test run).
@@ -19,6 +22,7 @@ fn child() {
         "holder" => holder_role(),
         "hammer_writer" => hammer_writer_role(),
         "hammer_reader" => hammer_reader_role(),
+        "ro_copier" => ro_copier_role(),
         "loop_reader" => loop_reader_role(),
         "racing_creator" => racing_creator_role(),
         #[cfg(any(target_os = "linux", windows))]
@@ -564,6 +568,223 @@ fn hammer_two_writers_four_readers_never_tear_a_record() {
     println!(
         "hammer: {written:?} records written, {verified} verified, 0 torn, {whole}/{SLOTS} slots filled, {:?}",
         started.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Read-only copies: a write that begins during the copy is never returned half-done
+// ---------------------------------------------------------------------------------------
+
+/// Data region of the read-only copy test: 8 MiB, so that one copy takes long enough
+/// (measured 1 to 8 ms) for a write aimed at it to land inside it even when the writer
+/// process reacts late.
+const RO_LEN: usize = 8 << 20;
+/// Every `STAMP_EVERY` bytes the region holds the number (u32 LE) of the round that last
+/// wrote it. A write changes only these 2048 stamps, which takes a small fraction of a copy,
+/// so a copy that a write begins during sees some stamps old and some new, whatever order
+/// the copy goes in: a torn copy cannot pass for a whole one.
+const STAMP_EVERY: usize = 4096;
+/// The control segment's words (u32, atomics shared by the two processes).
+/// The reader's round: "write now, once" (`DONE`: the reader has finished).
+const REQUEST: usize = 0;
+/// The last round the writer has written.
+const WRITTEN: usize = 1;
+/// How long the writer waits after a request before it writes, in ns: an eighth of a copy,
+/// so that the write begins after the copy did (the reader asks just before calling
+/// `read_at`) and well before it ends.
+const DELAY_NS: usize = 2;
+const DONE: u32 = u32::MAX;
+/// The reader stops once this many writes began during its copies (typically within 2 s)...
+const RO_OVERLAPS: u64 = 50;
+/// ... or after this long, when the machine is so loaded that the writer often comes late.
+const RO_MS: u64 = 10_000;
+/// The least number of overlaps the test accepts as proof that the window was hit. Any one
+/// of them catches a read_at that returns a copy a write began during. Measured: the 50
+/// overlaps come within 1 to 2.5 s, in 50 to 100 rounds (Linux and wine, 2 loaded cores), so
+/// 20 in 10 s leaves room for a far more loaded machine.
+const RO_MIN_OVERLAPS: u64 = 20;
+
+/// The words of `control`'s data region, shared with the other process.
+fn control_words(control: &Mmf) -> &[AtomicU32] {
+    let data = control.mapping_ptr_for_tests().wrapping_add(HEADER_LEN);
+    // SAFETY: `control` is a read-write handle on the test's control segment, whose data
+    // region (page aligned, 64 bytes) is mapped for as long as `control` lives, which bounds
+    // the returned borrow; both processes touch these four words only as AtomicU32.
+    unsafe { std::slice::from_raw_parts(data.cast::<AtomicU32>(), 4) }
+}
+
+/// The segment's write sequence (header offset 40 in `header.rs`'s byte table): odd while a
+/// write guard is held, and changed at both ends of every write. Read by the test only to
+/// tell when a write happened relative to a copy.
+fn write_seq(segment: &Mmf) -> &AtomicU32 {
+    let word = segment.mapping_ptr_for_tests().wrapping_add(40);
+    // SAFETY: every mapping starts with the header, page aligned, so offset 40 is aligned
+    // for a u32 and lives as long as `segment`; the library accesses this word only as an
+    // AtomicU32. On a read-only mapping the test only loads it, Relaxed, which std allows
+    // on read-only memory for atomics of register width ("Atomic accesses to read-only
+    // memory" in `core::sync::atomic`).
+    unsafe { &*word.cast::<AtomicU32>() }
+}
+
+/// The one value every stamp of `copy` holds, or a description of the tear.
+fn stamp_of(copy: &[u8]) -> Result<u32, String> {
+    let stamp = |at: usize| u32::from_le_bytes(copy[at..at + 4].try_into().unwrap());
+    let first = stamp(0);
+    let stamps = (0..copy.len()).step_by(STAMP_EVERY);
+    let differ = stamps.clone().filter(|&at| stamp(at) != first).count();
+    if differ == 0 {
+        return Ok(first);
+    }
+    let last = stamp(copy.len() - STAMP_EVERY);
+    Err(format!(
+        "torn copy: {differ} of {} stamps differ from the first ({first}; the last is {last})",
+        stamps.count()
+    ))
+}
+
+/// Spins until `word` holds something other than `old` (`None` after `timeout`).
+fn wait_for_change(word: &AtomicU32, old: u32, timeout: Duration) -> Option<u32> {
+    let give_up = Instant::now() + timeout;
+    loop {
+        let now = word.load(Acquire);
+        if now != old {
+            return Some(now);
+        }
+        if Instant::now() >= give_up {
+            return None;
+        }
+        std::hint::spin_loop();
+    }
+}
+
+/// Copies the whole region through a read-only handle, round after round; in each round the
+/// parent writes once, aimed at the middle of the copy. Every copy must be whole.
+fn ro_copier_role() {
+    let data = MmfOptions::new(arg("data"))
+        // A read_at that never finds a quiet moment (there is one after each round's single
+        // write) fails the test instead of hanging it.
+        .lock_timeout(Some(Duration::from_secs(5)))
+        .open_read_only()
+        .unwrap();
+    let control = Mmf::open(&arg("control")).unwrap();
+    let (words, seq) = (control_words(&control), write_seq(&data));
+    // Tells the parent to stop writing when this role ends, even by a failed check (the
+    // drop runs while the panic unwinds), so that it reports the failure at once.
+    struct Finished<'a>(&'a AtomicU32);
+    impl Drop for Finished<'_> {
+        fn drop(&mut self) {
+            self.0.store(DONE, Release);
+        }
+    }
+    let _finished = Finished(&words[REQUEST]);
+    let mut copy = vec![0u8; RO_LEN];
+    // Faults the buffer and the mapping in, and measures an undisturbed copy.
+    let mut fastest = Duration::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        data.read_at(0, &mut copy).unwrap();
+        fastest = fastest.min(t.elapsed());
+    }
+    let delay = (fastest / 8).as_nanos().min(u128::from(u32::MAX)) as u32;
+    words[DELAY_NS].store(delay, Release);
+    say("ready", fastest.as_micros());
+
+    let deadline = Instant::now() + Duration::from_millis(RO_MS);
+    let (mut before, mut during, mut after) = (0u64, 0u64, 0u64);
+    let mut round = 0u32;
+    while during < RO_OVERLAPS && Instant::now() < deadline {
+        round += 1;
+        let s0 = seq.load(Relaxed);
+        words[REQUEST].store(round, Release);
+        let s1 = seq.load(Relaxed);
+        data.read_at(0, &mut copy).unwrap();
+        let s2 = seq.load(Relaxed);
+        let stamp = stamp_of(&copy).unwrap_or_else(|why| {
+            panic!(
+                "round {round}: a read-only read_at returned a {why} (write sequence {s1} -> {s2})"
+            )
+        });
+        // When this round's write began, from the write sequence around the call: it
+        // changes only when a write begins or ends, and the writer writes once per round.
+        if s1 != s0 {
+            before += 1;
+            assert_eq!(
+                stamp, round,
+                "round {round}: the write finished before the copy"
+            );
+        } else if s2 != s1 {
+            // The interesting case: without its re-check, read_at returns this copy torn.
+            during += 1;
+            assert!(
+                stamp == round || stamp == round - 1,
+                "round {round}: copy holds round {stamp}"
+            );
+        } else {
+            after += 1;
+            assert_eq!(
+                stamp,
+                round - 1,
+                "round {round}: no write yet, but the copy is new"
+            );
+        }
+        wait_for_change(&words[WRITTEN], round - 1, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("round {round}: the writer never wrote"));
+    }
+    say("before", before);
+    say("during", during);
+    say("after", after);
+}
+
+/// A read-only handle cannot take the lock: its `read_at` copies, then re-checks the write
+/// sequence and copies again if a write began meanwhile. Here every round's single write is
+/// aimed at the middle of the copy, and each copy is checked whole; the test also counts
+/// how many writes really began during a copy, so that it fails if the window was missed.
+#[test]
+fn read_only_copy_never_returns_a_write_that_began_during_it() {
+    let data_name = common::unique_name("rocopy");
+    let control_name = common::unique_name("rocopy-ctl");
+    let data = MmfOptions::new(&data_name)
+        .prefault(true)
+        .create(RO_LEN)
+        .unwrap();
+    let control = Mmf::create(&control_name, 64).unwrap();
+    let words = control_words(&control);
+    let mut reader = common::child("ro_copier")
+        .arg("data", &data_name)
+        .arg("control", &control_name)
+        .spawn();
+    let copy_us = reader.expect("ready", CHILD_TIMEOUT);
+    let delay = Duration::from_nanos(u64::from(words[DELAY_NS].load(Acquire)));
+    let mut seen = 0;
+    let mut writes = 0u64;
+    // The writer: once per request, an eighth of a copy later, stamps every page.
+    while let Some(round) = wait_for_change(&words[REQUEST], seen, Duration::from_secs(20)) {
+        if round == DONE {
+            break;
+        }
+        seen = round;
+        let aim = Instant::now() + delay;
+        while Instant::now() < aim {
+            std::hint::spin_loop();
+        }
+        let mut guard = data.write().unwrap();
+        for at in (0..RO_LEN).step_by(STAMP_EVERY) {
+            guard[at..at + 4].copy_from_slice(&round.to_le_bytes());
+        }
+        drop(guard);
+        writes += 1;
+        words[WRITTEN].store(round, Release);
+    }
+    let out = reader.finish(CHILD_TIMEOUT);
+    let (before, during, after) = (out.value("before"), out.value("during"), out.value("after"));
+    println!(
+        "read-only copies of {} MiB ({copy_us} us undisturbed): {writes} writes, which began before {before}, during {during}, after {after} copies",
+        RO_LEN >> 20
+    );
+    assert_eq!(before + during + after, writes);
+    assert!(
+        during >= RO_MIN_OVERLAPS,
+        "only {during} writes began during a copy: the window this test is about was not exercised"
     );
 }
 
