@@ -206,7 +206,8 @@ fn failed_create_of_an_existing_name_leaves_its_data_intact() {
     let fill = pattern(42, 8192);
     original.write_at(0, &fill).unwrap();
     let header = header_of(&original);
-    let attempts: [(&str, fn(&str) -> mmf::Result<Mmf>); 4] = [
+    type Create = fn(&str) -> mmf::Result<Mmf>;
+    let attempts: [(&str, Create); 4] = [
         ("the same size", |name| Mmf::create(name, 8192)),
         ("a smaller size", |name| Mmf::create(name, 4096)),
         ("a larger size", |name| Mmf::create(name, 1 << 20)),
