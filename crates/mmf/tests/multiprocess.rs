@@ -566,7 +566,8 @@ fn hammer_two_writers_four_readers_never_tear_a_record() {
         .count();
     assert!(whole > 0);
     println!(
-        "hammer: {written:?} records written, {verified} verified, 0 torn, {whole}/{SLOTS} slots filled, {:?}",
+        "hammer: {written:?} records written ({:.0} per scan of the busiest reader), {verified} verified, 0 torn, {whole}/{SLOTS} slots filled, {:?}",
+        written.iter().copied().min().unwrap_or(0) as f64 / most_scans as f64,
         started.elapsed()
     );
 }
