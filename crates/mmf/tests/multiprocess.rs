@@ -541,8 +541,9 @@ fn hammer_two_writers_four_readers_never_tear_a_record() {
     // readers, so it gets in as soon as the readers inside have left. Each reader scan holds a
     // read lock over all 64 records, the longest hold here, and a writer's record costs about a
     // sixtieth of a scan, so a writer that shares fairly completes many records per scan of the
-    // busiest reader: measured 30 to 75 (Linux, 2 cores loaded by other builds). Expected here:
-    // at least 1, a 30x slack for scheduling (a writer process descheduled for a while).
+    // busiest reader: measured 30 to 75 on Linux (x86_64 and i686) and 12 to 35 under wine,
+    // on 2 cores loaded by other builds and this file's other tests. Expected here: at least 1,
+    // a 12x slack for scheduling (a writer process descheduled for a while).
     let most_scans = guard_rounds.iter().copied().max().unwrap_or(0);
     assert!(most_scans > 0, "no reader completed a scan");
     for (id, &records) in written.iter().enumerate() {
