@@ -238,20 +238,35 @@ fn inconsistent_headers_are_corrupt() {
 }
 
 /// A header that is consistent except for claiming more data than the object holds is
-/// `Corrupt` (issue 2: `open` validates against the real mapping length), and nothing is
-/// mapped or touched past the object's end.
+/// `Corrupt` (issue 2: `open` validates against the real mapping length), and the object is
+/// left exactly as it was: not grown to the claimed size, not a byte written.
 #[test]
 fn header_claiming_more_data_than_the_object_holds_is_corrupt() {
     for data_len in [4097u64, 8192, 1 << 20, 1 << 32, u64::MAX] {
         let mut header = header_bytes(4096);
         set_u32(&mut header, 24, data_len as u32);
         set_u32(&mut header, 28, (data_len >> 32) as u32);
-        let raw = RawObject::new("claims", &object(header, &[0; 4096]));
-        match Mmf::open(&raw.name) {
-            Err(Error::Corrupt { reason }) => assert!(!reason.is_empty()),
-            other => {
-                panic!("data_len {data_len} in an 8 KiB object: expected Corrupt, got {other:?}")
+        let bytes = object(header, &pattern(data_len, 4096));
+        let raw = RawObject::new("claims", &bytes);
+        for read_only in [false, true] {
+            let opened = if read_only {
+                Mmf::open_read_only(&raw.name)
+            } else {
+                Mmf::open(&raw.name)
+            };
+            match opened {
+                Err(Error::Corrupt { reason }) => assert!(
+                    reason.contains("claims"),
+                    "data_len {data_len}: the reason names the claim: {reason}"
+                ),
+                other => panic!(
+                    "data_len {data_len} in an 8 KiB object (read-only {read_only}): expected Corrupt, got {other:?}"
+                ),
             }
+            assert!(
+                fs::read(&raw.path).unwrap() == bytes,
+                "data_len {data_len} (read-only {read_only}): the refused open changed the object"
+            );
         }
     }
 }
@@ -287,18 +302,47 @@ fn other_segment_kind_is_wrong_kind() {
 fn create_over_a_foreign_object_leaves_it_untouched() {
     let bytes = pattern(1234, 3 * 4096);
     let raw = RawObject::new("foreign", &bytes);
+    // Not a mode mmf would choose: a failed create must not set its own.
+    fs::set_permissions(&raw.path, fs::Permissions::from_mode(0o604)).unwrap();
+    let untouched = |after: &str| {
+        let meta = fs::metadata(&raw.path)
+            .unwrap_or_else(|e| panic!("after {after}: the foreign object is gone: {e}"));
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o604,
+            "after {after}: mode changed"
+        );
+        assert_eq!(
+            meta.len(),
+            bytes.len() as u64,
+            "after {after}: size changed"
+        );
+        assert!(
+            fs::read(&raw.path).unwrap() == bytes,
+            "after {after}: the foreign object's bytes changed"
+        );
+    };
+    for size in [4096, 3 * 4096 - HEADER_LEN, 1 << 20] {
+        assert!(matches!(
+            Mmf::create(&raw.name, size),
+            Err(Error::AlreadyExists { .. })
+        ));
+        untouched(&format!("create({size})"));
+    }
     assert!(matches!(
-        Mmf::create(&raw.name, 4096),
+        MmfOptions::new(&raw.name)
+            .mode(0o600)
+            .prefault(true)
+            .persist(true)
+            .create(4096),
         Err(Error::AlreadyExists { .. })
     ));
+    untouched("create with options");
     assert!(matches!(
         Mmf::open_or_create(&raw.name, 4096),
         Err(Error::NotMmf { .. })
     ));
-    assert!(
-        fs::read(&raw.path).unwrap() == bytes,
-        "the foreign object was modified"
-    );
+    untouched("open_or_create");
 }
 
 // ---------------------------------------------------------------------------------------

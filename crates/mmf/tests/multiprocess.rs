@@ -3,9 +3,12 @@
 
 mod common;
 
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::time::{Duration, Instant};
 
 use common::{arg, arg_u64, command, fnv1a, lock_error, pattern, say, Rng, CHILD_TIMEOUT};
+use mmf::header::HEADER_LEN;
 use mmf::{Error, Mmf, MmfOptions};
 
 /// The entry point of every child process of this file (ignored in a normal test run).
@@ -19,6 +22,7 @@ fn child() {
         "holder" => holder_role(),
         "hammer_writer" => hammer_writer_role(),
         "hammer_reader" => hammer_reader_role(),
+        "ro_copier" => ro_copier_role(),
         "loop_reader" => loop_reader_role(),
         "racing_creator" => racing_creator_role(),
         #[cfg(any(target_os = "linux", windows))]
@@ -340,10 +344,29 @@ fn lock_forms_respect_a_holder_in_another_process() {
 // Hammer: several writer and reader processes, no torn record ever
 // ---------------------------------------------------------------------------------------
 
-const HAMMER_LEN: usize = 64 * 1024;
+/// Bytes 0..8 of the hammer's region: a count that a writer makes odd as soon as it holds the
+/// write lock and even again just before it lets go. Whoever holds the lock must find it even
+/// (nobody else writing) and, for a reader, unchanged when it lets go (no writer got in
+/// meanwhile). This checks exclusion itself, whether or not a record is caught half-written.
+const WRITES_AT: usize = 0;
+/// The records follow, one per slot.
+const RECORDS_AT: usize = 64;
 const RECORD: usize = 1024;
-const SLOTS: usize = HAMMER_LEN / RECORD;
+const SLOTS: usize = 64;
+const HAMMER_LEN: usize = RECORDS_AT + SLOTS * RECORD;
 const HAMMER_MS: u64 = 3000;
+
+fn slot_at(slot: usize) -> usize {
+    RECORDS_AT + slot * RECORD
+}
+
+fn write_count(region: &[u8]) -> u64 {
+    u64::from_le_bytes(region[WRITES_AT..WRITES_AT + 8].try_into().unwrap())
+}
+
+fn set_write_count(region: &mut [u8], count: u64) {
+    region[WRITES_AT..WRITES_AT + 8].copy_from_slice(&count.to_le_bytes());
+}
 
 /// Record layout: seq u64 | writer u32 | RECORD u32 | payload (PRNG seeded by seq and
 /// writer) | FNV-1a of everything before it.
@@ -391,14 +414,21 @@ fn hammer_writer_role() {
     let mut record = vec![0; RECORD];
     while Instant::now() < deadline {
         seq += 1;
-        let slot = rng.below(SLOTS as u64) as usize * RECORD;
+        let at = slot_at(rng.below(SLOTS as u64) as usize);
         if seq % 2 == 0 {
             let mut guard = segment.write().unwrap();
-            fill_record(&mut guard[slot..slot + RECORD], seq, writer);
+            let count = write_count(&guard);
+            assert!(
+                count % 2 == 0,
+                "writer {writer}: write count {count} is odd: another writer is inside"
+            );
+            set_write_count(&mut guard, count + 1);
+            fill_record(&mut guard[at..at + RECORD], seq, writer);
+            set_write_count(&mut guard, count + 2);
             by_guard += 1;
         } else {
             fill_record(&mut record, seq, writer);
-            segment.write_at(slot, &record).unwrap();
+            segment.write_at(at, &record).unwrap();
             by_copy += 1;
         }
     }
@@ -417,30 +447,44 @@ fn hammer_reader_role() {
     let reader = arg_u64("id");
     let deadline = Instant::now() + Duration::from_millis(arg_u64("ms"));
     let mut rng = Rng::new(1000 + reader);
-    let (mut verified, mut rounds) = (0u64, 0u64);
+    let (mut verified, mut by_guard, mut by_copy) = (0u64, 0u64, 0u64);
     let mut record = vec![0; RECORD];
     while Instant::now() < deadline {
-        rounds += 1;
-        if rounds % 2 == 0 && !read_only {
-            // Every slot under one shared lock: no writer may touch any of them meanwhile.
+        if (by_guard + by_copy) % 2 == 1 && !read_only {
+            // Every slot under one shared lock: no writer may be inside, or get in meanwhile.
             let guard = segment.read().unwrap();
-            for (i, rec) in guard.chunks(RECORD).enumerate() {
-                match check_record(rec) {
+            let count = write_count(&guard);
+            assert!(
+                count % 2 == 0,
+                "reader {reader}: write count {count} is odd: a writer is inside with this reader"
+            );
+            for slot in 0..SLOTS {
+                match check_record(&guard[slot_at(slot)..slot_at(slot) + RECORD]) {
                     Ok(whole) => verified += u64::from(whole),
-                    Err(why) => panic!("reader {reader}: torn record in slot {i} (guard): {why}"),
+                    Err(why) => {
+                        panic!("reader {reader}: torn record in slot {slot} (guard): {why}")
+                    }
                 }
             }
+            let after = write_count(&guard);
+            assert!(
+                after == count,
+                "reader {reader}: write count went {count} -> {after} while this reader held a read lock"
+            );
+            by_guard += 1;
         } else {
             let slot = rng.below(SLOTS as u64) as usize;
-            segment.read_at(slot * RECORD, &mut record).unwrap();
+            segment.read_at(slot_at(slot), &mut record).unwrap();
             match check_record(&record) {
                 Ok(whole) => verified += u64::from(whole),
                 Err(why) => panic!("reader {reader}: torn record in slot {slot} (read_at): {why}"),
             }
+            by_copy += 1;
         }
     }
     say("verified", verified);
-    say("rounds", rounds);
+    say("by_guard", by_guard);
+    say("by_copy", by_copy);
 }
 
 #[test]
@@ -468,38 +512,281 @@ fn hammer_two_writers_four_readers_never_tear_a_record() {
                 .spawn()
         })
         .collect();
-    let mut written = 0;
+    let mut written = Vec::new();
     for (id, w) in writers.into_iter().enumerate() {
         let out = w.finish(CHILD_TIMEOUT);
         let (guard, copy) = (out.value("by_guard"), out.value("by_copy"));
         println!("hammer writer {id}: {guard} records through write(), {copy} through write_at");
-        assert!(guard > 0 && copy > 0, "writer {id} made no progress");
-        written += guard + copy;
+        written.push(guard + copy);
     }
     let mut verified = 0;
+    let mut guard_rounds = Vec::new();
     for (id, r) in readers.into_iter().enumerate() {
         let out = r.finish(CHILD_TIMEOUT);
-        let (v, rounds) = (out.value("verified"), out.value("rounds"));
-        let how = if id == 3 {
-            "read-only read_at"
+        let (v, guard, copy) = (
+            out.value("verified"),
+            out.value("by_guard"),
+            out.value("by_copy"),
+        );
+        if id == 3 {
+            println!("hammer reader {id} (read-only read_at): {v} whole records verified in {copy} reads");
         } else {
-            "read() and read_at"
-        };
-        println!("hammer reader {id} ({how}): {v} whole records verified in {rounds} reads");
+            println!("hammer reader {id}: {v} whole records verified in {guard} read() scans and {copy} read_at");
+            guard_rounds.push(guard);
+        }
         assert!(v > 0, "reader {id} verified nothing");
         verified += v;
     }
+    // Writers are not starved (lock.rs, "Fairness"): a writer asking for the lock blocks new
+    // readers, so it gets in as soon as the readers inside have left. Each reader scan holds a
+    // read lock over all 64 records, the longest hold here, and a writer's record costs about a
+    // sixtieth of a scan, so a writer that shares fairly completes many records per scan of the
+    // busiest reader: measured 30 to 75 on Linux (x86_64 and i686) and 12 to 35 under wine,
+    // on 2 cores loaded by other builds and this file's other tests. Expected here: at least 1,
+    // a 12x slack for scheduling (a writer process descheduled for a while).
+    let most_scans = guard_rounds.iter().copied().max().unwrap_or(0);
+    assert!(most_scans > 0, "no reader completed a scan");
+    for (id, &records) in written.iter().enumerate() {
+        assert!(
+            records >= most_scans,
+            "writer {id} starved: {records} records while a reader completed {most_scans} scans"
+        );
+    }
     // The parent checks the final state too: every slot whole or never written.
     let guard = segment.read().unwrap();
-    let whole = guard
-        .chunks(RECORD)
-        .map(|rec| check_record(rec).expect("final state"))
+    assert_eq!(
+        write_count(&guard) % 2,
+        0,
+        "a writer left the write count odd"
+    );
+    let whole = (0..SLOTS)
+        .map(|slot| {
+            check_record(&guard[slot_at(slot)..slot_at(slot) + RECORD]).expect("final state")
+        })
         .filter(|&w| w)
         .count();
     assert!(whole > 0);
     println!(
-        "hammer: {written} records written, {verified} verified, 0 torn, {whole}/{SLOTS} slots filled, {:?}",
+        "hammer: {written:?} records written ({:.0} per scan of the busiest reader), {verified} verified, 0 torn, {whole}/{SLOTS} slots filled, {:?}",
+        written.iter().copied().min().unwrap_or(0) as f64 / most_scans as f64,
         started.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Read-only copies: a write that begins during the copy is never returned half-done
+// ---------------------------------------------------------------------------------------
+
+/// Data region of the read-only copy test: 8 MiB, so that one copy takes long enough
+/// (measured 1 to 8 ms) for a write aimed at it to land inside it even when the writer
+/// process reacts late.
+const RO_LEN: usize = 8 << 20;
+/// Every `STAMP_EVERY` bytes the region holds the number (u32 LE) of the round that last
+/// wrote it. A write changes only these 2048 stamps, which takes a small fraction of a copy,
+/// so a copy that a write begins during sees some stamps old and some new, whatever order
+/// the copy goes in: a torn copy cannot pass for a whole one.
+const STAMP_EVERY: usize = 4096;
+/// The control segment's words (u32, atomics shared by the two processes).
+/// The reader's round: "write now, once" (`DONE`: the reader has finished).
+const REQUEST: usize = 0;
+/// The last round the writer has written.
+const WRITTEN: usize = 1;
+/// How long the writer waits after a request before it writes, in ns: an eighth of a copy,
+/// so that the write begins after the copy did (the reader asks just before calling
+/// `read_at`) and well before it ends.
+const DELAY_NS: usize = 2;
+const DONE: u32 = u32::MAX;
+/// The reader stops once this many writes began during its copies (typically within 2 s)...
+const RO_OVERLAPS: u64 = 50;
+/// ... or after this long, when the machine is so loaded that the writer often comes late.
+const RO_MS: u64 = 10_000;
+/// The least number of overlaps the test accepts as proof that the window was hit. Any one
+/// of them catches a read_at that returns a copy a write began during. Measured: the 50
+/// overlaps come within 1 to 2.5 s, in 50 to 100 rounds (Linux and wine, 2 loaded cores), so
+/// 20 in 10 s leaves room for a far more loaded machine.
+const RO_MIN_OVERLAPS: u64 = 20;
+
+/// The words of `control`'s data region, shared with the other process.
+fn control_words(control: &Mmf) -> &[AtomicU32] {
+    let data = control.mapping_ptr_for_tests().wrapping_add(HEADER_LEN);
+    // SAFETY: `control` is a read-write handle on the test's control segment, whose data
+    // region (page aligned, 64 bytes) is mapped for as long as `control` lives, which bounds
+    // the returned borrow; both processes touch these four words only as AtomicU32.
+    unsafe { std::slice::from_raw_parts(data.cast::<AtomicU32>(), 4) }
+}
+
+/// The segment's write sequence (header offset 40 in `header.rs`'s byte table): odd while a
+/// write guard is held, and changed at both ends of every write. Read by the test only to
+/// tell when a write happened relative to a copy.
+fn write_seq(segment: &Mmf) -> &AtomicU32 {
+    let word = segment.mapping_ptr_for_tests().wrapping_add(40);
+    // SAFETY: every mapping starts with the header, page aligned, so offset 40 is aligned
+    // for a u32 and lives as long as `segment`; the library accesses this word only as an
+    // AtomicU32. On a read-only mapping the test only loads it, Relaxed, which std allows
+    // on read-only memory for atomics of register width ("Atomic accesses to read-only
+    // memory" in `core::sync::atomic`).
+    unsafe { &*word.cast::<AtomicU32>() }
+}
+
+/// The one value every stamp of `copy` holds, or a description of the tear.
+fn stamp_of(copy: &[u8]) -> Result<u32, String> {
+    let stamp = |at: usize| u32::from_le_bytes(copy[at..at + 4].try_into().unwrap());
+    let first = stamp(0);
+    let stamps = (0..copy.len()).step_by(STAMP_EVERY);
+    let differ = stamps.clone().filter(|&at| stamp(at) != first).count();
+    if differ == 0 {
+        return Ok(first);
+    }
+    let last = stamp(copy.len() - STAMP_EVERY);
+    Err(format!(
+        "torn copy: {differ} of {} stamps differ from the first ({first}; the last is {last})",
+        stamps.count()
+    ))
+}
+
+/// Spins until `word` holds something other than `old` (`None` after `timeout`).
+fn wait_for_change(word: &AtomicU32, old: u32, timeout: Duration) -> Option<u32> {
+    let give_up = Instant::now() + timeout;
+    loop {
+        let now = word.load(Acquire);
+        if now != old {
+            return Some(now);
+        }
+        if Instant::now() >= give_up {
+            return None;
+        }
+        std::hint::spin_loop();
+    }
+}
+
+/// Copies the whole region through a read-only handle, round after round; in each round the
+/// parent writes once, aimed at the middle of the copy. Every copy must be whole.
+fn ro_copier_role() {
+    let data = MmfOptions::new(arg("data"))
+        // A read_at that never finds a quiet moment (there is one after each round's single
+        // write) fails the test instead of hanging it.
+        .lock_timeout(Some(Duration::from_secs(5)))
+        .open_read_only()
+        .unwrap();
+    let control = Mmf::open(&arg("control")).unwrap();
+    let (words, seq) = (control_words(&control), write_seq(&data));
+    // Tells the parent to stop writing when this role ends, even by a failed check (the
+    // drop runs while the panic unwinds), so that it reports the failure at once.
+    struct Finished<'a>(&'a AtomicU32);
+    impl Drop for Finished<'_> {
+        fn drop(&mut self) {
+            self.0.store(DONE, Release);
+        }
+    }
+    let _finished = Finished(&words[REQUEST]);
+    let mut copy = vec![0u8; RO_LEN];
+    // Faults the buffer and the mapping in, and measures an undisturbed copy.
+    let mut fastest = Duration::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        data.read_at(0, &mut copy).unwrap();
+        fastest = fastest.min(t.elapsed());
+    }
+    let delay = (fastest / 8).as_nanos().min(u128::from(u32::MAX)) as u32;
+    words[DELAY_NS].store(delay, Release);
+    say("ready", fastest.as_micros());
+
+    let deadline = Instant::now() + Duration::from_millis(RO_MS);
+    let (mut before, mut during, mut after) = (0u64, 0u64, 0u64);
+    let mut round = 0u32;
+    while during < RO_OVERLAPS && Instant::now() < deadline {
+        round += 1;
+        let s0 = seq.load(Relaxed);
+        words[REQUEST].store(round, Release);
+        let s1 = seq.load(Relaxed);
+        data.read_at(0, &mut copy).unwrap();
+        let s2 = seq.load(Relaxed);
+        let stamp = stamp_of(&copy).unwrap_or_else(|why| {
+            panic!(
+                "round {round}: a read-only read_at returned a {why} (write sequence {s1} -> {s2})"
+            )
+        });
+        // When this round's write began, from the write sequence around the call: it
+        // changes only when a write begins or ends, and the writer writes once per round.
+        if s1 != s0 {
+            before += 1;
+            assert_eq!(
+                stamp, round,
+                "round {round}: the write finished before the copy"
+            );
+        } else if s2 != s1 {
+            // The interesting case: without its re-check, read_at returns this copy torn.
+            during += 1;
+            assert!(
+                stamp == round || stamp == round - 1,
+                "round {round}: copy holds round {stamp}"
+            );
+        } else {
+            after += 1;
+            assert_eq!(
+                stamp,
+                round - 1,
+                "round {round}: no write yet, but the copy is new"
+            );
+        }
+        wait_for_change(&words[WRITTEN], round - 1, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("round {round}: the writer never wrote"));
+    }
+    say("before", before);
+    say("during", during);
+    say("after", after);
+}
+
+/// A read-only handle cannot take the lock: its `read_at` copies, then re-checks the write
+/// sequence and copies again if a write began meanwhile. Here every round's single write is
+/// aimed at the middle of the copy, and each copy is checked whole; the test also counts
+/// how many writes really began during a copy, so that it fails if the window was missed.
+#[test]
+fn read_only_copy_never_returns_a_write_that_began_during_it() {
+    let data_name = common::unique_name("rocopy");
+    let control_name = common::unique_name("rocopy-ctl");
+    let data = MmfOptions::new(&data_name)
+        .prefault(true)
+        .create(RO_LEN)
+        .unwrap();
+    let control = Mmf::create(&control_name, 64).unwrap();
+    let words = control_words(&control);
+    let mut reader = common::child("ro_copier")
+        .arg("data", &data_name)
+        .arg("control", &control_name)
+        .spawn();
+    let copy_us = reader.expect("ready", CHILD_TIMEOUT);
+    let delay = Duration::from_nanos(u64::from(words[DELAY_NS].load(Acquire)));
+    let mut seen = 0;
+    let mut writes = 0u64;
+    // The writer: once per request, an eighth of a copy later, stamps every page.
+    while let Some(round) = wait_for_change(&words[REQUEST], seen, Duration::from_secs(20)) {
+        if round == DONE {
+            break;
+        }
+        seen = round;
+        let aim = Instant::now() + delay;
+        while Instant::now() < aim {
+            std::hint::spin_loop();
+        }
+        let mut guard = data.write().unwrap();
+        for at in (0..RO_LEN).step_by(STAMP_EVERY) {
+            guard[at..at + 4].copy_from_slice(&round.to_le_bytes());
+        }
+        drop(guard);
+        writes += 1;
+        words[WRITTEN].store(round, Release);
+    }
+    let out = reader.finish(CHILD_TIMEOUT);
+    let (before, during, after) = (out.value("before"), out.value("during"), out.value("after"));
+    println!(
+        "read-only copies of {} MiB ({copy_us} us undisturbed): {writes} writes, which began before {before}, during {during}, after {after} copies",
+        RO_LEN >> 20
+    );
+    assert_eq!(before + during + after, writes);
+    assert!(
+        during >= RO_MIN_OVERLAPS,
+        "only {during} writes began during a copy: the window this test is about was not exercised"
     );
 }
 

@@ -140,6 +140,10 @@ fn out_of_range_accesses_are_out_of_bounds() {
         (2, usize::MAX - 1), // overflows by one
         (usize::MAX / 2 + 1, usize::MAX / 2 + 1),
     ];
+    // Where a refused access would have copied from, the data region holds `fill` and the
+    // mapping's page padding zeros; a refused read must leave this marker in the buffer.
+    const UNTOUCHED: u8 = 0x5a;
+    let read_only = Mmf::open_read_only(&name).unwrap();
     for &(offset, len) in cases {
         let check = |result: mmf::Result<()>, op: &str| match result {
             Err(Error::OutOfBounds {
@@ -157,15 +161,27 @@ fn out_of_range_accesses_are_out_of_bounds() {
         };
         // read_to_vec must refuse before allocating usize::MAX bytes.
         check(segment.read_to_vec(offset, len).map(drop), "read_to_vec");
+        check(
+            read_only.read_to_vec(offset, len).map(drop),
+            "read_to_vec (read-only)",
+        );
         // Buffers as long as asked where that is possible; the overflow comes from the offset.
         if len <= LEN + 1 {
-            let mut buf = vec![0; len];
-            check(segment.read_at(offset, &mut buf), "read_at");
+            for (handle, how) in [(&segment, "read_at"), (&read_only, "read_at (read-only)")] {
+                let mut buf = vec![UNTOUCHED; len];
+                check(handle.read_at(offset, &mut buf), how);
+                assert!(
+                    buf.iter().all(|&b| b == UNTOUCHED),
+                    "{how}({offset}, {len}) was refused but copied into the buffer"
+                );
+            }
             check(segment.write_at(offset, &vec![0xee; len]), "write_at");
+            assert!(
+                segment.read_to_vec(0, LEN).unwrap() == fill,
+                "write_at({offset}, {len}) was refused but changed the data"
+            );
         }
     }
-    // Nothing was written by the refused writes.
-    assert!(segment.read_to_vec(0, LEN).unwrap() == fill);
     // The edges themselves are fine.
     assert_eq!(segment.read_to_vec(LEN - 1, 1).unwrap(), [fill[LEN - 1]]);
     assert_eq!(segment.read_to_vec(LEN, 0).unwrap(), b"");
@@ -174,27 +190,48 @@ fn out_of_range_accesses_are_out_of_bounds() {
     assert_eq!(segment.len(), LEN);
 }
 
+/// A copy of `segment`'s header: layout fields, write sequence and lock area, as bytes.
+fn header_of(segment: &Mmf) -> Vec<u8> {
+    // SAFETY: every mapping starts with the HEADER_LEN-byte header, mapped (readable) while
+    // `segment` lives; callers read it only while no handle of the segment is in use, so these
+    // plain reads of the header's atomic words race with no write.
+    let header = unsafe { std::slice::from_raw_parts(segment.mapping_ptr_for_tests(), HEADER_LEN) };
+    header.to_vec()
+}
+
 #[test]
 fn failed_create_of_an_existing_name_leaves_its_data_intact() {
     let name = unique_name("exists");
     let original = Mmf::create(&name, 8192).unwrap();
     let fill = pattern(42, 8192);
     original.write_at(0, &fill).unwrap();
-    for attempt in [
-        Mmf::create(&name, 8192),
-        Mmf::create(&name, 4096),
-        Mmf::create(&name, 1 << 20),
-        MmfOptions::new(&name)
-            .mode(0o644)
-            .prefault(true)
-            .create(100),
-    ] {
-        match attempt {
+    let header = header_of(&original);
+    type Create = fn(&str) -> mmf::Result<Mmf>;
+    let attempts: [(&str, Create); 4] = [
+        ("the same size", |name| Mmf::create(name, 8192)),
+        ("a smaller size", |name| Mmf::create(name, 4096)),
+        ("a larger size", |name| Mmf::create(name, 1 << 20)),
+        ("other options", |name| {
+            MmfOptions::new(name).mode(0o644).prefault(true).create(100)
+        }),
+    ];
+    for (what, attempt) in attempts {
+        match attempt(&name) {
             Err(Error::AlreadyExists { name: n }) => assert_eq!(n, name),
-            other => panic!("create of an existing name: expected AlreadyExists, got {other:?}"),
+            other => panic!(
+                "create of an existing name with {what}: expected AlreadyExists, got {other:?}"
+            ),
         }
+        // Byte for byte: neither the data nor the header (size, lock, write sequence).
+        let data = original.read_to_vec(0, 8192).unwrap_or_else(|e| {
+            panic!("after a failed create with {what}, the data cannot be read back: {e}")
+        });
+        assert!(data == fill, "a failed create with {what} changed the data");
+        assert!(
+            header_of(&original) == header,
+            "a failed create with {what} changed the header"
+        );
     }
-    assert!(original.read_to_vec(0, 8192).unwrap() == fill);
     let again = Mmf::open(&name).unwrap();
     assert_eq!(again.len(), 8192, "size unchanged");
     assert!(
@@ -262,7 +299,12 @@ fn read_only_handle_reads_and_refuses_every_write() {
     let fill = pattern(3, 4096);
     owner.write_at(0, &fill).unwrap();
 
-    let ro = Mmf::open_read_only(&name).unwrap();
+    // With a lock timeout, so that a copy that never sees the write sequence even again
+    // fails the test instead of hanging it.
+    let ro = MmfOptions::new(&name)
+        .lock_timeout(Some(Duration::from_secs(5)))
+        .open_read_only()
+        .unwrap();
     assert!(ro.is_read_only() && !owner.is_read_only());
     assert_eq!(ro.len(), 4096);
     assert!(ro.read_to_vec(0, 4096).unwrap() == fill);
@@ -270,32 +312,50 @@ fn read_only_handle_reads_and_refuses_every_write() {
     ro.read_at(100, &mut buf).unwrap();
     assert_eq!(buf[..], fill[100..116]);
 
-    let refused = |result: Option<Error>, op: &str| match result {
-        Some(e @ Error::ReadOnly { .. }) => {
-            let io: std::io::Error = e.into();
-            assert_eq!(io.kind(), std::io::ErrorKind::PermissionDenied, "{op}");
+    // Each refusal names the operation, and leaves the data exactly as it was.
+    let refused = |result: Option<Error>, call: &str, named: &str| {
+        match result {
+            Some(e @ Error::ReadOnly { op }) => {
+                assert_eq!(op, named, "{call}: the error names the refused operation");
+                let io: std::io::Error = e.into();
+                assert_eq!(io.kind(), std::io::ErrorKind::PermissionDenied, "{call}");
+            }
+            other => panic!("{call} on a read-only handle: expected ReadOnly, got {other:?}"),
         }
-        other => panic!("{op} on a read-only handle: expected ReadOnly, got {other:?}"),
+        assert!(
+            owner.read_to_vec(0, 4096).unwrap() == fill,
+            "{call} on a read-only handle was refused but changed the data"
+        );
     };
-    refused(ro.write_at(0, b"no").err(), "write_at");
-    refused(lock_error(ro.write()), "write");
-    refused(lock_error(ro.try_write()), "try_write");
+    refused(ro.write_at(0, b"no").err(), "write_at", "write_at");
+    refused(ro.write_at(4000, &[0xee; 96]).err(), "write_at", "write_at");
+    refused(lock_error(ro.write()), "write", "write lock");
+    refused(lock_error(ro.try_write()), "try_write", "write lock");
     refused(
         lock_error(ro.write_timeout(Duration::from_millis(10))),
         "write_timeout",
+        "write lock",
     );
+    refused(ro.clear_poison().err(), "clear_poison", "clear_poison");
     // Guards take the lock, which lives in memory a read-only mapping may not write.
-    refused(lock_error(ro.read()), "read");
-    refused(lock_error(ro.try_read()), "try_read");
-    // Bounds are still checked first.
+    refused(lock_error(ro.read()), "read", "read lock");
+    refused(lock_error(ro.try_read()), "try_read", "read lock");
+    refused(
+        lock_error(ro.read_timeout(Duration::from_millis(10))),
+        "read_timeout",
+        "read lock",
+    );
+    // Bounds are still checked first, before anything is copied.
     assert!(matches!(
         ro.read_to_vec(4096, 1),
         Err(Error::OutOfBounds { .. })
     ));
-    assert!(
-        owner.read_to_vec(0, 4096).unwrap() == fill,
-        "nothing was written"
-    );
+    let mut buf = [0x5a; 16];
+    assert!(matches!(
+        ro.read_at(4090, &mut buf),
+        Err(Error::OutOfBounds { .. })
+    ));
+    assert_eq!(buf, [0x5a; 16], "a refused read copied into the buffer");
 
     // A read-only copy sees later writes, and waits while a write is in progress.
     owner.write_at(0, b"later").unwrap();
