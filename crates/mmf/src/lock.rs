@@ -1182,11 +1182,32 @@ mod tests {
         fn state(&self) -> u32 {
             SharedRwLock::control(self.area(), LOCK).load(Relaxed)
         }
+        fn lock_word(&self) -> &AtomicU32 {
+            SharedRwLock::control(self.area(), LOCK)
+        }
+        fn drain_word(&self) -> &AtomicU32 {
+            SharedRwLock::control(self.area(), DRAIN)
+        }
+        /// A waiter context for handle `token` that asks `liveness` rather than the fixture's
+        /// states (to answer at a chosen moment).
+        fn ctx_with<'a>(
+            &'a self,
+            token: u32,
+            liveness: &'a (dyn Fn(ProcessId) -> Liveness + Sync),
+        ) -> Context<'a> {
+            Context::new(
+                Waiter::new(&self.os, &self.region.header().os_waiters),
+                token,
+                self.interval,
+                liveness,
+            )
+        }
         /// Attaches a handle for "process" `pid`.
         fn handle(&self, pid: u32) -> Handle<'_> {
             let mut handle = Handle {
                 f: self,
                 token: UNTRACKED,
+                interval: self.interval,
             };
             handle.token = L::attach(
                 self.area(),
@@ -1203,6 +1224,8 @@ mod tests {
     struct Handle<'f> {
         f: &'f Fixture,
         token: u32,
+        /// Its recovery interval: the fixture's, unless changed with `recovering_every`.
+        interval: Duration,
     }
 
     impl Handle<'_> {
@@ -1210,9 +1233,13 @@ mod tests {
             Context::new(
                 Waiter::new(&self.f.os, &self.f.region.header().os_waiters),
                 self.token,
-                self.f.interval,
+                self.interval,
                 &*self.f.oracle,
             )
+        }
+        /// The same handle, checking its holders' liveness every `interval`.
+        fn recovering_every(self, interval: Duration) -> Self {
+            Handle { interval, ..self }
         }
         fn area(&self) -> &LockArea {
             self.f.area()
@@ -1454,9 +1481,18 @@ mod tests {
         });
     }
 
+    /// The module docs' promise: a holder's death unblocks its waiters at most one recovery
+    /// interval (plus scheduling) after it.
     #[test]
     fn dead_writer_is_recovered_within_the_interval_and_poisons() {
-        let f = Fixture::with_interval(Duration::from_millis(20));
+        // Long next to the slack below, so that the bound (interval + slack = 2.5 intervals)
+        // fails any recovery check that runs 3 or more times too seldom.
+        const INTERVAL: Duration = Duration::from_millis(200);
+        // Scheduling: the waiter's timed futex sleep ending, and the thread getting a CPU, on
+        // a loaded 2-core machine (the recovery itself is a few atomics). Under Miri, whose
+        // clock runs with its much slower interpretation, only the outcome is checked.
+        let slack = Duration::from_millis(if cfg!(miri) { 60_000 } else { 300 });
+        let f = Fixture::with_interval(INTERVAL);
         let (victim, waiter) = (f.handle(1), f.handle(2));
         assert_eq!(victim.write(None), Some(Acquired::Clean));
         let victim_slot = victim.token;
@@ -1465,6 +1501,7 @@ mod tests {
                 let started = Instant::now();
                 (waiter.read(within(10_000)), started)
             });
+            // Die while the waiter waits, before its first check is due.
             thread::sleep(Duration::from_millis(30));
             let died = Instant::now();
             f.set(1, DEAD);
@@ -1473,8 +1510,9 @@ mod tests {
             let waited = started.elapsed();
             let after_death = died.elapsed();
             assert!(
-                after_death < Duration::from_millis(if cfg!(miri) { 5_000 } else { 500 }),
-                "recovered {after_death:?} after the death (waited {waited:?})"
+                after_death < INTERVAL + slack,
+                "recovered {after_death:?} after the death (waited {waited:?}); promised: \
+                 within the {INTERVAL:?} interval plus {slack:?} of scheduling"
             );
         });
         assert!(L::is_poisoned(f.area()));
@@ -1601,26 +1639,60 @@ mod tests {
         }
     }
 
+    /// A recoverer reads a dead process's slot, asks the OS, and only then takes the slot
+    /// with a compare-exchange. Between its read and that compare-exchange, another recoverer
+    /// may take the slot back and a new, live process claim it and lock through it: the stale
+    /// recoverer must then fail. The window is made certain by answering its liveness
+    /// question (which `reclaim_if_dead` asks right inside the window) only after all that.
     #[test]
     fn stale_recoverer_cannot_take_a_reclaimed_and_reused_slot() {
         let f = Fixture::new();
         let victim = f.handle(1);
+        assert!(victim.read(None).is_some());
         let (slot, stale_tag) = (victim.token as usize, victim.tag());
         f.set(1, DEAD);
-        let helper = f.handle(2);
-        assert!(SharedRwLock::reclaim_if_dead(f.area(), &helper.ctx(), slot));
-        // Process 1's pid comes back (reused) and claims the same slot, then reads.
-        f.set(1, ALIVE);
-        let reborn = f.handle(1);
-        assert_eq!(reborn.token as usize, slot);
-        assert!(reborn.read(None).is_some());
-        // A recoverer that read the old tag before all this must fail its compare-exchange.
-        let tag_word = SharedRwLock::slot_word(f.area(), slot, 0);
-        assert!(tag_word
-            .compare_exchange(stale_tag, SLOT_RECLAIMING, AcqRel, Relaxed)
-            .is_err());
-        assert_eq!(reborn.tag() & SLOT_READERS, 1);
+        let (helper, stale) = (f.handle(2), f.handle(3));
+        let reborn_token = AtomicU32::new(UNTRACKED);
+        let stale_view = |id: ProcessId| {
+            assert_eq!(id.pid, 1, "asked about the victim's slot");
+            if reborn_token.load(Relaxed) == UNTRACKED {
+                assert!(SharedRwLock::reclaim_if_dead(f.area(), &helper.ctx(), slot));
+                // Process 1's pid comes back (reused) and claims the freed slot, then reads.
+                f.set(1, ALIVE);
+                let reborn = f.handle(1);
+                assert_eq!(reborn.token as usize, slot, "the freed slot is reused");
+                assert_eq!(reborn.read(None), Some(Acquired::Clean));
+                reborn_token.store(reborn.token, Relaxed);
+            }
+            // What the stale recoverer would have learnt about the process it read.
+            Liveness::Dead
+        };
+        assert!(
+            !SharedRwLock::reclaim_if_dead(f.area(), &f.ctx_with(stale.token, &stale_view), slot),
+            "the stale recoverer took a live process's slot"
+        );
+        assert_ne!(
+            reborn_token.load(Relaxed),
+            UNTRACKED,
+            "the window was not hit"
+        );
+        let reborn = Handle {
+            f: &f,
+            token: reborn_token.load(Relaxed),
+            interval: f.interval,
+        };
+        let tag = reborn.tag();
+        assert_eq!(tag & SLOT_STATE, SLOT_ACTIVE);
+        assert_eq!(tag & SLOT_READERS, 1, "the new owner's read lock is intact");
+        assert_ne!(tag & SLOT_GEN, stale_tag & SLOT_GEN);
+        assert_eq!(
+            stale.try_write(),
+            None,
+            "the new owner's read lock still counts"
+        );
         reborn.unlock_read();
+        assert_eq!(stale.try_write(), Some(Acquired::Clean));
+        stale.unlock_write();
     }
 
     #[test]
@@ -1658,6 +1730,293 @@ mod tests {
         let b = f.handle(2);
         assert_eq!(b.write(within(10_000)), Some(Acquired::Poisoned));
         b.unlock_write();
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Wake-ups. A sleeper also wakes at its next recovery check, which would hide a missing
+    // wake-up behind a delay of one interval; so these tests give every sleeper a recovery
+    // interval (30 s) and a deadline (10 s) far beyond the bound it must get in by, and start
+    // the clock only once the sleeper is truly asleep in the kernel.
+    // ---------------------------------------------------------------------------------------
+
+    /// No recovery check within any of these tests.
+    #[cfg(target_os = "linux")]
+    const NO_RECOVERY: Duration = Duration::from_secs(30);
+
+    /// How soon after the event that must wake it a sleeper must be in. A futex wake-up takes
+    /// microseconds; one second covers getting a CPU on a loaded 2-core machine, and is a
+    /// tenth of the sleepers' 10 s deadline, the only other way out of their sleep: a lost
+    /// wake-up shows as a 10 s wait.
+    #[cfg(target_os = "linux")]
+    const WAKE_BOUND: Duration = Duration::from_secs(1);
+
+    /// `__NR_futex_time64`, which rustix uses on 32-bit Linux: numbered alike on every 32-bit
+    /// architecture (the time64 calls were added together), and not exported by libc for x86.
+    #[cfg(all(target_os = "linux", target_pointer_width = "32"))]
+    const SYS_FUTEX_TIME64: i64 = 422;
+
+    /// The calling thread's kernel id, for [`asleep_on`].
+    #[cfg(target_os = "linux")]
+    fn current_tid() -> u32 {
+        rustix::thread::gettid().as_raw_nonzero().get() as u32
+    }
+
+    /// Whether thread `tid` of this process sleeps in the kernel, in a futex wait on `word`:
+    /// its `/proc` state is S (sleeping) and its current system call is a futex call whose
+    /// first argument is `word`'s address. Only such a sleeper needs a wake-up: one that has
+    /// set `PARKED` but not yet entered the kernel sees the word change and does not sleep.
+    #[cfg(target_os = "linux")]
+    fn asleep_on(tid: u32, word: &AtomicU32) -> bool {
+        let task = format!("/proc/self/task/{tid}");
+        let Ok(syscall) = std::fs::read_to_string(format!("{task}/syscall")) else {
+            return false;
+        };
+        let mut fields = syscall.split_ascii_whitespace();
+        let nr = fields.next().and_then(|n| n.parse::<i64>().ok());
+        let futex = nr.is_some_and(|nr| {
+            #[cfg(target_pointer_width = "32")]
+            if nr == SYS_FUTEX_TIME64 {
+                return true;
+            }
+            nr == libc::SYS_futex as i64
+        });
+        let address = fields
+            .next()
+            .and_then(|a| usize::from_str_radix(a.trim_start_matches("0x"), 16).ok());
+        // After the command name, which may hold spaces and ')', comes the state.
+        let sleeping = std::fs::read_to_string(format!("{task}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('S'))
+        });
+        futex && address == Some(std::ptr::from_ref(word) as usize) && sleeping
+    }
+
+    /// Waits (10 s at most, else fails saying `what` did not happen) until the thread whose
+    /// id `tid` will hold sleeps in the kernel on `word`, and `word` holds a value `ready`
+    /// accepts.
+    #[cfg(target_os = "linux")]
+    fn wait_until_asleep_on(
+        tid: &AtomicU32,
+        word: &AtomicU32,
+        ready: impl Fn(u32) -> bool,
+        what: &str,
+    ) {
+        let start = Instant::now();
+        loop {
+            let t = tid.load(Acquire);
+            if t != 0 && ready(word.load(Relaxed)) && asleep_on(t, word) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{what} did not happen within 10 s (word {:#x})",
+                word.load(Relaxed)
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// A reader or a writer asleep on the lock word behind a writer gets in as soon as the
+    /// writer unlocks: the unlock must wake it (it set `PARKED`, so the unlock's fast path
+    /// cannot be taken).
+    #[cfg(target_os = "linux")]
+    #[cfg_attr(
+        miri,
+        ignore = "needs a real futex: under Miri sleepers poll every 500 us"
+    )]
+    #[test]
+    fn sleepers_on_the_lock_word_are_woken_by_the_write_unlock() {
+        for sleeper_writes in [false, true] {
+            let f = Fixture::with_interval(NO_RECOVERY);
+            let (holder, sleeper) = (f.handle(1), f.handle(2));
+            assert_eq!(holder.write(None), Some(Acquired::Clean));
+            let tid = AtomicU32::new(0);
+            thread::scope(|s| {
+                let blocked = s.spawn(|| {
+                    tid.store(current_tid(), Release);
+                    let got = if sleeper_writes {
+                        sleeper.write(within(10_000))
+                    } else {
+                        sleeper.read(within(10_000))
+                    };
+                    (got, Instant::now())
+                });
+                wait_until_asleep_on(
+                    &tid,
+                    f.lock_word(),
+                    |s| s & PARKED != 0,
+                    "the blocked thread falling asleep",
+                );
+                let unlocked = Instant::now();
+                holder.unlock_write();
+                let (got, woke) = blocked.join().unwrap();
+                assert_eq!(got, Some(Acquired::Clean));
+                let late = woke.saturating_duration_since(unlocked);
+                assert!(
+                    late < WAKE_BOUND,
+                    "a sleeping {} got in {late:?} after the unlock (bound {WAKE_BOUND:?})",
+                    if sleeper_writes { "writer" } else { "reader" }
+                );
+            });
+            if sleeper_writes {
+                sleeper.unlock_write();
+            } else {
+                sleeper.unlock_read();
+            }
+            assert_eq!(f.state(), 0);
+        }
+    }
+
+    /// A writer asleep on the drain word, waiting for readers to leave, is woken by each
+    /// reader that leaves (a reader cannot tell whether it is the last) and gets in as soon
+    /// as the last one has.
+    #[cfg(target_os = "linux")]
+    #[cfg_attr(
+        miri,
+        ignore = "needs a real futex: under Miri sleepers poll every 500 us"
+    )]
+    #[test]
+    fn a_writer_asleep_waiting_for_readers_is_woken_by_the_last_to_leave() {
+        let f = Fixture::with_interval(NO_RECOVERY);
+        let (first, last, writer) = (f.handle(1), f.handle(2), f.handle(3));
+        assert!(first.read(None).is_some());
+        assert!(last.read(None).is_some());
+        let tid = AtomicU32::new(0);
+        thread::scope(|s| {
+            let blocked = s.spawn(|| {
+                tid.store(current_tid(), Release);
+                (writer.write(within(10_000)), Instant::now())
+            });
+            wait_until_asleep_on(
+                &tid,
+                f.drain_word(),
+                |d| d == 1,
+                "the writer falling asleep waiting for readers",
+            );
+            assert_eq!(f.state() & (WRITER | DRAINING), WRITER | DRAINING);
+            first.unlock_read();
+            // Woken (the leave zeroed the drain word), it finds `last` inside and sleeps
+            // again, having set the drain word once more.
+            wait_until_asleep_on(
+                &tid,
+                f.drain_word(),
+                |d| d == 1,
+                "the first reader's leave waking the writer (which then sleeps again)",
+            );
+            assert!(!blocked.is_finished(), "the writer got in past a read lock");
+            let left = Instant::now();
+            last.unlock_read();
+            let (got, woke) = blocked.join().unwrap();
+            assert_eq!(got, Some(Acquired::Clean));
+            let late = woke.saturating_duration_since(left);
+            assert!(
+                late < WAKE_BOUND,
+                "the draining writer got in {late:?} after the last reader left \
+                 (bound {WAKE_BOUND:?})"
+            );
+        });
+        writer.unlock_write();
+        assert_eq!(f.state(), 0);
+        assert_eq!(f.drain_word().load(Relaxed), 0);
+    }
+
+    /// A writer whose deadline passes while readers are inside withdraws its claim and wakes
+    /// the readers that its claim held back.
+    #[cfg(target_os = "linux")]
+    #[cfg_attr(
+        miri,
+        ignore = "needs a real futex: under Miri sleepers poll every 500 us"
+    )]
+    #[test]
+    fn a_timed_out_writer_wakes_the_readers_it_held_back() {
+        let f = Fixture::with_interval(NO_RECOVERY);
+        let (inside, writer, held_back) = (f.handle(1), f.handle(2), f.handle(3));
+        assert!(inside.read(None).is_some());
+        let tid = AtomicU32::new(0);
+        thread::scope(|s| {
+            // Gives up 2 s in: by then the reader behind it has long been asleep.
+            let timed_out = s.spawn(|| (writer.write(within(2_000)), Instant::now()));
+            let start = Instant::now();
+            while f.state() & WRITER == 0 {
+                assert!(start.elapsed() < Duration::from_secs(10), "never claimed");
+                thread::yield_now();
+            }
+            let blocked = s.spawn(|| {
+                tid.store(current_tid(), Release);
+                (held_back.read(within(10_000)), Instant::now())
+            });
+            wait_until_asleep_on(
+                &tid,
+                f.lock_word(),
+                |s| s & (WRITER | PARKED) == WRITER | PARKED,
+                "the reader falling asleep behind the writer",
+            );
+            assert!(
+                !timed_out.is_finished(),
+                "the writer gave up before the reader was asleep (machine overloaded?)"
+            );
+            let (got, gave_up) = timed_out.join().unwrap();
+            assert_eq!(got, None, "the writer got in past a read lock");
+            let (got, woke) = blocked.join().unwrap();
+            assert_eq!(got, Some(Acquired::Clean));
+            let late = woke.saturating_duration_since(gave_up);
+            assert!(
+                late < WAKE_BOUND,
+                "the held-back reader got in {late:?} after the writer gave up \
+                 (bound {WAKE_BOUND:?})"
+            );
+        });
+        held_back.unlock_read();
+        inside.unlock_read();
+        assert_eq!(f.state(), 0);
+        assert_eq!(f.drain_word().load(Relaxed), 0);
+    }
+
+    /// A writer dies holding the lock while a reader sleeps behind it with a long recovery
+    /// interval and a second waiter checks often: the second one takes the lock back, and
+    /// its recovery must wake the sleeper (which would otherwise sleep out its 30 s).
+    #[cfg(target_os = "linux")]
+    #[cfg_attr(
+        miri,
+        ignore = "needs a real futex: under Miri sleepers poll every 500 us"
+    )]
+    #[test]
+    fn recovering_a_dead_writer_wakes_the_other_sleepers() {
+        let f = Fixture::with_interval(NO_RECOVERY);
+        let (victim, sleeper) = (f.handle(1), f.handle(2));
+        let recoverer = f.handle(3).recovering_every(Duration::from_millis(20));
+        assert_eq!(victim.write(None), Some(Acquired::Clean));
+        let tid = AtomicU32::new(0);
+        thread::scope(|s| {
+            let blocked = s.spawn(|| {
+                tid.store(current_tid(), Release);
+                let got = sleeper.read(within(10_000));
+                let woke = Instant::now();
+                // At once: the recoverer, if it was not in first, waits for this read lock.
+                if got.is_some() {
+                    sleeper.unlock_read();
+                }
+                (got, woke)
+            });
+            wait_until_asleep_on(
+                &tid,
+                f.lock_word(),
+                |s| s & PARKED != 0,
+                "the reader falling asleep behind the writer",
+            );
+            f.set(1, DEAD);
+            assert_eq!(recoverer.write(within(10_000)), Some(Acquired::Poisoned));
+            let recovered = Instant::now();
+            recoverer.unlock_write();
+            let (got, woke) = blocked.join().unwrap();
+            assert_eq!(got, Some(Acquired::Poisoned));
+            let late = woke.saturating_duration_since(recovered);
+            assert!(
+                late < WAKE_BOUND,
+                "the sleeper got in {late:?} after the recovery (bound {WAKE_BOUND:?})"
+            );
+        });
+        assert_eq!(f.state(), POISONED);
     }
 }
 
