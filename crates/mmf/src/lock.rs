@@ -1753,7 +1753,7 @@ mod tests {
     /// `__NR_futex_time64`, which rustix uses on 32-bit Linux: numbered alike on every 32-bit
     /// architecture (the time64 calls were added together), and not exported by libc for x86.
     #[cfg(all(target_os = "linux", target_pointer_width = "32"))]
-    const SYS_FUTEX_TIME64: i64 = 422;
+    const SYS_FUTEX_TIME64: libc::c_long = 422;
 
     /// The calling thread's kernel id, for [`asleep_on`].
     #[cfg(target_os = "linux")]
@@ -1772,13 +1772,13 @@ mod tests {
             return false;
         };
         let mut fields = syscall.split_ascii_whitespace();
-        let nr = fields.next().and_then(|n| n.parse::<i64>().ok());
+        let nr = fields.next().and_then(|n| n.parse::<libc::c_long>().ok());
         let futex = nr.is_some_and(|nr| {
             #[cfg(target_pointer_width = "32")]
             if nr == SYS_FUTEX_TIME64 {
                 return true;
             }
-            nr == libc::SYS_futex as i64
+            nr == libc::SYS_futex
         });
         let address = fields
             .next()
