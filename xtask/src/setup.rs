@@ -18,6 +18,9 @@ const APT_PACKAGES: &[&str] = &[
     "qemu-user-static",      // qemu-aarch64-static, cargo's runner for aarch64-unknown-linux-gnu
 ];
 
+/// The metapackage that Debian makes conflict with every cross gcc (see [`multilib_package`]).
+const CONFLICTS_WITH_CROSS_GCC: &str = "gcc-multilib";
+
 /// The package with the 32-bit C runtime that links i686-unknown-linux-gnu: the multilib
 /// package of the host's own gcc, `gcc-12-multilib` on Debian 12. Not the `gcc-multilib`
 /// metapackage: Debian makes it conflict with every cross gcc, gcc-aarch64-linux-gnu among
@@ -85,6 +88,7 @@ fn apt_packages() -> Result {
     query
         .args(["-W", "-f", "${Package} ${db:Status-Status}\n"])
         .args(&wanted)
+        .arg(CONFLICTS_WITH_CROSS_GCC)
         .stderr(Stdio::null());
     let listing = String::from_utf8_lossy(&capture(&mut query)?.stdout).into_owned();
     let installed: Vec<&str> = listing
@@ -99,6 +103,12 @@ fn apt_packages() -> Result {
     if missing.is_empty() {
         println!("ok: apt packages {}", wanted.join(" "));
         return Ok(());
+    }
+    if installed.contains(&CONFLICTS_WITH_CROSS_GCC) && missing.contains(&"gcc-aarch64-linux-gnu") {
+        println!(
+            "note: apt removes {CONFLICTS_WITH_CROSS_GCC} to install gcc-aarch64-linux-gnu \
+             (Debian makes them conflict); i686 links with {multilib}"
+        );
     }
 
     // A fresh machine has no package lists yet, and CI has no terminal to answer questions.
