@@ -190,7 +190,9 @@ fn exec_seen(proc: &std::process::Child, mark: &str) -> bool {
             {
                 return true
             }
-            // Exited (a zombie's environment reads empty), reaped, or not ours to read.
+            // Empty: in the middle of its exec (the new image's environment is not set up
+            // yet) or exited (a zombie's). An error: reaped, or not ours to read. None of
+            // these is a forked copy that never reached exec.
             Ok(environ) if environ.is_empty() => return true,
             Err(_) => return true,
             Ok(_) if Instant::now() >= deadline => return false,
