@@ -137,7 +137,7 @@ const SPAWN_MARK_VAR: &str = "MMF_TEST_SPAWN";
 /// Under a [`RUNNER_VAR`] runner, also waits until the child has exec'd, and starts it again
 /// if it never does. qemu-user (7.2, Debian 12) emulates the `clone(CLONE_VM | CLONE_VFORK)`
 /// of `posix_spawn` as a plain fork, so `spawn` returns before the child execs; and now and
-/// then (twice in about 70 runs of the channel suite, on the loaded 2-core test machine)
+/// then (twice in about 120 runs of the channel suite, on the loaded 2-core test machine)
 /// that forked copy of the multi-threaded parent deadlocks inside the emulator before it
 /// reaches `execve` (seen: still the parent's command line, every thread asleep on a futex,
 /// and no output, for a minute). No code of this crate runs in such a child, so starting it
