@@ -10,12 +10,32 @@ use crate::{capture, cargo, read, run, wine, Result};
 
 /// Debian packages, with what each is for.
 const APT_PACKAGES: &[&str] = &[
-    "wine",                 // the `wine` launcher, cargo's runner for x86_64-pc-windows-gnu
-    "wine64",               // wine's 64-bit loader and wineserver
-    "gcc-mingw-w64-x86-64", // links x86_64-pc-windows-gnu; builds the bcryptprimitives stand-in
-    "gcc-mingw-w64-i686",   // links i686-pc-windows-gnu
-    "gcc-multilib",         // 32-bit C runtime, to link i686-unknown-linux-gnu
+    "wine",                  // the `wine` launcher, cargo's runner for x86_64-pc-windows-gnu
+    "wine64",                // wine's 64-bit loader and wineserver
+    "gcc-mingw-w64-x86-64",  // links x86_64-pc-windows-gnu; builds the bcryptprimitives stand-in
+    "gcc-mingw-w64-i686",    // links i686-pc-windows-gnu
+    "gcc-aarch64-linux-gnu", // links aarch64-unknown-linux-gnu; its libc6-arm64-cross is qemu's -L
+    "qemu-user-static",      // qemu-aarch64-static, cargo's runner for aarch64-unknown-linux-gnu
 ];
+
+/// The metapackage that Debian makes conflict with every cross gcc (see [`multilib_package`]).
+const CONFLICTS_WITH_CROSS_GCC: &str = "gcc-multilib";
+
+/// The package with the 32-bit C runtime that links i686-unknown-linux-gnu: the multilib
+/// package of the host's own gcc, `gcc-12-multilib` on Debian 12. Not the `gcc-multilib`
+/// metapackage: Debian makes it conflict with every cross gcc, gcc-aarch64-linux-gnu among
+/// them (installing either removes the other), and all it adds is an `/usr/include/asm` link
+/// for compiling 32-bit C, which nothing here does.
+fn multilib_package() -> Result<String> {
+    let version = read(Command::new("gcc").arg("-dumpversion"))?;
+    let major = version.trim().split('.').next().unwrap_or_default();
+    if major.is_empty() || !major.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "`gcc -dumpversion` printed {version:?}, not a version"
+        ));
+    }
+    Ok(format!("gcc-{major}-multilib"))
+}
 
 /// Components of the toolchain that runs the checks.
 const COMPONENTS: &[&str] = &["clippy", "rustfmt"];
@@ -23,6 +43,7 @@ const COMPONENTS: &[&str] = &["clippy", "rustfmt"];
 /// Standard libraries of the targets the checks build for, besides the host.
 const TARGETS: &[&str] = &[
     "i686-unknown-linux-gnu",
+    "aarch64-unknown-linux-gnu",
     "x86_64-pc-windows-gnu",
     "i686-pc-windows-gnu",
     "x86_64-apple-darwin",
@@ -55,26 +76,39 @@ pub fn cargo_fuzz(root: &Path) -> Result {
 }
 
 fn apt_packages() -> Result {
+    let multilib = multilib_package()?;
+    let wanted: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .chain([multilib.as_str()])
+        .collect();
     // One line per package that dpkg knows of, e.g. `wine64 installed` or `wine64 config-files`.
     // dpkg-query exits with 1 when it knows nothing of some package: the listing tells which.
     let mut query = Command::new("dpkg-query");
     query
         .args(["-W", "-f", "${Package} ${db:Status-Status}\n"])
-        .args(APT_PACKAGES)
+        .args(&wanted)
+        .arg(CONFLICTS_WITH_CROSS_GCC)
         .stderr(Stdio::null());
     let listing = String::from_utf8_lossy(&capture(&mut query)?.stdout).into_owned();
     let installed: Vec<&str> = listing
         .lines()
         .filter_map(|line| line.strip_suffix(" installed"))
         .collect();
-    let missing: Vec<&str> = APT_PACKAGES
+    let missing: Vec<&str> = wanted
         .iter()
         .copied()
         .filter(|p| !installed.contains(p))
         .collect();
     if missing.is_empty() {
-        println!("ok: apt packages {}", APT_PACKAGES.join(" "));
+        println!("ok: apt packages {}", wanted.join(" "));
         return Ok(());
+    }
+    if installed.contains(&CONFLICTS_WITH_CROSS_GCC) && missing.contains(&"gcc-aarch64-linux-gnu") {
+        println!(
+            "note: apt removes {CONFLICTS_WITH_CROSS_GCC} to install gcc-aarch64-linux-gnu \
+             (Debian makes them conflict); i686 links with {multilib}"
+        );
     }
 
     // A fresh machine has no package lists yet, and CI has no terminal to answer questions.

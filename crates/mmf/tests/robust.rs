@@ -15,7 +15,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Stdio};
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::mpsc;
@@ -163,28 +163,26 @@ impl Victim {
     ///
     /// [`go`]: Self::go
     fn spawn(name: &str, mode: &str, release: bool, seed: u64) -> Self {
-        let exe = std::env::current_exe().expect("current_exe");
-        let mut proc = Command::new(exe)
-            .args([
-                "--exact",
-                "child",
-                "--include-ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(ROLE_VAR, "hold")
-            .env(format!("{}NAME", common::ARG_PREFIX), name)
-            .env(format!("{}MODE", common::ARG_PREFIX), mode)
-            .env(
-                format!("{}RELEASE", common::ARG_PREFIX),
-                if release { "1" } else { "0" },
-            )
-            .env(format!("{}SEED", common::ARG_PREFIX), seed.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the child");
+        let mut cmd = common::self_command(&[]);
+        cmd.args([
+            "--exact",
+            "child",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ROLE_VAR, "hold")
+        .env(format!("{}NAME", common::ARG_PREFIX), name)
+        .env(format!("{}MODE", common::ARG_PREFIX), mode)
+        .env(
+            format!("{}RELEASE", common::ARG_PREFIX),
+            if release { "1" } else { "0" },
+        )
+        .env(format!("{}SEED", common::ARG_PREFIX), seed.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        let mut proc = common::spawn(&mut cmd, "hold");
         let stdin = proc.stdin.take();
         let stdout = proc.stdout.take().expect("piped stdout");
         let (tx, lines) = mpsc::channel();

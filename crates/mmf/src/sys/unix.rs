@@ -344,9 +344,19 @@ impl OsWaiter for Waiter {
 pub(crate) struct Process;
 
 /// `(state, starttime)` of `pid` from procfs, or `None` if there is no such process.
+///
+/// Read from `/proc/<pid>/task/<pid>/stat`, the thread-group leader's own entry: the kernel
+/// gives it the same state and starttime as `/proc/<pid>/stat` (both describe the leader;
+/// they differ only in the summed counters, which we do not read). The longer path is
+/// there for qemu-user (e.g. arm64 containers on an x86_64 host): it answers a process's
+/// reads of `/proc/self/stat` and `/proc/<own pid>/stat` itself, with a starttime taken when
+/// the *calling thread* started (and, for the main thread, a few ticks off the kernel's),
+/// so a process would record a start time that no other process sees, and be declared dead
+/// while alive. It passes the task path through to the kernel, so every process, emulated
+/// or not, reads the same value.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn proc_stat(pid: u32) -> Option<(u8, u64)> {
-    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let stat = std::fs::read(format!("/proc/{pid}/task/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces and ')': parse after the last ')'.
     let close = stat.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;

@@ -30,7 +30,10 @@
 //! exit non-zero and the parent's [`Child::finish`] fail.
 //!
 //! This works on Linux and on Windows under wine: a process started from inside wine with
-//! `std::process::Command` runs under wine too.
+//! `std::process::Command` runs under wine too. A binary for another architecture, run under
+//! a user-mode emulator that the kernel does not start by itself (qemu-user without
+//! binfmt_misc), would be started natively and fail; [`RUNNER_VAR`] names the emulator, and
+//! every child is started through it ([`self_command`]).
 
 #![allow(dead_code)]
 
@@ -43,6 +46,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Environment variable naming the role a re-launched test binary plays.
 pub const ROLE_VAR: &str = "MMF_CHILD_ROLE";
+/// Environment variable naming the program that must start a re-launched test binary, with
+/// its arguments, separated by spaces: e.g. `qemu-aarch64-static -L /usr/aarch64-linux-gnu`
+/// for an aarch64 binary on an x86_64 host, where cargo starts the parent through its
+/// `runner` but nothing starts the children so (`cargo xtask test` sets it for its aarch64
+/// step). Unset or empty: the binary is started directly. Children inherit it, so their own
+/// children are started the same way.
+pub const RUNNER_VAR: &str = "MMF_TEST_RUNNER";
 /// Prefix of the environment variables that carry a child's arguments.
 pub const ARG_PREFIX: &str = "MMF_CHILD_ARG_";
 /// Marker that starts a message from a child in its stdout.
@@ -63,6 +73,132 @@ pub fn unique_name(tag: &str) -> String {
         std::process::id(),
         COUNTER.fetch_add(1, Relaxed)
     )
+}
+
+/// Environment variable holding how many times slower than native code the test binaries
+/// run (a whole number, 1 if unset): `cargo xtask test` sets it for its step under qemu-user,
+/// where emulated code runs several times slower. Read through [`time_scale`] and applied
+/// only where a test would otherwise measure the emulator rather than `mmf`: to a window of
+/// wall-clock time in which a test expects some amount of work done. Never to a CPU-time
+/// fraction, a count, or a bound that `mmf` itself promises (a recovery interval, a
+/// timeout), which must hold under emulation as they are.
+pub const TIME_SCALE_VAR: &str = "MMF_TEST_TIME_SCALE";
+
+/// The factor of [`TIME_SCALE_VAR`]: 1 if unset; panics on anything but a whole number from
+/// 1 to 100, so a typo cannot silently stretch (or shrink) a test.
+pub fn time_scale() -> u32 {
+    match std::env::var(TIME_SCALE_VAR) {
+        Err(_) => 1,
+        Ok(value) => value
+            .parse()
+            .ok()
+            .filter(|scale| (1..=100).contains(scale))
+            .unwrap_or_else(|| panic!("{TIME_SCALE_VAR}={value:?} is not a whole number 1..=100")),
+    }
+}
+
+/// The runner of [`RUNNER_VAR`] as program and arguments; empty if there is none.
+pub fn runner() -> Vec<String> {
+    std::env::var(RUNNER_VAR)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A command that starts this test binary again: `wrapper…` (a host program such as
+/// `setpriv`, which then starts the rest), the [`RUNNER_VAR`] runner if any, then the binary.
+/// Tests that build their own child command (rather than [`child`]) must start from this.
+pub fn self_command(wrapper: &[&str]) -> Command {
+    let exe = std::env::current_exe().expect("current_exe");
+    let runner = runner();
+    let mut words = wrapper
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain(runner)
+        .map(std::ffi::OsString::from)
+        .chain(std::iter::once(exe.into_os_string()));
+    let mut cmd = Command::new(words.next().expect("at least the binary"));
+    cmd.args(words);
+    cmd
+}
+
+/// How long a child started through a [`RUNNER_VAR`] runner may take to exec (see
+/// [`spawn`]); it takes milliseconds, a few seconds on an overloaded machine.
+const EXEC_TIMEOUT: Duration = Duration::from_secs(15);
+/// How many times [`spawn`] starts a child that never got to exec, before it gives up.
+const SPAWN_ATTEMPTS: u32 = 3;
+/// Environment variable that [`spawn`] sets to a value unique to each child it starts: a
+/// child whose `/proc/<pid>/environ` holds it has exec'd.
+const SPAWN_MARK_VAR: &str = "MMF_TEST_SPAWN";
+
+/// Starts `cmd` (built on [`self_command`]).
+///
+/// Under a [`RUNNER_VAR`] runner, also waits until the child has exec'd, and starts it again
+/// if it never does. qemu-user (7.2, Debian 12) emulates the `clone(CLONE_VM | CLONE_VFORK)`
+/// of `posix_spawn` as a plain fork, so `spawn` returns before the child execs; and now and
+/// then (twice in about 120 runs of the channel suite, on the loaded 2-core test machine)
+/// that forked copy of the multi-threaded parent deadlocks inside the emulator before it
+/// reaches `execve` (seen: still the parent's command line, every thread asleep on a futex,
+/// and no output, for a minute). No code of this crate runs in such a child, so starting it
+/// again hides nothing about `mmf`; each retry is reported on stderr, past the harness's
+/// capture. A child that did exec is never restarted, however silent. Without a runner,
+/// `posix_spawn` itself returns only once the child has exec'd, and this is a plain `spawn`.
+pub fn spawn(cmd: &mut Command, what: &str) -> std::process::Child {
+    static SPAWNED: AtomicU32 = AtomicU32::new(0);
+    let emulated = !runner().is_empty();
+    for attempt in 1.. {
+        let mark = format!("{}-{}", std::process::id(), SPAWNED.fetch_add(1, Relaxed));
+        cmd.env(SPAWN_MARK_VAR, &mark);
+        let mut proc = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning child {what:?}: {e}"));
+        if !emulated || exec_seen(&proc, &mark) {
+            return proc;
+        }
+        let _ = proc.kill();
+        let _ = proc.wait();
+        assert!(
+            attempt < SPAWN_ATTEMPTS,
+            "child {what:?} never got to exec in {SPAWN_ATTEMPTS} attempts of {EXEC_TIMEOUT:?}"
+        );
+        // Straight to stderr, not through `eprintln!`, which the harness captures and
+        // shows only for a failed test: a retry must show in every log.
+        let _ = writeln!(
+            std::io::stderr(),
+            "child {what:?} (pid {}) did not exec within {EXEC_TIMEOUT:?}: stuck in the \
+             emulator's fork; killed and started again",
+            proc.id()
+        );
+    }
+    unreachable!()
+}
+
+/// Whether `proc` exec'd within [`EXEC_TIMEOUT`]: its environment holds `mark`. An
+/// environment we may not read (a child that changed user, e.g. through `setpriv`) counts
+/// as exec'd: reading it fails only once the new program runs as someone else.
+fn exec_seen(proc: &std::process::Child, mark: &str) -> bool {
+    let needle = format!("{SPAWN_MARK_VAR}={mark}\0");
+    let path = format!("/proc/{}/environ", proc.id());
+    let deadline = Instant::now() + EXEC_TIMEOUT;
+    loop {
+        match std::fs::read(&path) {
+            Ok(environ)
+                if environ
+                    .windows(needle.len())
+                    .any(|w| w == needle.as_bytes()) =>
+            {
+                return true
+            }
+            // Empty: in the middle of its exec (the new image's environment is not set up
+            // yet) or exited (a zombie's). An error: reaped, or not ours to read. None of
+            // these is a forked copy that never reached exec.
+            Ok(environ) if environ.is_empty() => return true,
+            Err(_) => return true,
+            Ok(_) if Instant::now() >= deadline => return false,
+            Ok(_) => thread::sleep(Duration::from_millis(5)),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -143,7 +279,8 @@ impl ChildBuilder {
         self
     }
 
-    /// Starts the test binary through `program args…` (e.g. `setpriv --reuid=…`).
+    /// Starts the test binary through `program args…` (e.g. `setpriv --reuid=…`); the
+    /// [`RUNNER_VAR`] runner, if any, comes after it, right before the binary.
     pub fn wrapper(mut self, program_and_args: &[&str]) -> Self {
         self.wrapper = program_and_args.iter().map(|s| (*s).to_owned()).collect();
         self
@@ -151,15 +288,8 @@ impl ChildBuilder {
 
     /// Launches the child; stdout and stderr are collected by background threads.
     pub fn spawn(self) -> Child {
-        let exe = std::env::current_exe().expect("current_exe");
-        let mut cmd = match self.wrapper.split_first() {
-            Some((program, rest)) => {
-                let mut cmd = Command::new(program);
-                cmd.args(rest).arg(&exe);
-                cmd
-            }
-            None => Command::new(&exe),
-        };
+        let wrapper: Vec<&str> = self.wrapper.iter().map(String::as_str).collect();
+        let mut cmd = self_command(&wrapper);
         cmd.args([
             "--exact",
             &self.test,
@@ -175,9 +305,7 @@ impl ChildBuilder {
         for (key, value) in &self.args {
             cmd.env(format!("{ARG_PREFIX}{key}"), value);
         }
-        let mut proc = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning child {:?}: {e}", self.role));
+        let mut proc = spawn(&mut cmd, &self.role);
         let stdout = proc.stdout.take().expect("piped stdout");
         let stderr = proc.stderr.take().expect("piped stderr");
         let (tx, lines) = mpsc::channel();
