@@ -620,11 +620,11 @@ fn control_words(control: &Mmf) -> &[AtomicU32] {
 /// tell when a write happened relative to a copy.
 fn write_seq(segment: &Mmf) -> &AtomicU32 {
     let word = segment.mapping_ptr_for_tests().wrapping_add(40);
-    // SAFETY: every mapping starts with the header, page aligned, so offset 40 is aligned
-    // for a u32 and lives as long as `segment`; the library accesses this word only as an
-    // AtomicU32. On a read-only mapping the test only loads it, Relaxed, which std allows
-    // on read-only memory for atomics of register width ("Atomic accesses to read-only
-    // memory" in `core::sync::atomic`).
+    // On a read-only mapping the test only loads it, Relaxed, which std allows on read-only
+    // memory for atomics of register width ("Atomic accesses to read-only memory" in
+    // `core::sync::atomic`).
+    // SAFETY: the mapping starts with the page-aligned header, so offset 40 is u32-aligned and
+    // mapped as long as `segment`; the library accesses this word only as an AtomicU32.
     unsafe { &*word.cast::<AtomicU32>() }
 }
 

@@ -129,10 +129,10 @@ fn lock_area_word(segment: &Mmf, index: usize) -> &AtomicU32 {
     let word = segment
         .mapping_ptr_for_tests()
         .wrapping_add(LOCK_AREA_OFFSET + 4 * index);
-    // SAFETY: the header, which holds the lock area at LOCK_AREA_OFFSET (a multiple of 64
-    // from the page-aligned mapping start, so `word` is 4-aligned), stays mapped read-write
-    // while `segment` lives, and the returned borrow is tied to `segment`. The library
-    // accesses these words only as AtomicU32, as we do.
+    // The lock area sits at LOCK_AREA_OFFSET, a multiple of 64 from the page-aligned mapping
+    // start, so `word` is 4-aligned.
+    // SAFETY: the header stays mapped read-write while `segment` lives (the borrow is tied to
+    // it), and the library accesses these words only as AtomicU32, as we do.
     unsafe { &*word.cast::<AtomicU32>() }
 }
 
