@@ -455,15 +455,7 @@ pub fn main(root: &Path, args: &[String]) -> Result {
 
 /// `cargo mutants` over [`CARGO_MUTANTS_FILES`] with mmf's tests, installing it if missing.
 fn cargo_mutants(root: &Path, extra: &[String]) -> Result {
-    let installed = Command::new("cargo")
-        .args(["mutants", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !installed {
-        crate::run(Command::new("cargo").args(["install", "cargo-mutants", "--locked"]))?;
-    }
+    crate::setup::cargo_subcommand(root, "mutants")?;
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root)
         .args(["mutants", "--package", "mmf", "--test-package", "mmf"])

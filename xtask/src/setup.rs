@@ -62,17 +62,22 @@ pub fn install(root: &Path) -> Result {
 
 /// cargo-fuzz, which builds (`fuzz-build`) and runs (`cargo xtask fuzz`) the fuzz target.
 pub fn cargo_fuzz(root: &Path) -> Result {
+    cargo_subcommand(root, "fuzz")
+}
+
+/// Installs `cargo-<name>` from crates.io unless `cargo <name> --version` already answers.
+pub fn cargo_subcommand(root: &Path, name: &str) -> Result {
     let installed = cargo(root)
-        .args(["fuzz", "--version"])
+        .args([name, "--version"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|status| status.success());
     if installed {
-        println!("ok: cargo-fuzz");
+        println!("ok: cargo-{name}");
         return Ok(());
     }
-    run(cargo(root).args(["install", "cargo-fuzz", "--locked"]))
+    run(cargo(root).args(["install", &format!("cargo-{name}"), "--locked"]))
 }
 
 fn apt_packages() -> Result {
