@@ -19,7 +19,7 @@
 //! |    0 | lock word    | writer, its slot, parked and poisoned bits (diagram below)            |
 //! |    1 | drain word   | 1 while the writer sleeps waiting for readers to leave                |
 //! |    2 | slots used   | high-water mark of claimed slots: writers scan slots `0..slots_used`  |
-//! |    3 | overflow     | read locks held through untracked handles (low 18 bits)               |
+//! |    3 | overflow     | read locks held through untracked handles (low 17 bits)               |
 //! | 4–15 | reserved     | zero                                                                  |
 //! | 16 + 4·i | slot `i` tag | state, generation and read-lock count of slot `i` (diagram below) |
 //! | 17 + 4·i | slot `i` pid | process id of the handle's process                              |
@@ -51,10 +51,10 @@
 //! A slot's tag word:
 //!
 //! ```text
-//!  31  30  29 ............... 18  17 ....................... 0
-//! +-------+----------------------+----------------------------+
-//! | state |  generation (12 bits) |  read locks held (18 bits) |
-//! +-------+----------------------+----------------------------+
+//!  31  30  29 ............... 18   17   16 .................... 0
+//! +-------+----------------------+----+----------------------------+
+//! | state |  generation (12 bits) | K  |  read locks held (17 bits) |
+//! +-------+----------------------+----+----------------------------+
 //! ```
 //!
 //! - state: free, claiming (the claimer is writing its identity), active, or reclaiming (a
@@ -62,6 +62,8 @@
 //! - generation: bumped on every claim, so a recoverer that read the slot before it was freed
 //!   and claimed again cannot mistake the new owner for the dead one (its compare-exchange
 //!   fails).
+//! - `K` (held): the handle holds the kernel lock on the slot's byte (see "Owner death"), so
+//!   recoverers ask the kernel about that byte, not about the recorded process.
 //! - read locks: how many read locks the handle's threads hold. A reader's count lives only
 //!   here, never in the lock word, so taking it back is exact: one compare-exchange from
 //!   (active, generation, n) to (reclaiming, generation, 0).
@@ -90,14 +92,85 @@
 //! A sleeper never sleeps longer than the recovery interval
 //! ([`MmfOptions::recovery_interval`](crate::MmfOptions::recovery_interval), 50 ms by
 //! default). Each time an interval has passed it asks the OS whether the holders it waits
-//! for are still alive: the writer named by the owner slot, or (for a writer waiting for
-//! readers to leave) every slot with read locks. A holder is identified by pid and process
-//! start time, so a reused pid is not mistaken for it (Linux: `starttime` from `/proc`, and a
-//! zombie counts as dead; Windows: the creation time; elsewhere the pid alone). A slot whose process
-//! is dead is taken back with one compare-exchange on its tag, so two recoverers cannot both
-//! take it; the winner clears `W` if the dead process owned it (setting `POISONED`), then
-//! frees the slot and wakes the sleepers. So a process killed at any instant unblocks the
-//! others at most one recovery interval (plus scheduling) after its death.
+//! for can still touch the lock: the writer named by the owner slot, or (for a writer waiting
+//! for readers to leave) every slot with read locks. A slot whose holder cannot is taken back
+//! with one compare-exchange on its tag, so two recoverers cannot both take it; the winner
+//! clears `W` if the dead holder owned it (setting `POISONED`), then frees the slot and wakes
+//! the sleepers. So a holder killed at any instant unblocks the others at most one recovery
+//! interval (plus scheduling) after its death.
+//!
+//! ## Who decides that a holder is gone: the kernel (Linux)
+//!
+//! A pid lookup cannot decide it safely. In another PID namespace (containers sharing
+//! `/dev/shm`) the recorded pid names nobody, or somebody else; a process whose main thread
+//! has exited shows as a zombie while its other threads still write; and a process that
+//! `exec`s keeps its pid and start time although the program that held the lock is gone.
+//! Each of these either breaks exclusion (two writers) or keeps a lock that nobody can
+//! release. So on Linux every tracked handle holds a kernel lock whose lifetime is exactly
+//! "some program can still use this handle", and recoverers ask the kernel about it:
+//!
+//! - **What is held.** Each read-write handle maps the segment through its own `shm_open`,
+//!   that is its own *open file description*, with `O_CLOEXEC`. When it claims slot `i` it
+//!   takes an open-file-description lock (`fcntl(F_OFD_SETLK)`, a write lock on one byte)
+//!   on the first byte of the slot's tag word, `4 * (16 + 4i)` bytes into the lock area,
+//!   and records `K` in the tag. The lock is advisory and touches no data; it belongs to
+//!   the open file description, not to a process or a thread.
+//! - **What is asked.** A recoverer that finds slot `i` active with `K` set asks
+//!   `fcntl(F_OFD_GETLK)` on its own descriptor whether another open file description holds
+//!   that byte: held means alive, free means gone. The kernel's answer does not depend on
+//!   pids, so it is the same in every PID namespace, and it is never fooled by pid reuse.
+//!   The recorded pid and start time stay in the slot, for diagnostics and for the fallback.
+//! - **When it is released.** The kernel drops an open-file-description lock when the last
+//!   descriptor referring to that description is closed: the handle is dropped, the process
+//!   exits or is killed (`kill -9` included), or it `exec`s (the descriptor is `O_CLOEXEC`,
+//!   so exec closes it). So a holder that execs is recovered within one interval of the
+//!   exec, not when the new program ends.
+//! - **Threads, zombie leader.** The descriptor lives in the process's descriptor table,
+//!   which all its threads share; a main thread that exits (`SYS_exit`) while another thread
+//!   holds the lock leaves the table, and so the lock, held. No exclusion break.
+//! - **fork.** A forked child shares its parent's open file descriptions, so the byte stays
+//!   held while the child lives, even after the parent died: conservative (the parent's
+//!   share is recovered only once the child exits or execs). A child must not use its
+//!   parent's handle anyway (see below); it opens the segment again.
+//! - **Our own process.** Two handles of one process have different open file
+//!   descriptions, so a recoverer sees another handle of its own process as alive, as it
+//!   should. A handle never asks about its own slot (its own lock does not conflict with
+//!   itself, so the kernel would report it free).
+//! - **Order.** A claimer marks the slot claiming, takes the byte, and only then marks it
+//!   active; `detach` frees the slot and only then releases the byte. So there is no instant
+//!   at which an active slot's byte is free while its holder can run. A claimer that cannot
+//!   take the byte (the previous owner freed the slot but has not released the byte yet)
+//!   gives the slot back and tries the next one. A recoverer that read the tag before a
+//!   detach and asked the kernel after it sees a free byte, but its compare-exchange then
+//!   fails: the tag is no longer the active one it read.
+//! - **A handle dropped with leaked guards.** `detach` leaves the slot (and the lock it
+//!   holds) in place, but dropping the handle closes its descriptor and so releases the
+//!   byte: the slot is then recovered like a dead one's (poisoning, if it held `W`). Nothing
+//!   can use that handle any more, so this is what recovery is for.
+//! - **32-bit.** The lock is asked for with the `fcntl64` system call and `struct flock64`
+//!   on 32-bit Linux (the `fcntl` system call refuses `F_OFD_*` there), `fcntl` and the
+//!   same layout on 64-bit: the raw system call, so no C library's translation is relied on.
+//!
+//! ## Where there is no such kernel lock: the process identity
+//!
+//! If taking the byte fails for any reason other than another holder (macOS and FreeBSD have
+//! no open-file-description byte locks; a Linux sandbox may refuse them), the handle records
+//! `K` clear and recoverers fall back to the recorded process identity: pid plus start time,
+//! so a reused pid is not mistaken for it (Linux: `starttime` from `/proc`, and a zombie
+//! counts as dead; Windows: the creation time; macOS/FreeBSD: `kill(pid, 0)`, the pid
+//! alone). This fallback has the weaknesses above: it must not be used across PID
+//! namespaces (a holder there may be declared dead while it writes), a zombie leader counts
+//! as dead on Linux, an exec'd holder is recovered only when its process ends, and on
+//! macOS/FreeBSD a reused pid keeps a dead holder's share until that process ends too.
+//!
+//! **Windows** has no PID namespaces: a process id names one process system-wide (Windows
+//! containers that share a kernel see the same ids, and their named objects live in a
+//! separate namespace anyway). A holder is identified by pid plus creation time: the
+//! recoverer opens the process (`OpenProcess`), and while it holds that handle the pid
+//! cannot be reused, so the creation time it reads (`GetProcessTimes`) and the exit state it
+//! asks (`GetExitCodeProcess`) belong to the same process; a different creation time means
+//! the pid was reused. A process stays alive (not exited) while any of its threads runs, so
+//! a main thread that exits does not make it look dead. Exec does not exist there.
 //!
 //! - **Liveness unknown.** When the OS will not say whether a holder lives (for instance no
 //!   permission to inspect it), it is treated as alive: its share is never taken, and
@@ -119,7 +192,8 @@
 //!   (an uncontended write lock never sets it, to keep it one compare-exchange), so a writer
 //!   killed in that sub-microsecond window poisons the lock although it wrote nothing.
 //! - **fork.** A handle belongs to the process that created or opened it: a forked child must
-//!   open the segment again rather than use its parent's handle.
+//!   open the segment again rather than use its parent's handle (which, on Linux, it keeps
+//!   alive in the eyes of recoverers while it lives: see above).
 //!
 //! The data a dead writer left is not trusted: the next acquisitions report
 //! [`Acquired::Poisoned`] until someone calls [`RawRwLock::clear_poison`]. A dead reader
@@ -186,15 +260,68 @@ pub struct ProcessId {
     pub start: u64,
 }
 
-/// What the OS says about a recorded [`ProcessId`].
+/// What the OS says about a recorded [`Holder`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Liveness {
-    /// The very process (same pid and start time) is still running.
+    /// The holder can still touch the lock: its kernel lock is held (Linux), or the very
+    /// process (same pid and start time) is still running (the fallback).
     Alive,
-    /// It has exited (or is a zombie), or its pid now belongs to another process.
+    /// The holder can no longer touch the lock: its kernel lock was dropped (exit, kill,
+    /// exec, or the handle closed), or, in the fallback, its process exited or its pid now
+    /// belongs to another process.
     Dead,
     /// The OS would not say (e.g. no permission to inspect it): assume it may be alive.
     Unknown,
+}
+
+/// What a recoverer knows about the holder of a slot, to ask the OS whether it still lives
+/// ([`Context::liveness`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holder {
+    /// The process the holder's handle was created in (for diagnostics, and the fallback).
+    pub id: ProcessId,
+    /// The byte of the [`LockArea`] on which the holder took a kernel lock with
+    /// [`Context::hold`] (it answered [`Hold::Held`]), or `None` if it could not. With a
+    /// byte, only the kernel lock decides; without one, the process identity does.
+    pub byte: Option<u32>,
+}
+
+/// The answer of [`Context::hold`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// This handle now holds a kernel lock on the byte; the kernel drops it exactly when no
+    /// program can use the handle any more (see the module docs, "Owner death").
+    Held,
+    /// Another handle still holds the byte (typically the slot's previous owner, between
+    /// freeing the slot and releasing its byte): choose another slot.
+    Busy,
+    /// This platform (or this system) has no such lock: record the process identity only.
+    Unsupported,
+}
+
+/// The OS side of [`Context`]'s liveness questions: the kernel lock a handle holds on a byte
+/// of its lock area, and the answer for a recorded holder. Implemented by the segment (one
+/// open file description per handle on Linux) and, in the tests and the loom model, by an
+/// oracle.
+pub(crate) trait Presence: Sync {
+    /// Takes this handle's kernel lock on byte `byte` of the lock area.
+    fn hold(&self, byte: u32) -> Hold;
+    /// Releases what [`hold`](Self::hold) took.
+    fn release(&self, byte: u32);
+    /// Whether `holder` can still touch the lock.
+    fn liveness(&self, holder: Holder) -> Liveness;
+}
+
+/// An oracle that answers by process identity alone and claims every byte (the unit tests
+/// and the loom model, in which "processes" are pids whose death the test decides).
+impl<F: Fn(ProcessId) -> Liveness + Sync> Presence for F {
+    fn hold(&self, _byte: u32) -> Hold {
+        Hold::Held
+    }
+    fn release(&self, _byte: u32) {}
+    fn liveness(&self, holder: Holder) -> Liveness {
+        self(holder.id)
+    }
 }
 
 /// Words in the control block at the start of the default lock's area.
@@ -250,8 +377,11 @@ const SLOT_RECLAIMING: u32 = 3 << 30;
 const SLOT_GEN: u32 = 0xFFF << 18;
 /// One generation step.
 const SLOT_GEN_ONE: u32 = 1 << 18;
+/// Slot tag: the handle holds the kernel lock on its slot's byte ([`Context::hold`]), so
+/// recoverers ask the kernel about that byte rather than about the recorded process.
+const SLOT_HELD: u32 = 1 << 17;
 /// Slot tag (and overflow word): the number of read locks held.
-const SLOT_READERS: u32 = SLOT_GEN_ONE - 1;
+const SLOT_READERS: u32 = SLOT_HELD - 1;
 
 // The owner field must be able to name every slot and still have a value left for "untracked".
 const _: () = assert!(SLOTS < OWNER as usize);
@@ -382,14 +512,14 @@ impl<'a> Waiter<'a> {
 }
 
 /// What the segment hands to every [`RawRwLock`] call: its [`Waiter`], the calling handle's
-/// token (from [`RawRwLock::attach`]), the recovery interval, and the OS's answer to "is this
-/// process still alive".
+/// token (from [`RawRwLock::attach`]), the recovery interval, and the OS's answer to "can
+/// this holder still touch the lock" ([`hold`](Self::hold), [`liveness`](Self::liveness)).
 #[derive(Clone, Copy)]
 pub struct Context<'a> {
     waiter: Waiter<'a>,
     token: u32,
     recovery_interval: Duration,
-    liveness: &'a (dyn Fn(ProcessId) -> Liveness + Sync),
+    presence: &'a dyn Presence,
 }
 
 impl<'a> Context<'a> {
@@ -397,13 +527,13 @@ impl<'a> Context<'a> {
         waiter: Waiter<'a>,
         token: u32,
         recovery_interval: Duration,
-        liveness: &'a (dyn Fn(ProcessId) -> Liveness + Sync),
+        presence: &'a dyn Presence,
     ) -> Self {
         Context {
             waiter,
             token,
             recovery_interval,
-            liveness,
+            presence,
         }
     }
 
@@ -423,9 +553,30 @@ impl<'a> Context<'a> {
         self.recovery_interval
     }
 
-    /// Whether process `id` still runs.
-    pub fn liveness(&self, id: ProcessId) -> Liveness {
-        (self.liveness)(id)
+    /// Takes the calling handle's kernel lock on byte `byte` (below `4 * LOCK_AREA_WORDS`) of
+    /// the lock area, so that [`liveness`](Self::liveness) can later tell other processes
+    /// whether this handle can still touch the lock. Linux: an open-file-description lock
+    /// (`fcntl(F_OFD_SETLK)`, a write lock on that one byte of the segment's file) on the
+    /// handle's own descriptor; [`Hold::Unsupported`] elsewhere. A lock records the answer
+    /// next to the holder's [`ProcessId`] and passes it back in a [`Holder`].
+    #[doc(alias = "F_OFD_SETLK")]
+    pub fn hold(&self, byte: u32) -> Hold {
+        self.presence.hold(byte)
+    }
+
+    /// Releases what [`hold`](Self::hold) took on `byte` (closing the handle releases it too).
+    pub fn release(&self, byte: u32) {
+        self.presence.release(byte);
+    }
+
+    /// Whether `holder` can still touch the lock. With a held byte this is the kernel's
+    /// answer (`fcntl(F_OFD_GETLK)`: locked by another open file description or not), the
+    /// same in every PID namespace; without one, the process identity's (see the module
+    /// docs). Never ask about a byte the calling handle holds itself: its own lock does not
+    /// conflict with itself, so it would be reported dead.
+    #[doc(alias = "F_OFD_GETLK")]
+    pub fn liveness(&self, holder: Holder) -> Liveness {
+        self.presence.liveness(holder)
     }
 }
 
@@ -637,6 +788,12 @@ impl SharedRwLock {
     /// Word `field` (0 = tag, 1 = pid, 2/3 = start time) of slot `slot < SLOTS`.
     fn slot_word(area: &LockArea, slot: usize, field: usize) -> &AtomicU32 {
         &area.words[CONTROL_WORDS + slot * SLOT_WORDS + field]
+    }
+
+    /// The byte of the area whose kernel lock says slot `slot`'s handle is alive: the first
+    /// byte of its tag word.
+    fn slot_byte(slot: usize) -> u32 {
+        ((CONTROL_WORDS + slot * SLOT_WORDS) * 4) as u32
     }
 
     /// The word counting the handle's read locks: its slot's tag, or the overflow word.
@@ -882,12 +1039,19 @@ impl SharedRwLock {
         if tag & SLOT_STATE != SLOT_ACTIVE {
             return false;
         }
-        let id = ProcessId {
-            pid: Self::slot_word(area, slot, 1).load(Relaxed),
-            start: u64::from(Self::slot_word(area, slot, 2).load(Relaxed))
-                | u64::from(Self::slot_word(area, slot, 3).load(Relaxed)) << 32,
+        let holder = Holder {
+            id: ProcessId {
+                pid: Self::slot_word(area, slot, 1).load(Relaxed),
+                start: u64::from(Self::slot_word(area, slot, 2).load(Relaxed))
+                    | u64::from(Self::slot_word(area, slot, 3).load(Relaxed)) << 32,
+            },
+            byte: (tag & SLOT_HELD != 0).then(|| Self::slot_byte(slot)),
         };
-        if ctx.liveness(id) != Liveness::Dead {
+        // A held byte is asked about only while the tag (read above) says active: the owner
+        // takes the byte before it marks the slot active and frees the slot before it
+        // releases the byte, so an active slot's byte is unlocked only if its holder can no
+        // longer run. If the slot was freed since, the compare-exchange below fails.
+        if ctx.liveness(holder) != Liveness::Dead {
             return false;
         }
         // The one compare-exchange that decides which recoverer takes the slot. It fails if
@@ -944,11 +1108,12 @@ impl SharedRwLock {
 // sets WRITER and then waits until every count is zero; both with SeqCst, so (Dekker) they
 // never both proceed. Acquisitions synchronise with the previous release (SeqCst loads and
 // compare-exchanges, which include Acquire, against Release stores and read-modify-writes).
-// A holder's share is only taken back once the OS says its process is dead. KIND is unique
-// to this protocol (it changed from "RWL1" when slots were added, and from "RWL2" when the
-// DRAINING bit was).
+// A holder's share is only taken back once the OS says it can no longer run (its kernel lock
+// is gone, or its process is dead). KIND is unique to this protocol (it changed from "RWL1"
+// when slots were added, from "RWL2" when the DRAINING bit was, and from "RWL3" when slots
+// took kernel locks: an RWL3 peer holds none and would be declared dead).
 unsafe impl RawRwLock for SharedRwLock {
-    const KIND: u32 = u32::from_be_bytes(*b"RWL3");
+    const KIND: u32 = u32::from_be_bytes(*b"RWL4");
 
     fn init(area: &LockArea) {
         // Relaxed: the header's Release store of STATE_READY publishes these to openers.
@@ -974,6 +1139,18 @@ unsafe impl RawRwLock for SharedRwLock {
                 {
                     continue;
                 }
+                // The kernel lock before the slot turns active, so an active slot's byte is
+                // locked for as long as we can run. Busy: the previous owner freed the slot
+                // but has not yet released its byte; give the slot back and try the next.
+                let held = match ctx.hold(Self::slot_byte(slot)) {
+                    Hold::Held => SLOT_HELD,
+                    Hold::Unsupported => 0,
+                    Hold::Busy => {
+                        // Release: pairs with the next claimer's Acquire, as in `detach`.
+                        tag_word.store(SLOT_FREE | generation, Release);
+                        continue;
+                    }
+                };
                 // Relaxed: published by the Release store of SLOT_ACTIVE below.
                 Self::slot_word(area, slot, 1).store(me.pid, Relaxed);
                 Self::slot_word(area, slot, 2).store(me.start as u32, Relaxed);
@@ -990,7 +1167,7 @@ unsafe impl RawRwLock for SharedRwLock {
                     }
                 }
                 // Release: publishes the identity to recoverers (Acquire in reclaim_if_dead).
-                tag_word.store(SLOT_ACTIVE | generation, Release);
+                tag_word.store(SLOT_ACTIVE | generation | held, Release);
                 return slot as u32;
             }
             if round == 0 {
@@ -1022,7 +1199,15 @@ unsafe impl RawRwLock for SharedRwLock {
         }
         // Release: pairs with the Acquire claim in `attach`. Failure means the tag changed
         // under us, which only a corrupt peer can do; then the slot is not ours to free.
-        let _ = tag_word.compare_exchange(tag, SLOT_FREE | (tag & SLOT_GEN), Release, Relaxed);
+        // The slot is freed before its byte is released, never the other way round: an
+        // active slot whose byte is unlocked would be taken for a dead one.
+        if tag_word
+            .compare_exchange(tag, SLOT_FREE | (tag & SLOT_GEN), Release, Relaxed)
+            .is_ok()
+            && tag & SLOT_HELD != 0
+        {
+            ctx.release(Self::slot_byte(slot));
+        }
     }
 
     #[inline]
@@ -1046,7 +1231,7 @@ unsafe impl RawRwLock for SharedRwLock {
                 Enter::Acquired(acquired) => return Some(acquired),
                 Enter::Blocked(s) => s,
                 Enter::Saturated => {
-                    // 2^18 - 1 read locks through one handle: only a leak gets here. Wait
+                    // 2^17 - 1 read locks through one handle: only a leak gets here. Wait
                     // for one to be released, without a wake-up to rely on.
                     if deadline_passed(deadline) {
                         return None;
@@ -1227,7 +1412,7 @@ mod tests {
         fn ctx_with<'a>(
             &'a self,
             token: u32,
-            liveness: &'a (dyn Fn(ProcessId) -> Liveness + Sync),
+            liveness: &'a dyn Presence,
         ) -> Context<'a> {
             Context::new(
                 Waiter::new(&self.os, &self.region.header().os_waiters),
@@ -1268,7 +1453,7 @@ mod tests {
                 Waiter::new(&self.f.os, &self.f.region.header().os_waiters),
                 self.token,
                 self.interval,
-                &*self.f.oracle,
+                &self.f.oracle,
             )
         }
         /// The same handle, checking its holders' liveness every `interval`.

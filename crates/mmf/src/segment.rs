@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, LockError, LockResult, PoisonError, Result};
 use crate::header::{Header, HEADER_LEN};
-use crate::lock::{Acquired, Context, RawRwLock, SharedRwLock, Waiter, UNTRACKED};
+use crate::lock::{
+    Acquired, Context, Hold, Holder, Liveness, Presence, RawRwLock, SharedRwLock, Waiter,
+    LOCK_AREA_WORDS, UNTRACKED,
+};
 use crate::name;
 use crate::sys::{self, Access, Namespace, OsOptions, OsProcess, OsSegment, OsWaiter};
 
@@ -599,14 +602,29 @@ impl<L: RawRwLock> Mmf<L> {
     }
 
     /// What the lock needs on every call: waiter, this handle's token, recovery interval and
-    /// the OS's liveness check.
+    /// the OS's liveness answers (this handle: see its [`Presence`] impl).
     fn ctx(&self) -> Context<'_> {
-        Context::new(
-            self.waiter(),
-            self.token,
-            self.recovery_interval,
-            &<sys::Process as OsProcess>::liveness,
-        )
+        Context::new(self.waiter(), self.token, self.recovery_interval, self)
+    }
+
+    /// Takes this handle's kernel lock on the byte at `offset` of the data region (a frame
+    /// channel's writer and reader entries; see [`Presence`]).
+    pub(crate) fn hold_data_byte(&self, offset: usize) -> Hold {
+        self.segment.hold_byte((HEADER_LEN + offset) as u64)
+    }
+
+    /// Releases what [`hold_data_byte`](Self::hold_data_byte) took.
+    pub(crate) fn release_data_byte(&self, offset: usize) {
+        self.segment.release_byte((HEADER_LEN + offset) as u64);
+    }
+
+    /// Whether the holder of the byte at `offset` of the data region (or, without one, the
+    /// process `id`) can still touch the segment. Never ask about a byte this handle holds.
+    pub(crate) fn data_holder_liveness(&self, id: sys::ProcessId, offset: Option<usize>) -> Liveness {
+        match offset {
+            Some(offset) => self.segment.byte_liveness((HEADER_LEN + offset) as u64),
+            None => <sys::Process as OsProcess>::liveness(id),
+        }
     }
 
     /// Registers this read-write handle with the lock (a slot in its owner table).
@@ -890,6 +908,39 @@ impl<L: RawRwLock> Mmf<L> {
             pause = (pause * 2).min(Duration::from_millis(1));
         }
     }
+}
+
+/// The lock's liveness questions, answered for this handle: its kernel locks are taken on
+/// its own descriptor (its own open file description), on bytes of the header's lock area;
+/// holders without a byte are asked about by process identity.
+impl<L: RawRwLock> Presence for Mmf<L> {
+    fn hold(&self, byte: u32) -> Hold {
+        match lock_byte_offset(byte) {
+            Some(offset) => self.segment.hold_byte(offset),
+            None => Hold::Unsupported,
+        }
+    }
+
+    fn release(&self, byte: u32) {
+        if let Some(offset) = lock_byte_offset(byte) {
+            self.segment.release_byte(offset);
+        }
+    }
+
+    fn liveness(&self, holder: Holder) -> Liveness {
+        match holder.byte {
+            // A byte outside the area is garbage from the region: we cannot tell.
+            Some(byte) => lock_byte_offset(byte)
+                .map_or(Liveness::Unknown, |offset| self.segment.byte_liveness(offset)),
+            None => <sys::Process as OsProcess>::liveness(holder.id),
+        }
+    }
+}
+
+/// Offset in the segment's object of byte `byte` of the lock area, if it lies in the area.
+fn lock_byte_offset(byte: u32) -> Option<u64> {
+    ((byte as usize) < 4 * LOCK_AREA_WORDS)
+        .then(|| (std::mem::offset_of!(Header, lock) + byte as usize) as u64)
 }
 
 impl<L: RawRwLock> fmt::Debug for Mmf<L> {
