@@ -62,6 +62,7 @@ fn child() {
         "lock_taker" => lock_taker_role(),
         "frame_writer" => frame_writer_role(),
         "frame_reader" => frame_reader_role(),
+        "frame_holder" => frame_holder_role(),
         "zombie_leader" => zombie_leader_role(),
         "exec_holder" => exec_holder_role(),
         other => panic!("unknown child role {other:?}"),
@@ -306,6 +307,49 @@ fn frame_writer_in_a_child_pid_namespace_is_alive_for_a_host_reader_until_killed
 fn frame_writer_in_the_host_is_alive_for_a_reader_in_a_child_pid_namespace_until_killed() {
     require_namespaces!();
     channel_across_namespaces(false);
+}
+
+/// Opens the channel, pins its first frame and holds it until killed.
+fn frame_holder_role() {
+    let mut reader = FrameReader::open(&arg("name")).unwrap();
+    let frame = reader.wait_next(CHILD_TIMEOUT).unwrap();
+    assert_eq!(&*frame, b"first");
+    say("ready", std::process::id());
+    thread::sleep(Duration::from_secs(600));
+    drop(frame);
+}
+
+/// A reader in a child namespace holds the channel's only reader entry: the host writer's
+/// sweep must not take it (nor may another reader's open), until the reader is killed.
+#[test]
+fn reader_entry_held_in_a_child_pid_namespace_is_not_reclaimed_until_the_reader_is_killed() {
+    require_namespaces!();
+    let name = unique_name("ns-entry");
+    let mut writer = FrameWriter::create(&name, FrameSpec::new(64).max_readers(1)).unwrap();
+    writer.publish(b"first").unwrap();
+    let mut reader = spawn("frame_holder", &name, true);
+    let pid: u32 = reader.expect("ready", CHILD_TIMEOUT).parse().unwrap();
+    check_pid_view(&reader, pid, true);
+    assert_eq!(
+        writer.reclaim_dead_readers(),
+        0,
+        "the writer reclaimed the entry of a live reader in another namespace"
+    );
+    assert!(
+        matches!(FrameReader::open(&name), Err(Error::ChannelFull { .. })),
+        "a second reader took the entry of a live reader in another namespace"
+    );
+    let killed = Instant::now();
+    reader.kill();
+    while writer.reclaim_dead_readers() == 0 {
+        assert!(
+            killed.elapsed() <= INTERVAL + SLACK,
+            "the killed reader's entry was not reclaimed within {:?}",
+            INTERVAL + SLACK
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert!(FrameReader::open(&name).is_ok(), "the freed entry is usable");
 }
 
 // ---------------------------------------------------------------------------------------
