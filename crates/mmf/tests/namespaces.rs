@@ -488,3 +488,54 @@ fn holder_that_execs_is_recovered_within_one_interval_of_the_exec() {
     assert!(proc_state(child.id()).is_some_and(|s| s != 'Z'));
     drop(child);
 }
+
+// ---------------------------------------------------------------------------------------
+// Holders in the waiter's own process
+// ---------------------------------------------------------------------------------------
+
+/// What a write attempt of [`EXCLUSION_TRY`] gave, as a word for the assertions.
+fn try_write(mmf: &Mmf) -> &'static str {
+    match mmf.write_timeout(EXCLUSION_TRY) {
+        Ok(_) => "clean",
+        Err(LockError::Poisoned(_)) => "poisoned",
+        Err(LockError::Failed(Error::Timeout { .. })) => "timeout",
+        Err(LockError::Failed(e)) => panic!("write_timeout: {e}"),
+    }
+}
+
+/// A handle's own kernel lock does not conflict with itself, so asked about its own slot
+/// the kernel would call it free: a waiter must never ask about its own handle's slot, and
+/// another handle of its process (another open file description) must count as alive.
+#[test]
+fn a_waiter_never_takes_a_holder_in_its_own_process_for_dead() {
+    let name = unique_name("own");
+    let a = Mmf::create(&name, 64).unwrap();
+    let b = Mmf::open(&name).unwrap();
+    for exclusive in [true, false] {
+        let (same_handle, other_handle) = {
+            let _write;
+            let _read;
+            if exclusive {
+                _write = a.write().unwrap();
+            } else {
+                _read = a.read().unwrap();
+            }
+            thread::scope(|s| {
+                let same = s.spawn(|| try_write(&a));
+                let other = s.spawn(|| try_write(&b));
+                (same.join().unwrap(), other.join().unwrap())
+            })
+        };
+        let held = if exclusive { "write" } else { "read" };
+        assert_eq!(
+            same_handle, "timeout",
+            "EXCLUSION BROKEN: a thread got the write lock while another thread held a \
+             {held} lock through the same handle"
+        );
+        assert_eq!(
+            other_handle, "timeout",
+            "EXCLUSION BROKEN: a handle got the write lock while another handle of its own \
+             process held a {held} lock"
+        );
+    }
+}
