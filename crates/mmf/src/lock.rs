@@ -1409,11 +1409,7 @@ mod tests {
         }
         /// A waiter context for handle `token` that asks `liveness` rather than the fixture's
         /// states (to answer at a chosen moment).
-        fn ctx_with<'a>(
-            &'a self,
-            token: u32,
-            liveness: &'a dyn Presence,
-        ) -> Context<'a> {
+        fn ctx_with<'a>(&'a self, token: u32, liveness: &'a dyn Presence) -> Context<'a> {
             Context::new(
                 Waiter::new(&self.os, &self.region.header().os_waiters),
                 token,

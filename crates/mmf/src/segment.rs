@@ -620,7 +620,11 @@ impl<L: RawRwLock> Mmf<L> {
 
     /// Whether the holder of the byte at `offset` of the data region (or, without one, the
     /// process `id`) can still touch the segment. Never ask about a byte this handle holds.
-    pub(crate) fn data_holder_liveness(&self, id: sys::ProcessId, offset: Option<usize>) -> Liveness {
+    pub(crate) fn data_holder_liveness(
+        &self,
+        id: sys::ProcessId,
+        offset: Option<usize>,
+    ) -> Liveness {
         match offset {
             Some(offset) => self.segment.byte_liveness((HEADER_LEN + offset) as u64),
             None => <sys::Process as OsProcess>::liveness(id),
@@ -930,8 +934,9 @@ impl<L: RawRwLock> Presence for Mmf<L> {
     fn liveness(&self, holder: Holder) -> Liveness {
         match holder.byte {
             // A byte outside the area is garbage from the region: we cannot tell.
-            Some(byte) => lock_byte_offset(byte)
-                .map_or(Liveness::Unknown, |offset| self.segment.byte_liveness(offset)),
+            Some(byte) => lock_byte_offset(byte).map_or(Liveness::Unknown, |offset| {
+                self.segment.byte_liveness(offset)
+            }),
             None => <sys::Process as OsProcess>::liveness(holder.id),
         }
     }

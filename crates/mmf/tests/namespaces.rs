@@ -109,7 +109,10 @@ fn spawn(role: &str, name: &str, in_namespace: bool) -> common::Child {
 /// really put the child where a pid lookup would answer wrongly.
 fn check_pid_view(child: &common::Child, own_pid: u32, in_namespace: bool) {
     if in_namespace {
-        assert_eq!(own_pid, 2, "the child is the second process of a fresh namespace");
+        assert_eq!(
+            own_pid, 2,
+            "the child is the second process of a fresh namespace"
+        );
     } else {
         assert_eq!(own_pid, child.id(), "a host child sees its host pid");
     }
@@ -248,7 +251,8 @@ fn frame_reader_role() {
                 let start = Instant::now();
                 loop {
                     match reader.wait_next(FRAME_WAIT) {
-                        Err(Error::Timeout { .. }) if start.elapsed() < Duration::from_secs(10) => {}
+                        Err(Error::Timeout { .. }) if start.elapsed() < Duration::from_secs(10) => {
+                        }
                         Err(Error::WriterGone { .. }) => break,
                         other => panic!("expected WriterGone: {:?}", other.map(|f| f.seq())),
                     }
@@ -349,7 +353,10 @@ fn reader_entry_held_in_a_child_pid_namespace_is_not_reclaimed_until_the_reader_
         );
         thread::sleep(Duration::from_millis(1));
     }
-    assert!(FrameReader::open(&name).is_ok(), "the freed entry is usable");
+    assert!(
+        FrameReader::open(&name).is_ok(),
+        "the freed entry is usable"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -400,7 +407,11 @@ fn zombie_leader_role() {
 /// The state letter of `pid` in `/proc/<pid>/stat`, if it exists.
 fn proc_state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..].split_whitespace().next()?.chars().next()
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
 }
 
 #[test]
@@ -478,7 +489,10 @@ fn holder_that_execs_is_recovered_within_one_interval_of_the_exec() {
     });
     let latency = Duration::from_nanos(got.saturating_sub(execed));
     println!("got the lock {kind} {latency:?} after the holder's exec");
-    assert_eq!(kind, "poisoned", "the holder's program is gone with the lock held");
+    assert_eq!(
+        kind, "poisoned",
+        "the holder's program is gone with the lock held"
+    );
     assert!(
         latency <= INTERVAL + SLACK,
         "recovery took {latency:?} after the exec, more than {:?}",

@@ -253,7 +253,12 @@ impl OsSegment for Segment {
 
     fn hold_byte(&self, offset: u64) -> Hold {
         #[cfg(target_os = "linux")]
-        match ofd_lock(&self.fd, F_OFD_SETLK, libc::F_WRLCK as libc::c_short, offset) {
+        match ofd_lock(
+            &self.fd,
+            F_OFD_SETLK,
+            libc::F_WRLCK as libc::c_short,
+            offset,
+        ) {
             Ok(_) => Hold::Held,
             // Another open file description holds it (fcntl(2): EACCES or EAGAIN).
             Err(Errno::AGAIN) | Err(Errno::ACCESS) => Hold::Busy,
@@ -272,7 +277,12 @@ impl OsSegment for Segment {
         {
             // Cannot fail for a lock we hold on our own descriptor; if it did, closing the
             // descriptor releases it anyway.
-            let result = ofd_lock(&self.fd, F_OFD_SETLK, libc::F_UNLCK as libc::c_short, offset);
+            let result = ofd_lock(
+                &self.fd,
+                F_OFD_SETLK,
+                libc::F_UNLCK as libc::c_short,
+                offset,
+            );
             debug_assert!(result.is_ok(), "F_OFD_SETLK(F_UNLCK) failed: {result:?}");
         }
         #[cfg(not(target_os = "linux"))]
@@ -281,7 +291,12 @@ impl OsSegment for Segment {
 
     fn byte_liveness(&self, offset: u64) -> Liveness {
         #[cfg(target_os = "linux")]
-        match ofd_lock(&self.fd, F_OFD_GETLK, libc::F_WRLCK as libc::c_short, offset) {
+        match ofd_lock(
+            &self.fd,
+            F_OFD_GETLK,
+            libc::F_WRLCK as libc::c_short,
+            offset,
+        ) {
             // GETLK reports the first lock that would conflict with ours, or F_UNLCK if none.
             Ok(kind) if kind == libc::F_UNLCK as libc::c_short => Liveness::Dead,
             Ok(_) => Liveness::Alive,
@@ -314,7 +329,12 @@ impl OsSegment for Segment {
 /// layout. Calling the kernel directly relies on no C library's translation of the commands
 /// (glibc before 2.28 passed a 32-bit `struct flock` through unchanged).
 #[cfg(target_os = "linux")]
-fn ofd_lock(fd: &OwnedFd, cmd: libc::c_int, kind: libc::c_short, offset: u64) -> Result<libc::c_short, Errno> {
+fn ofd_lock(
+    fd: &OwnedFd,
+    cmd: libc::c_int,
+    kind: libc::c_short,
+    offset: u64,
+) -> Result<libc::c_short, Errno> {
     use std::os::fd::AsRawFd;
     #[cfg(target_pointer_width = "32")]
     const SYS_FCNTL: libc::c_long = libc::SYS_fcntl64;
@@ -330,14 +350,8 @@ fn ofd_lock(fd: &OwnedFd, cmd: libc::c_int, kind: libc::c_short, offset: u64) ->
     // SAFETY: `fd` is our open descriptor; `lock` is a valid, writable flock64 that outlives
     // the call, which is what F_OFD_SETLK/F_OFD_GETLK read (and GETLK writes) through the
     // third argument of this system call on this word size (see above).
-    let ret = unsafe {
-        libc::syscall(
-            SYS_FCNTL,
-            fd.as_raw_fd(),
-            cmd,
-            std::ptr::addr_of_mut!(lock),
-        )
-    };
+    let ret =
+        unsafe { libc::syscall(SYS_FCNTL, fd.as_raw_fd(), cmd, std::ptr::addr_of_mut!(lock)) };
     if ret == -1 {
         Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::INVAL))
     } else {
