@@ -1077,3 +1077,42 @@ mod tests {
         assert_eq!(total_len(1).unwrap(), HEADER_LEN + 1);
     }
 }
+
+/// The kernel locks behind liveness (Linux): per handle, one byte each, seen by the others.
+#[cfg(all(test, target_os = "linux", not(miri)))]
+mod kernel_lock_tests {
+    use super::*;
+    use crate::sys::ProcessId;
+
+    /// Whoever the process identity names is irrelevant when a byte is given.
+    const ANYONE: ProcessId = ProcessId { pid: 0, start: 0 };
+
+    #[test]
+    fn a_handles_byte_lock_is_seen_by_other_handles_and_released_with_the_handle() {
+        let name = format!("mmf-unit-ofd-{}", std::process::id());
+        let a = Mmf::create(&name, 4096).unwrap();
+        let b = Mmf::open(&name).unwrap();
+        assert_eq!(a.hold_data_byte(100), Hold::Held);
+        assert_eq!(b.hold_data_byte(100), Hold::Busy, "one holder per byte");
+        assert_eq!(b.data_holder_liveness(ANYONE, Some(100)), Liveness::Alive);
+        assert_eq!(
+            b.data_holder_liveness(ANYONE, Some(101)),
+            Liveness::Dead,
+            "exactly one byte is locked"
+        );
+        assert_eq!(
+            a.data_holder_liveness(ANYONE, Some(100)),
+            Liveness::Dead,
+            "a handle's own lock does not conflict with itself: why nobody asks about their own"
+        );
+        a.release_data_byte(100);
+        assert_eq!(b.data_holder_liveness(ANYONE, Some(100)), Liveness::Dead);
+        assert_eq!(b.hold_data_byte(100), Hold::Held);
+        drop(b);
+        assert_eq!(
+            a.data_holder_liveness(ANYONE, Some(100)),
+            Liveness::Dead,
+            "closing the handle releases its locks"
+        );
+    }
+}

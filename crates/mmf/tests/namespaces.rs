@@ -534,10 +534,12 @@ fn a_waiter_never_takes_a_holder_in_its_own_process_for_dead() {
             } else {
                 _read = a.read().unwrap();
             }
+            // One after the other: two writers at once would have the second wait behind the
+            // first's claim, and never reach the check on the readers this is about.
             thread::scope(|s| {
-                let same = s.spawn(|| try_write(&a));
-                let other = s.spawn(|| try_write(&b));
-                (same.join().unwrap(), other.join().unwrap())
+                let same = s.spawn(|| try_write(&a)).join().unwrap();
+                let other = s.spawn(|| try_write(&b)).join().unwrap();
+                (same, other)
             })
         };
         let held = if exclusive { "write" } else { "read" };
