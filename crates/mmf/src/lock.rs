@@ -166,11 +166,16 @@
 //! **Windows** has no PID namespaces: a process id names one process system-wide (Windows
 //! containers that share a kernel see the same ids, and their named objects live in a
 //! separate namespace anyway). A holder is identified by pid plus creation time: the
-//! recoverer opens the process (`OpenProcess`), and while it holds that handle the pid
-//! cannot be reused, so the creation time it reads (`GetProcessTimes`) and the exit state it
-//! asks (`GetExitCodeProcess`) belong to the same process; a different creation time means
-//! the pid was reused. A process stays alive (not exited) while any of its threads runs, so
-//! a main thread that exits does not make it look dead. Exec does not exist there.
+//! recoverer opens the process (`OpenProcess`), and while it holds that handle the process
+//! object, and so its pid, cannot be reused, so the creation time it reads
+//! (`GetProcessTimes`) and the exit state it asks (`WaitForSingleObject` on the handle, which
+//! is signalled once the process has exited, or `GetExitCodeProcess`) belong to one and the
+//! same process; a different creation time means the pid was reused, and a pid with no
+//! process object means it is gone. A process exits only when its last thread does, so a main
+//! thread that ends while another thread holds the lock does not make it look dead. There is
+//! no exec (a new program is a new process) and no fork. What remains: a process that is
+//! alive but has closed the handle (dropped the `Mmf` with a leaked guard) keeps its share
+//! until it exits, since a section has no per-handle lock to ask about.
 //!
 //! - **Liveness unknown.** When the OS will not say whether a holder lives (for instance no
 //!   permission to inspect it), it is treated as alive: its share is never taken, and
@@ -210,6 +215,13 @@
 //! that was reclaimed and claimed again:
 //! `RUSTFLAGS="--cfg loom" cargo test -p mmf --lib --release loom` (a few minutes on two
 //! cores; add `-- --nocapture` to see how many interleavings each model explored).
+//!
+//! The liveness oracle of the models (`Kernel` in `loom_tests`) answers as the kernel does
+//! about the slots' byte locks: a byte held by another handle whose process has not died is
+//! alive; a free byte, or one whose holder died, is dead; a claimer finds a byte still held
+//! by a live handle busy; and a handle asking about its own byte hears "free", as with real
+//! open-file-description locks, so a model in which a waiter asks about its own slot breaks
+//! exclusion.
 //!
 //! What the models do not cover:
 //!
@@ -2255,7 +2267,63 @@ mod loom_tests {
         futex: ModelFutex,
         dead: [AtomicBool; 4],
         tokens: [u32; 4],
+        /// The kernel's byte locks, per slot: `(handle + 1) | pid << 8` of the holder, 0 if
+        /// free. Outside the model (std atomics): the kernel is not what is checked here.
+        bytes: [std::sync::atomic::AtomicU32; SLOTS],
         data: UnsafeCell<u32>,
+    }
+
+    /// The liveness oracle of handle `handle` of process `pid`, answering as the kernel does
+    /// about open-file-description locks: a byte held by another handle whose process has
+    /// not died is alive; a byte nobody holds, or whose holder died, is free (dead); and a
+    /// byte held by the asking handle itself reads free too, as its own lock does not
+    /// conflict with itself. Holders without a byte are answered by pid.
+    struct Kernel<'w> {
+        world: &'w World,
+        handle: usize,
+        pid: u32,
+    }
+
+    impl Kernel<'_> {
+        fn slot(byte: u32) -> usize {
+            (byte as usize / 4 - CONTROL_WORDS) / SLOT_WORDS
+        }
+        fn pid_dead(&self, pid: u32) -> bool {
+            self.world
+                .dead
+                .get(pid as usize)
+                .map_or(true, |d| d.load(SeqCst))
+        }
+    }
+
+    impl Presence for Kernel<'_> {
+        fn hold(&self, byte: u32) -> Hold {
+            let held = &self.world.bytes[Self::slot(byte)];
+            let now = held.load(SeqCst);
+            if now != 0 && !self.pid_dead(now >> 8) {
+                return Hold::Busy;
+            }
+            held.store((self.handle as u32 + 1) | self.pid << 8, SeqCst);
+            Hold::Held
+        }
+        fn release(&self, byte: u32) {
+            self.world.bytes[Self::slot(byte)].store(0, SeqCst);
+        }
+        fn liveness(&self, holder: Holder) -> Liveness {
+            let Some(byte) = holder.byte else {
+                return if self.pid_dead(holder.id.pid) {
+                    Liveness::Dead
+                } else {
+                    Liveness::Alive
+                };
+            };
+            let now = self.world.bytes[Self::slot(byte)].load(SeqCst);
+            if now == 0 || (now & 0xFF) as usize == self.handle + 1 || self.pid_dead(now >> 8) {
+                Liveness::Dead
+            } else {
+                Liveness::Alive
+            }
+        }
     }
 
     // SAFETY: `data` is only touched under the lock, and loom reports any access that the
@@ -2272,10 +2340,11 @@ mod loom_tests {
                 futex: ModelFutex::new(),
                 dead: std::array::from_fn(|_| AtomicBool::new(false)),
                 tokens: [UNTRACKED; 4],
+                bytes: std::array::from_fn(|_| std::sync::atomic::AtomicU32::new(0)),
                 data: UnsafeCell::new(0),
             };
             for i in 0..n {
-                let token = world.with_ctx(UNTRACKED, |area, ctx| {
+                let token = world.with_ctx(i, i as u32 + 1, UNTRACKED, |area, ctx| {
                     L::attach(
                         area,
                         ctx,
@@ -2290,19 +2359,26 @@ mod loom_tests {
             Arc::new(world)
         }
 
-        fn with_ctx<R>(&self, token: u32, f: impl FnOnce(&LockArea, &Context<'_>) -> R) -> R {
-            let oracle = |id: ProcessId| match self.dead.get(id.pid as usize) {
-                Some(dead) if dead.load(SeqCst) => Liveness::Dead,
-                Some(_) => Liveness::Alive,
-                None => Liveness::Dead,
+        /// Runs `f` as handle `handle` of process `pid`, with lock token `token`.
+        fn with_ctx<R>(
+            &self,
+            handle: usize,
+            pid: u32,
+            token: u32,
+            f: impl FnOnce(&LockArea, &Context<'_>) -> R,
+        ) -> R {
+            let kernel = Kernel {
+                world: self,
+                handle,
+                pid,
             };
-            let ctx = Context::new(Waiter::model(&self.futex), token, Duration::ZERO, &oracle);
+            let ctx = Context::new(Waiter::model(&self.futex), token, Duration::ZERO, &kernel);
             f(&self.area, &ctx)
         }
 
         /// Runs `f` as handle `i` (pid i + 1).
         fn as_handle<R>(&self, i: usize, f: impl FnOnce(&LockArea, &Context<'_>) -> R) -> R {
-            self.with_ctx(self.tokens[i], f)
+            self.with_ctx(i, i as u32 + 1, self.tokens[i], f)
         }
 
         fn die(&self, i: usize) {
@@ -2527,11 +2603,11 @@ mod loom_tests {
             while tag_word.load(SeqCst) & SLOT_STATE != SLOT_FREE {
                 thread::yield_now();
             }
-            // Process 3 (alive) opens a second handle.
+            // Process 3 (alive) opens a second handle (handle 3).
             let me = ProcessId { pid: 3, start: 7 };
-            let reborn = world.with_ctx(UNTRACKED, |area, ctx| L::attach(area, ctx, me));
+            let reborn = world.with_ctx(3, 3, UNTRACKED, |area, ctx| L::attach(area, ctx, me));
             assert_eq!(reborn as usize, slot, "the only free slot");
-            let got = world.with_ctx(reborn, |area, ctx| L::lock_shared(area, ctx, None));
+            let got = world.with_ctx(3, 3, reborn, |area, ctx| L::lock_shared(area, ctx, None));
             assert_eq!(got, Some(Acquired::Clean));
             let stale_won = stale.join().unwrap();
             assert!(
@@ -2542,12 +2618,17 @@ mod loom_tests {
             let next_generation = generation.wrapping_add(SLOT_GEN_ONE) & SLOT_GEN;
             assert_eq!(
                 tag_word.load(SeqCst),
-                SLOT_ACTIVE | next_generation | 1,
+                SLOT_ACTIVE | next_generation | SLOT_HELD | 1,
                 "the new owner's slot or its read lock was taken"
             );
             // SAFETY: the shared lock taken just above through the reborn handle.
-            world.with_ctx(reborn, |area, ctx| unsafe { L::unlock_shared(area, ctx) });
-            assert_eq!(tag_word.load(SeqCst), SLOT_ACTIVE | next_generation);
+            world.with_ctx(3, 3, reborn, |area, ctx| unsafe {
+                L::unlock_shared(area, ctx)
+            });
+            assert_eq!(
+                tag_word.load(SeqCst),
+                SLOT_ACTIVE | next_generation | SLOT_HELD
+            );
             assert_eq!(world.word(), 0);
         });
     }
