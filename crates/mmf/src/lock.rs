@@ -261,7 +261,7 @@ use crate::sync::{self, AtomicU32};
 /// (Linux: clock ticks after boot from `/proc/<pid>/stat`; Windows: creation FILETIME).
 /// `start == 0` means the platform could not tell; liveness then rests on the pid alone.
 ///
-/// Public because [`RawRwLock`](crate::RawRwLock) implementations receive and record it.
+/// Public because [`RawRwLock`] implementations receive and record it.
 /// Defined here, not in the OS layer, so the lock's loom model (which has no OS layer) shares
 /// the very same types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -637,6 +637,12 @@ pub unsafe trait RawRwLock: 'static {
 
     /// Registers a new read-write handle of process `me`; the returned token is passed back
     /// in every [`Context`] of that handle. The default keeps no per-handle state.
+    ///
+    /// A lock that recovers from dead holders takes the handle's kernel lock here with
+    /// [`Context::hold`] on a byte of its own (before anything the handle holds becomes
+    /// visible to recoverers), records the answer, releases it in
+    /// [`detach`](Self::detach) (after the handle's state is gone), and asks
+    /// [`Context::liveness`] with a [`Holder`] naming that byte; see [`SharedRwLock`].
     fn attach(area: &LockArea, ctx: &Context<'_>, me: ProcessId) -> u32 {
         let _ = (area, ctx, me);
         0

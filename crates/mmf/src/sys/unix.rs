@@ -443,12 +443,15 @@ impl OsWaiter for Waiter {
     }
 }
 
-/// Process identity and liveness.
+/// Process identity and liveness: the fallback for holders without a kernel-locked byte
+/// (see the lock module, "Owner death"; on Linux every handle normally has one, so this
+/// answers only where `F_OFD_SETLK` is refused, and elsewhere always).
 ///
 /// Linux: pid plus `starttime` (field 22 of `/proc/<pid>/stat`), so a recycled pid is not
 /// mistaken for the original process; zombies count as dead (a killed process stays a zombie
-/// until its parent reaps it, but it holds nothing any more). Elsewhere: the pid alone,
-/// probed with `kill(pid, 0)`.
+/// until its parent reaps it, but it holds nothing any more; the price is that a zombie
+/// *leader* whose other threads still run is taken for dead too). Its answers mean nothing
+/// across PID namespaces. Elsewhere: the pid alone, probed with `kill(pid, 0)`.
 pub(crate) struct Process;
 
 /// `(state, starttime)` of `pid` from procfs, or `None` if there is no such process.
