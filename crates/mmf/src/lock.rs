@@ -1832,6 +1832,128 @@ mod tests {
         writer.unlock_write();
     }
 
+    /// The OS side of a slot's kernel lock, recorded: what was asked, about which slot, and
+    /// the slot's tag at that instant.
+    struct Recorder<'a> {
+        area: &'a LockArea,
+        /// `hold` on this slot's byte answers `Busy`.
+        busy_slot: Option<usize>,
+        /// What `hold` answers otherwise.
+        answer: Hold,
+        log: std::sync::Mutex<Vec<(&'static str, usize, u32)>>,
+        asked: std::sync::Mutex<Vec<Holder>>,
+    }
+
+    impl<'a> Recorder<'a> {
+        fn new(area: &'a LockArea, busy_slot: Option<usize>, answer: Hold) -> Self {
+            Recorder {
+                area,
+                busy_slot,
+                answer,
+                log: std::sync::Mutex::new(Vec::new()),
+                asked: std::sync::Mutex::new(Vec::new()),
+            }
+        }
+        fn note(&self, what: &'static str, byte: u32) -> usize {
+            let slot = (byte as usize / 4 - CONTROL_WORDS) / SLOT_WORDS;
+            assert_eq!(byte, L::slot_byte(slot), "the first byte of a slot's tag");
+            let tag = L::slot_word(self.area, slot, 0).load(Relaxed);
+            self.log.lock().unwrap().push((what, slot, tag));
+            slot
+        }
+        fn log(&self) -> Vec<(&'static str, usize, u32)> {
+            std::mem::take(&mut *self.log.lock().unwrap())
+        }
+    }
+
+    impl Presence for Recorder<'_> {
+        fn hold(&self, byte: u32) -> Hold {
+            let slot = self.note("hold", byte);
+            if self.busy_slot == Some(slot) {
+                Hold::Busy
+            } else {
+                self.answer
+            }
+        }
+        fn release(&self, byte: u32) {
+            self.note("release", byte);
+        }
+        fn liveness(&self, holder: Holder) -> Liveness {
+            self.asked.lock().unwrap().push(holder);
+            Liveness::Dead
+        }
+    }
+
+    /// The order that makes the kernel's answer safe to act on: a slot's byte is taken while
+    /// the slot is still claiming (so an active slot always has it), released only once the
+    /// slot is free again, and a claimer whose byte is still busy gives the slot back and
+    /// takes the next one. A recoverer then asks about exactly that byte.
+    #[test]
+    fn a_slot_is_active_only_while_its_byte_is_held() {
+        let f = Fixture::new();
+        let me = ProcessId { pid: 1, start: 1 };
+        let rec = Recorder::new(f.area(), Some(0), Hold::Held);
+        let token = L::attach(f.area(), &f.ctx_with(UNTRACKED, &rec), me);
+        assert_eq!(token, 1, "slot 0's byte was busy: the next slot");
+        let log = rec.log();
+        assert_eq!(log.len(), 2, "{log:x?}");
+        for (what, slot, tag) in &log {
+            assert_eq!(
+                (*what, tag & SLOT_STATE),
+                ("hold", SLOT_CLAIMING),
+                "slot {slot}: the byte is taken before the slot turns active"
+            );
+        }
+        let tag0 = L::slot_word(f.area(), 0, 0).load(Relaxed);
+        assert_eq!(tag0 & SLOT_STATE, SLOT_FREE, "the busy slot was given back");
+        let tag1 = L::slot_word(f.area(), 1, 0).load(Relaxed);
+        assert_eq!(tag1 & (SLOT_STATE | SLOT_HELD), SLOT_ACTIVE | SLOT_HELD);
+
+        // A recoverer asks about slot 1 by its byte (and takes it, as the recorder says dead).
+        let recoverer = Recorder::new(f.area(), None, Hold::Held);
+        assert!(L::reclaim_if_dead(f.area(), &f.ctx_with(5, &recoverer), 1));
+        assert_eq!(
+            *recoverer.asked.lock().unwrap(),
+            [Holder {
+                id: me,
+                byte: Some(L::slot_byte(1))
+            }]
+        );
+
+        // Claim again and detach: the byte goes only once the slot is free.
+        let rec = Recorder::new(f.area(), None, Hold::Held);
+        let token = L::attach(f.area(), &f.ctx_with(UNTRACKED, &rec), me);
+        assert_eq!(token, 0);
+        rec.log();
+        L::detach(f.area(), &f.ctx_with(token, &rec));
+        let log = rec.log();
+        assert_eq!(log.len(), 1, "{log:x?}");
+        assert_eq!(
+            (log[0].0, log[0].1, log[0].2 & SLOT_STATE),
+            ("release", 0, SLOT_FREE),
+            "the byte is released after the slot is freed"
+        );
+
+        // Where the OS has no such lock: no K, no release, and recoverers ask by identity.
+        let none = Recorder::new(f.area(), None, Hold::Unsupported);
+        let token = L::attach(f.area(), &f.ctx_with(UNTRACKED, &none), me);
+        let tag = L::slot_word(f.area(), token as usize, 0).load(Relaxed);
+        assert_eq!(tag & SLOT_HELD, 0);
+        assert!(L::reclaim_if_dead(
+            f.area(),
+            &f.ctx_with(5, &recoverer),
+            token as usize
+        ));
+        assert_eq!(
+            recoverer.asked.lock().unwrap()[1],
+            Holder { id: me, byte: None }
+        );
+        let token = L::attach(f.area(), &f.ctx_with(UNTRACKED, &none), me);
+        none.log();
+        L::detach(f.area(), &f.ctx_with(token, &none));
+        assert_eq!(none.log(), [], "nothing to release");
+    }
+
     #[test]
     fn unknown_liveness_is_treated_as_alive() {
         let f = Fixture::new();
