@@ -244,8 +244,9 @@ impl Victim {
     }
 
     /// Waits until the OS reports the killed child dead, without reaping it: on Linux until
-    /// it is a zombie (which the lock's liveness check counts as dead), on Windows until its
-    /// process object is signalled. This is the death that the recovery promise counts from.
+    /// it is a zombie (by then the kernel has closed its descriptors, releasing the byte locks
+    /// the lock's liveness check asks about), on Windows until its process object is
+    /// signalled. This is the death that the recovery promise counts from.
     fn wait_until_dead(&mut self) {
         #[cfg(target_os = "linux")]
         {
