@@ -29,10 +29,10 @@
 //! The lock word:
 //!
 //! ```text
-//!  31   30   29   28   27 .................. 8   7 ............ 0
-//! +----+----+----+----+--------------------------+----------------+
-//! | W  | P  | PO | D  |      reserved (0)        |  owner slot    |
-//! +----+----+----+----+--------------------------+----------------+
+//!  31   30   29   28   27 ....... 20   19 .............. 8   7 ............ 0
+//! +----+----+----+----+---------------+---------------------+----------------+
+//! | W  | P  | PO | D  | reserved (0)  | owner generation    |  owner slot    |
+//! +----+----+----+----+---------------+---------------------+----------------+
 //! ```
 //!
 //! - `W` ([`WRITER`]): a writer owns the lock, or has claimed it and waits for the readers
@@ -47,6 +47,11 @@
 //! - owner slot ([`OWNER`]): the slot of the handle whose writer set `W`, written by the very
 //!   compare-exchange that sets `W`, so there is no instant at which the lock is held by an
 //!   unknown process; [`OWNER`] itself (all ones) means an untracked handle.
+//! - owner generation ([`OWNER_GEN`]): the generation of that slot when the handle claimed
+//!   it (zero for an untracked handle). With it, the owner field names one claim of one slot,
+//!   so a writer whose slot was taken back and claimed again by another handle can never
+//!   release, or be mistaken for, the new claimant's write lock (see "Releasing only what is
+//!   still yours").
 //!
 //! A slot's tag word:
 //!
@@ -204,6 +209,33 @@
 //! [`Acquired::Poisoned`] until someone calls [`RawRwLock::clear_poison`]. A dead reader
 //! changed nothing and poisons nothing.
 //!
+//! ## Releasing only what is still yours
+//!
+//! With the kernel's answer a live holder is never taken for dead; with the fallback it can
+//! be (see above), and a corrupt peer can make anyone look dead. So no release trusts that
+//! the releaser still owns what it releases:
+//!
+//! - A handle's token is its slot *and the generation it claimed the slot with*, and the
+//!   lock word's owner field holds both ([`OWNER`], [`OWNER_GEN`]). Unlocking is a
+//!   compare-exchange from "`W`, owned by this claim" to free; any other change to the lock
+//!   word (`DRAINING`, the slow release) is a compare-exchange loop that gives up as soon as
+//!   the word no longer names this claim. A handle whose slot was taken back and claimed by
+//!   another handle (same slot, next generation) therefore cannot release, or mark, the new
+//!   claimant's write lock.
+//! - A read lock is counted in and out by compare-exchanges on the slot's tag, which fail
+//!   once the tag is no longer "active, our generation"; a recoverer drops a dead slot's
+//!   count with the slot, so a robbed reader's release leaves the new owner's count alone.
+//! - `detach` frees the slot only while its tag is still our claim.
+//!
+//! A robbed holder learns it. A writer whose release finds the lock no longer its own sets
+//! `PO` (what it wrote may have interleaved with the next writer's), so its next
+//! acquisition, and everyone's, reports [`Acquired::Poisoned`]. A writer still waiting for
+//! readers when robbed returns [`NotAcquired::Revoked`] instead of the lock. And a handle
+//! whose slot is no longer its claim gets [`NotAcquired::Revoked`] from every acquisition
+//! (the segment reports it as a typed error): it could not be recovered if it died holding
+//! a lock, so it must be opened again. The generation has 12 bits: a holder robbed and then
+//! silent while its slot is claimed 4096 more times would match again.
+//!
 //! # Model checking
 //!
 //! The atomics are routed through a small `sync` module so that this same code runs under
@@ -254,7 +286,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
+use crate::sync::Ordering::{self, AcqRel, Acquire, Relaxed, Release, SeqCst};
 use crate::sync::{self, AtomicU32};
 
 /// A process identity that survives pid reuse: the pid plus the time the process started
@@ -374,6 +406,15 @@ pub const DRAINING: u32 = 1 << 28;
 /// Slot of the handle whose writer set `WRITER` (all ones: an untracked handle). Written by
 /// the same compare-exchange as `WRITER`, and meaningless while `WRITER` is clear.
 pub const OWNER: u32 = 0xFF;
+/// Generation of the owner's slot claim (the slot tag's generation, shifted down), written
+/// with `OWNER`; zero for an untracked handle.
+pub const OWNER_GEN: u32 = 0xFFF << 8;
+/// The whole owner field: slot and generation.
+const OWNED_BY: u32 = OWNER | OWNER_GEN;
+/// A lock word's owner field from a slot tag's generation bits.
+const fn owner_generation(tag: u32) -> u32 {
+    (tag & SLOT_GEN) >> 10
+}
 
 /// Slot tag: the state field.
 const SLOT_STATE: u32 = 3 << 30;
@@ -397,6 +438,11 @@ const SLOT_READERS: u32 = SLOT_HELD - 1;
 
 // The owner field must be able to name every slot and still have a value left for "untracked".
 const _: () = assert!(SLOTS < OWNER as usize);
+// A handle's token is its slot (the owner field's bits) plus the generation it claimed (the
+// tag's generation bits); the two fields must not overlap, and the generation must fit the
+// lock word's owner generation field.
+const _: () = assert!(OWNER & SLOT_GEN == 0);
+const _: () = assert!(owner_generation(SLOT_GEN) == OWNER_GEN);
 const _: () = assert!(CONTROL_WORDS + SLOTS * SLOT_WORDS <= LOCK_AREA_WORDS);
 
 /// The part of the segment header that belongs to the lock: 2048 bytes of atomic words,
@@ -602,6 +648,17 @@ pub enum Acquired {
     Poisoned,
 }
 
+/// Why an acquisition did not take the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotAcquired {
+    /// Taking it would have meant waiting (the `try_` calls), or the deadline passed.
+    Unavailable,
+    /// The calling handle's registration with the lock was taken back by a process that
+    /// judged the handle gone (see the module docs, "Releasing only what is still yours"):
+    /// the handle gets no more locks and must be opened again.
+    Revoked,
+}
+
 impl Acquired {
     fn from_word(s: u32) -> Self {
         if s & POISONED != 0 {
@@ -616,8 +673,9 @@ impl Acquired {
 ///
 /// The segment calls these functions with its own lock area and a [`Context`]; an
 /// implementation keeps no state outside the area, so every process that maps the segment
-/// shares the lock. Acquisitions return `None` when the lock was not taken (it would block,
-/// or the deadline passed) and otherwise say whether it was [poisoned](Acquired::Poisoned).
+/// shares the lock. Acquisitions say why when the lock was not taken ([`NotAcquired`]: it
+/// would block or the deadline passed, or the handle's registration was taken back) and
+/// otherwise whether it was [poisoned](Acquired::Poisoned).
 ///
 /// # Safety
 ///
@@ -654,15 +712,15 @@ pub unsafe trait RawRwLock: 'static {
     }
 
     /// Takes a shared lock if that is possible without waiting.
-    fn try_lock_shared(area: &LockArea, ctx: &Context<'_>) -> Option<Acquired>;
+    fn try_lock_shared(area: &LockArea, ctx: &Context<'_>) -> Result<Acquired, NotAcquired>;
 
     /// Takes a shared lock, waiting until `deadline` (forever if `None`).
-    /// Returns `None` if the deadline passed first.
+    /// Returns [`NotAcquired::Unavailable`] if the deadline passed first.
     fn lock_shared(
         area: &LockArea,
         ctx: &Context<'_>,
         deadline: Option<Instant>,
-    ) -> Option<Acquired>;
+    ) -> Result<Acquired, NotAcquired>;
 
     /// Releases a shared lock.
     ///
@@ -672,15 +730,15 @@ pub unsafe trait RawRwLock: 'static {
     unsafe fn unlock_shared(area: &LockArea, ctx: &Context<'_>);
 
     /// Takes the exclusive lock if that is possible without waiting.
-    fn try_lock_exclusive(area: &LockArea, ctx: &Context<'_>) -> Option<Acquired>;
+    fn try_lock_exclusive(area: &LockArea, ctx: &Context<'_>) -> Result<Acquired, NotAcquired>;
 
     /// Takes the exclusive lock, waiting until `deadline` (forever if `None`).
-    /// Returns `None` if the deadline passed first.
+    /// Returns [`NotAcquired::Unavailable`] if the deadline passed first.
     fn lock_exclusive(
         area: &LockArea,
         ctx: &Context<'_>,
         deadline: Option<Instant>,
-    ) -> Option<Acquired>;
+    ) -> Result<Acquired, NotAcquired>;
 
     /// Releases the exclusive lock.
     ///
@@ -688,6 +746,15 @@ pub unsafe trait RawRwLock: 'static {
     /// May only be called by the holder of the exclusive lock taken on this area through the
     /// same handle, once.
     unsafe fn unlock_exclusive(area: &LockArea, ctx: &Context<'_>);
+
+    /// Whether the exclusive lock is held by a holder that can no longer release it (by the
+    /// same answer recovery uses), changing nothing: only loads and liveness questions, so a
+    /// read-only handle, which cannot recover anything, can still stop waiting for a write
+    /// that will never finish. `false` when it cannot tell. The default never can.
+    fn writer_is_gone(area: &LockArea, ctx: &Context<'_>) -> bool {
+        let _ = (area, ctx);
+        false
+    }
 
     /// Whether a writer died holding the lock and nobody has cleared that since. Only loads,
     /// so it works on a read-only mapping.
@@ -796,6 +863,8 @@ enum Enter {
     Blocked(u32),
     /// The handle's read-lock count is at its maximum.
     Saturated,
+    /// The handle's slot was taken back.
+    Revoked,
 }
 
 impl SharedRwLock {
@@ -814,19 +883,55 @@ impl SharedRwLock {
         ((CONTROL_WORDS + slot * SLOT_WORDS) * 4) as u32
     }
 
+    /// Slot index bits of a token (all ones, beyond [`SLOTS`], for [`UNTRACKED`]).
+    #[cfg(test)]
+    fn token_slot(token: u32) -> usize {
+        (token & OWNER) as usize
+    }
+
+    /// The lock word's owner field for a handle with token `token` from a tracked slot.
+    #[cfg(test)]
+    fn token_owner(token: u32) -> u32 {
+        (token & OWNER) | owner_generation(token)
+    }
+
+    /// The handle's slot, if it has one. A token is the slot's index (in [`OWNER`]'s bits)
+    /// plus the generation the handle claimed it with (in the tag's generation bits);
+    /// [`UNTRACKED`] has all ones in the index, which names no slot.
+    fn slot_of(ctx: &Context<'_>) -> Option<usize> {
+        let slot = (ctx.token & OWNER) as usize;
+        (slot < SLOTS).then_some(slot)
+    }
+
+    /// Whether slot tag `tag` is still the handle's own claim: active, with the generation
+    /// the handle claimed it with. Once a recoverer has taken the slot back it never is
+    /// again (until the 12-bit generation wraps, 4096 claims of that slot later).
+    fn still_ours(tag: u32, ctx: &Context<'_>) -> bool {
+        tag & (SLOT_STATE | SLOT_GEN) == SLOT_ACTIVE | (ctx.token & SLOT_GEN)
+    }
+
+    /// Whether the handle had a slot and it has been taken back (see "Releasing only what is
+    /// still yours"). Relaxed: a report; the compare-exchanges that act on the slot or the
+    /// lock word check the same facts atomically.
+    fn revoked(area: &LockArea, ctx: &Context<'_>) -> bool {
+        Self::slot_of(ctx).is_some_and(|slot| {
+            !Self::still_ours(Self::slot_word(area, slot, 0).load(Relaxed), ctx)
+        })
+    }
+
     /// The word counting the handle's read locks: its slot's tag, or the overflow word.
     fn reader_word<'a>(area: &'a LockArea, ctx: &Context<'_>) -> &'a AtomicU32 {
-        match ctx.token as usize {
-            slot if slot < SLOTS => Self::slot_word(area, slot, 0),
-            _ => Self::control(area, OVERFLOW),
+        match Self::slot_of(ctx) {
+            Some(slot) => Self::slot_word(area, slot, 0),
+            None => Self::control(area, OVERFLOW),
         }
     }
 
-    /// The owner field value for the handle.
+    /// The owner field value for the handle: its slot and claim generation, or [`OWNER`].
     fn owner_bits(ctx: &Context<'_>) -> u32 {
-        match ctx.token as usize {
-            slot if slot < SLOTS => slot as u32,
-            _ => OWNER,
+        match Self::slot_of(ctx) {
+            Some(slot) => slot as u32 | owner_generation(ctx.token),
+            None => OWNER,
         }
     }
 
@@ -853,8 +958,14 @@ impl SharedRwLock {
     #[inline]
     fn enter(area: &LockArea, ctx: &Context<'_>) -> Enter {
         let counter = Self::reader_word(area, ctx);
+        let tracked = Self::slot_of(ctx).is_some();
         let mut t = counter.load(Relaxed);
         loop {
+            // The compare-exchange below succeeds only on this very tag, so a slot taken back
+            // from us is never counted in (it may be someone else's by now).
+            if tracked && !Self::still_ours(t, ctx) {
+                return Enter::Revoked;
+            }
             if t & SLOT_READERS == SLOT_READERS {
                 return Enter::Saturated;
             }
@@ -883,8 +994,15 @@ impl SharedRwLock {
     #[inline]
     fn leave(area: &LockArea, ctx: &Context<'_>) {
         let counter = Self::reader_word(area, ctx);
+        let tracked = Self::slot_of(ctx).is_some();
         let mut t = counter.load(Relaxed);
         loop {
+            if tracked && !Self::still_ours(t, ctx) {
+                // Taken back while we held the read lock: the recoverer dropped our count with
+                // the slot, and the slot may be someone else's now. Nothing of ours is left
+                // to release; our next acquisition reports the revocation.
+                return;
+            }
             if t & SLOT_READERS == 0 {
                 // Nothing to release: another process corrupted the slot. Leave it alone
                 // rather than borrow from the state bits.
@@ -907,14 +1025,58 @@ impl SharedRwLock {
         }
     }
 
-    /// Clears `WRITER` (and the owner and `PARKED`) and wakes sleepers.
-    fn release_writer(area: &LockArea, ctx: &Context<'_>) {
+    /// Clears `WRITER` (and the owner, `PARKED` and `DRAINING`) and wakes sleepers, if the
+    /// write lock is still the handle's. Returns `false`, changing nothing, if it is not: a
+    /// recoverer took it from us (see "Releasing only what is still yours").
+    fn release_writer(area: &LockArea, ctx: &Context<'_>) -> bool {
         let lock = Self::control(area, LOCK);
         // Release: pairs with the Acquire (SeqCst) of the next locker, publishing our writes.
-        let prev = lock.fetch_and(!(WRITER | OWNER | PARKED | DRAINING), Release);
-        if prev & PARKED != 0 {
-            ctx.waiter.wake_all(lock);
+        match Self::change_own(
+            lock,
+            Self::owner_bits(ctx),
+            |s| s & !(WRITER | OWNED_BY | PARKED | DRAINING),
+            Release,
+        ) {
+            Some(s) => {
+                if s & PARKED != 0 {
+                    ctx.waiter.wake_all(lock);
+                }
+                true
+            }
+            None => false,
         }
+    }
+
+    /// Applies `change` to the lock word if, and only if, it still says that the handle whose
+    /// owner field is `me` holds `WRITER`; returns the word as it was before, or `None`
+    /// (changing nothing) if the write lock is no longer ours. `success` is the ordering of
+    /// the compare-exchange that makes the change.
+    fn change_own(
+        lock: &AtomicU32,
+        me: u32,
+        change: impl Fn(u32) -> u32,
+        success: Ordering,
+    ) -> Option<u32> {
+        let mut s = lock.load(Relaxed);
+        loop {
+            if s & WRITER == 0 || s & OWNED_BY != me {
+                return None;
+            }
+            match lock.compare_exchange_weak(s, change(s), success, Relaxed) {
+                Ok(_) => return Some(s),
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    /// A writer that finds its write lock gone (taken by a recoverer that judged it dead)
+    /// marks the data untrustworthy: what it wrote may have interleaved with the next
+    /// writer's. The lock word's other bits (someone else's `WRITER` perhaps) stay as they
+    /// are.
+    fn poison_robbed(area: &LockArea) {
+        // Release: our data writes, which the poisoned readers will now distrust, are at
+        // least visible to whoever acquires after seeing the flag.
+        Self::control(area, LOCK).fetch_or(POISONED, Release);
     }
 
     /// The slow half of `lock_exclusive`; `held` says whether `WRITER` is already ours.
@@ -924,7 +1086,7 @@ impl SharedRwLock {
         ctx: &Context<'_>,
         deadline: Option<Instant>,
         mut held: bool,
-    ) -> Option<Acquired> {
+    ) -> Result<Acquired, NotAcquired> {
         let lock = Self::control(area, LOCK);
         let me = Self::owner_bits(ctx);
         let mut spin = SpinWait::new();
@@ -952,7 +1114,7 @@ impl SharedRwLock {
                 continue;
             }
             if deadline_passed(deadline) {
-                return None;
+                return Err(NotAcquired::Unavailable);
             }
             if recovery.due() && Self::recover_writer(area, ctx, s) {
                 spin = SpinWait::new();
@@ -977,18 +1139,24 @@ impl SharedRwLock {
         let mut draining = false;
         loop {
             if !Self::readers_present(area) {
-                if draining {
+                // Every change here checks that WRITER is still ours: a recoverer that
+                // judged us dead may have taken it, and then we must not write.
+                let s = if draining {
                     // Acquire: our data accesses, which follow, cannot be ordered before this
                     // clear, so a recoverer that still finds DRAINING knows we wrote nothing.
-                    let s = lock.fetch_and(!DRAINING, Acquire);
-                    return Some(Acquired::from_word(s));
-                }
-                return Some(Acquired::from_word(lock.load(Relaxed)));
+                    Self::change_own(lock, me, |s| s & !DRAINING, Acquire)
+                } else {
+                    let s = lock.load(Relaxed);
+                    (s & WRITER != 0 && s & OWNED_BY == me).then_some(s)
+                };
+                return s.map(Acquired::from_word).ok_or(NotAcquired::Revoked);
             }
             if !draining {
                 // Relaxed: recoverers act on it only once the OS says we are dead, and they
                 // read it with the compare-exchange that takes our WRITER away.
-                lock.fetch_or(DRAINING, Relaxed);
+                if Self::change_own(lock, me, |s| s | DRAINING, Relaxed).is_none() {
+                    return Err(NotAcquired::Revoked);
+                }
                 draining = true;
             }
             if spin.spin() {
@@ -996,8 +1164,11 @@ impl SharedRwLock {
             }
             if deadline_passed(deadline) {
                 drain.store(0, Relaxed);
-                Self::release_writer(area, ctx);
-                return None;
+                return Err(if Self::release_writer(area, ctx) {
+                    NotAcquired::Unavailable
+                } else {
+                    NotAcquired::Revoked
+                });
             }
             if recovery.due() && Self::recover_readers(area, ctx) {
                 spin = SpinWait::new();
@@ -1024,7 +1195,7 @@ impl SharedRwLock {
         }
         let owner = (s & OWNER) as usize;
         // An untracked writer cannot be identified; our own handle's writer is alive.
-        if owner >= SLOTS || owner == ctx.token as usize {
+        if owner >= SLOTS || Some(owner) == Self::slot_of(ctx) {
             return false;
         }
         Self::reclaim_if_dead(area, ctx, owner)
@@ -1035,7 +1206,7 @@ impl SharedRwLock {
     fn recover_readers(area: &LockArea, ctx: &Context<'_>) -> bool {
         let mut any = false;
         for slot in 0..Self::slots_used(area) {
-            if slot == ctx.token as usize {
+            if Some(slot) == Self::slot_of(ctx) {
                 continue;
             }
             let tag = Self::slot_word(area, slot, 0).load(Relaxed);
@@ -1044,6 +1215,20 @@ impl SharedRwLock {
             }
         }
         any
+    }
+
+    /// What slot `slot`, whose tag was read as `tag` (with Acquire, pairing with the Release
+    /// store of SLOT_ACTIVE in `attach`), records about its holder.
+    fn holder(area: &LockArea, slot: usize, tag: u32) -> Holder {
+        Holder {
+            // Relaxed: published by the Release store of SLOT_ACTIVE the caller's load read.
+            id: ProcessId {
+                pid: Self::slot_word(area, slot, 1).load(Relaxed),
+                start: u64::from(Self::slot_word(area, slot, 2).load(Relaxed))
+                    | u64::from(Self::slot_word(area, slot, 3).load(Relaxed)) << 32,
+            },
+            byte: (tag & SLOT_HELD != 0).then(|| Self::slot_byte(slot)),
+        }
     }
 
     /// If slot `slot` is active and its process is dead, takes it back: its read locks vanish,
@@ -1057,14 +1242,7 @@ impl SharedRwLock {
         if tag & SLOT_STATE != SLOT_ACTIVE {
             return false;
         }
-        let holder = Holder {
-            id: ProcessId {
-                pid: Self::slot_word(area, slot, 1).load(Relaxed),
-                start: u64::from(Self::slot_word(area, slot, 2).load(Relaxed))
-                    | u64::from(Self::slot_word(area, slot, 3).load(Relaxed)) << 32,
-            },
-            byte: (tag & SLOT_HELD != 0).then(|| Self::slot_byte(slot)),
-        };
+        let holder = Self::holder(area, slot, tag);
         // A held byte is asked about only while the tag (read above) says active: the owner
         // takes the byte before it marks the slot active and frees the slot before it
         // releases the byte, so an active slot's byte is unlocked only if its holder can no
@@ -1087,14 +1265,15 @@ impl SharedRwLock {
         // owner while the slot is reclaiming, so the loop ends.
         let lock = Self::control(area, LOCK);
         let mut s = lock.load(Relaxed);
-        while s & WRITER != 0 && (s & OWNER) as usize == slot {
+        let dead_owner = slot as u32 | owner_generation(tag);
+        while s & WRITER != 0 && s & OWNED_BY == dead_owner {
             let poison = if s & DRAINING != 0 { 0 } else { POISONED };
             // Release: pairs with the Acquire of the next locker. The dead writer's own data
             // stores reached memory before it died (the kernel switched away from it, which
             // orders them); we publish no data of our own.
             match lock.compare_exchange_weak(
                 s,
-                (s & !(WRITER | OWNER | PARKED | DRAINING)) | poison,
+                (s & !(WRITER | OWNED_BY | PARKED | DRAINING)) | poison,
                 Release,
                 Relaxed,
             ) {
@@ -1186,7 +1365,7 @@ unsafe impl RawRwLock for SharedRwLock {
                 }
                 // Release: publishes the identity to recoverers (Acquire in reclaim_if_dead).
                 tag_word.store(SLOT_ACTIVE | generation | held, Release);
-                return slot as u32;
+                return slot as u32 | generation;
             }
             if round == 0 {
                 // Full: take back the slots of dead processes, then look again.
@@ -1199,20 +1378,21 @@ unsafe impl RawRwLock for SharedRwLock {
     }
 
     fn detach(area: &LockArea, ctx: &Context<'_>) {
-        let slot = ctx.token as usize;
-        if slot >= SLOTS {
+        let Some(slot) = Self::slot_of(ctx) else {
             return;
-        }
+        };
         let s = Self::control(area, LOCK).load(Relaxed);
-        if s & WRITER != 0 && (s & OWNER) as usize == slot {
+        if s & WRITER != 0 && s & OWNED_BY == Self::owner_bits(ctx) {
             // A write guard was leaked (mem::forget): the lock stays held, as leaking a guard
             // promises; the slot stays ours until our process dies and is recovered.
             return;
         }
         let tag_word = Self::slot_word(area, slot, 0);
         let tag = tag_word.load(Relaxed);
-        if tag & SLOT_STATE != SLOT_ACTIVE || tag & SLOT_READERS != 0 {
-            // Not ours any more (a corrupt peer), or read guards were leaked: leave it.
+        if !Self::still_ours(tag, ctx) || tag & SLOT_READERS != 0 {
+            // Not ours any more (taken back, or a corrupt peer), or read guards were leaked:
+            // leave it. A byte we still hold is released when the handle closes its
+            // descriptor.
             return;
         }
         // Release: pairs with the Acquire claim in `attach`. Failure means the tag changed
@@ -1229,10 +1409,11 @@ unsafe impl RawRwLock for SharedRwLock {
     }
 
     #[inline]
-    fn try_lock_shared(area: &LockArea, ctx: &Context<'_>) -> Option<Acquired> {
+    fn try_lock_shared(area: &LockArea, ctx: &Context<'_>) -> Result<Acquired, NotAcquired> {
         match Self::enter(area, ctx) {
-            Enter::Acquired(acquired) => Some(acquired),
-            Enter::Blocked(_) | Enter::Saturated => None,
+            Enter::Acquired(acquired) => Ok(acquired),
+            Enter::Blocked(_) | Enter::Saturated => Err(NotAcquired::Unavailable),
+            Enter::Revoked => Err(NotAcquired::Revoked),
         }
     }
 
@@ -1240,19 +1421,20 @@ unsafe impl RawRwLock for SharedRwLock {
         area: &LockArea,
         ctx: &Context<'_>,
         deadline: Option<Instant>,
-    ) -> Option<Acquired> {
+    ) -> Result<Acquired, NotAcquired> {
         let lock = Self::control(area, LOCK);
         let mut spin = SpinWait::new();
         let mut recovery = Recovery::new(ctx.recovery_interval);
         loop {
             let s = match Self::enter(area, ctx) {
-                Enter::Acquired(acquired) => return Some(acquired),
+                Enter::Acquired(acquired) => return Ok(acquired),
                 Enter::Blocked(s) => s,
+                Enter::Revoked => return Err(NotAcquired::Revoked),
                 Enter::Saturated => {
                     // 2^17 - 1 read locks through one handle: only a leak gets here. Wait
                     // for one to be released, without a wake-up to rely on.
                     if deadline_passed(deadline) {
-                        return None;
+                        return Err(NotAcquired::Unavailable);
                     }
                     if !spin.spin() {
                         std::thread::sleep(Duration::from_millis(1));
@@ -1264,7 +1446,7 @@ unsafe impl RawRwLock for SharedRwLock {
                 continue;
             }
             if deadline_passed(deadline) {
-                return None;
+                return Err(NotAcquired::Unavailable);
             }
             if recovery.due() && Self::recover_writer(area, ctx, s) {
                 spin = SpinWait::new();
@@ -1290,11 +1472,14 @@ unsafe impl RawRwLock for SharedRwLock {
     }
 
     #[inline]
-    fn try_lock_exclusive(area: &LockArea, ctx: &Context<'_>) -> Option<Acquired> {
+    fn try_lock_exclusive(area: &LockArea, ctx: &Context<'_>) -> Result<Acquired, NotAcquired> {
+        if Self::revoked(area, ctx) {
+            return Err(NotAcquired::Revoked);
+        }
         let lock = Self::control(area, LOCK);
         let s = lock.load(Relaxed);
         if s & WRITER != 0 {
-            return None;
+            return Err(NotAcquired::Unavailable);
         }
         // SeqCst: the writer's side of the Dekker pair in `enter`; Acquire for the data.
         if lock
@@ -1306,13 +1491,16 @@ unsafe impl RawRwLock for SharedRwLock {
             )
             .is_err()
         {
-            return None;
+            return Err(NotAcquired::Unavailable);
         }
         if Self::readers_present(area) {
-            Self::release_writer(area, ctx);
-            return None;
+            return Err(if Self::release_writer(area, ctx) {
+                NotAcquired::Unavailable
+            } else {
+                NotAcquired::Revoked
+            });
         }
-        Some(Acquired::from_word(s))
+        Ok(Acquired::from_word(s))
     }
 
     #[inline]
@@ -1320,14 +1508,19 @@ unsafe impl RawRwLock for SharedRwLock {
         area: &LockArea,
         ctx: &Context<'_>,
         deadline: Option<Instant>,
-    ) -> Option<Acquired> {
+    ) -> Result<Acquired, NotAcquired> {
+        // A handle whose slot was taken back gets no more locks: it could not be recovered if
+        // it died holding one (see "Releasing only what is still yours").
+        if Self::revoked(area, ctx) {
+            return Err(NotAcquired::Revoked);
+        }
         let lock = Self::control(area, LOCK);
         // SeqCst: the writer's side of the Dekker pair in `enter`; Acquire for the data.
         let held = lock
             .compare_exchange(0, WRITER | Self::owner_bits(ctx), SeqCst, Relaxed)
             .is_ok();
         if held && !Self::readers_present(area) {
-            return Some(Acquired::Clean);
+            return Ok(Acquired::Clean);
         }
         Self::lock_exclusive_slow(area, ctx, deadline, held)
     }
@@ -1336,13 +1529,34 @@ unsafe impl RawRwLock for SharedRwLock {
     unsafe fn unlock_exclusive(area: &LockArea, ctx: &Context<'_>) {
         let lock = Self::control(area, LOCK);
         // Release: pairs with the Acquire of the next locker, publishing our data writes.
+        // The owner field names our claim of our slot, so this can only release our lock.
         if lock
             .compare_exchange(WRITER | Self::owner_bits(ctx), 0, Release, Relaxed)
             .is_ok()
         {
             return;
         }
-        Self::release_writer(area, ctx);
+        if !Self::release_writer(area, ctx) {
+            // Robbed: a recoverer took the lock from us while we wrote.
+            Self::poison_robbed(area);
+        }
+    }
+
+    fn writer_is_gone(area: &LockArea, ctx: &Context<'_>) -> bool {
+        // Relaxed: a report; nothing is acted on but the answer.
+        let s = Self::control(area, LOCK).load(Relaxed);
+        let owner = (s & OWNER) as usize;
+        // An untracked writer cannot be identified.
+        if s & WRITER == 0 || owner >= SLOTS || Some(owner) == Self::slot_of(ctx) {
+            return false;
+        }
+        // Acquire: pairs with the Release store of SLOT_ACTIVE in `attach` (see `holder`).
+        let tag = Self::slot_word(area, owner, 0).load(Acquire);
+        // Only while the slot is still the claim that took WRITER: otherwise a recoverer is
+        // at work, or the writer's identity is no longer there to ask about.
+        tag & SLOT_STATE == SLOT_ACTIVE
+            && owner_generation(tag) == s & OWNER_GEN
+            && ctx.liveness(Self::holder(area, owner, tag)) == Liveness::Dead
     }
 
     fn is_poisoned(area: &LockArea) -> bool {
@@ -1454,6 +1668,24 @@ mod tests {
         }
     }
 
+    fn token_slot(token: u32) -> usize {
+        SharedRwLock::token_slot(token)
+    }
+
+    fn owner(token: u32) -> u32 {
+        SharedRwLock::token_owner(token)
+    }
+
+    /// An acquisition's outcome where revocation is not expected: `None` if the lock was
+    /// unavailable; a revocation fails the test.
+    fn not_revoked(outcome: Result<Acquired, NotAcquired>) -> Option<Acquired> {
+        match outcome {
+            Ok(acquired) => Some(acquired),
+            Err(NotAcquired::Unavailable) => None,
+            Err(NotAcquired::Revoked) => panic!("a live handle's slot was revoked"),
+        }
+    }
+
     struct Handle<'f> {
         f: &'f Fixture,
         token: u32,
@@ -1479,16 +1711,16 @@ mod tests {
             self.f.area()
         }
         fn try_read(&self) -> Option<Acquired> {
-            L::try_lock_shared(self.area(), &self.ctx())
+            not_revoked(L::try_lock_shared(self.area(), &self.ctx()))
         }
         fn read(&self, deadline: Option<Instant>) -> Option<Acquired> {
-            L::lock_shared(self.area(), &self.ctx(), deadline)
+            not_revoked(L::lock_shared(self.area(), &self.ctx(), deadline))
         }
         fn try_write(&self) -> Option<Acquired> {
-            L::try_lock_exclusive(self.area(), &self.ctx())
+            not_revoked(L::try_lock_exclusive(self.area(), &self.ctx()))
         }
         fn write(&self, deadline: Option<Instant>) -> Option<Acquired> {
-            L::lock_exclusive(self.area(), &self.ctx(), deadline)
+            not_revoked(L::lock_exclusive(self.area(), &self.ctx(), deadline))
         }
         /// Releases a shared lock. Only for tests: the caller must hold one through this
         /// handle (a wrong call only miscounts, it cannot cause UB here).
@@ -1503,7 +1735,7 @@ mod tests {
             unsafe { L::unlock_exclusive(self.area(), &self.ctx()) }
         }
         fn tag(&self) -> u32 {
-            SharedRwLock::slot_word(self.area(), self.token as usize, 0).load(Relaxed)
+            SharedRwLock::slot_word(self.area(), token_slot(self.token), 0).load(Relaxed)
         }
         fn detach(self) {
             L::detach(self.area(), &self.ctx());
@@ -1530,7 +1762,7 @@ mod tests {
         assert_eq!(b.try_write(), Some(Acquired::Clean));
         assert_eq!(
             f.state(),
-            WRITER | b.token,
+            WRITER | owner(b.token),
             "the owner is recorded with WRITER"
         );
         assert_eq!(a.try_read(), None);
@@ -1554,7 +1786,11 @@ mod tests {
         assert_eq!(tag & SLOT_STATE, SLOT_ACTIVE);
         a.detach();
         let c = f.handle(3);
-        assert_eq!(c.token, token, "the freed slot is reused");
+        assert_eq!(
+            token_slot(c.token),
+            token_slot(token),
+            "the freed slot is reused"
+        );
         assert_ne!(c.tag() & SLOT_GEN, tag & SLOT_GEN, "with a new generation");
     }
 
@@ -1627,7 +1863,7 @@ mod tests {
     fn saturated_reader_count_refuses_more_readers() {
         let f = Fixture::new();
         let a = f.handle(1);
-        SharedRwLock::slot_word(f.area(), a.token as usize, 0).fetch_or(SLOT_READERS, Relaxed);
+        SharedRwLock::slot_word(f.area(), token_slot(a.token), 0).fetch_or(SLOT_READERS, Relaxed);
         assert_eq!(a.try_read(), None);
         assert_eq!(a.read(within(5)), None);
     }
@@ -1729,7 +1965,7 @@ mod tests {
         let f = Fixture::with_interval(INTERVAL);
         let (victim, waiter) = (f.handle(1), f.handle(2));
         assert_eq!(victim.write(None), Some(Acquired::Clean));
-        let victim_slot = victim.token;
+        let victim_slot = token_slot(victim.token);
         thread::scope(|s| {
             let blocked = s.spawn(|| {
                 let started = Instant::now();
@@ -1751,7 +1987,7 @@ mod tests {
         });
         assert!(L::is_poisoned(f.area()));
         assert_eq!(f.state() & (WRITER | OWNER), 0);
-        let tag = SharedRwLock::slot_word(f.area(), victim_slot as usize, 0).load(Relaxed);
+        let tag = SharedRwLock::slot_word(f.area(), victim_slot, 0).load(Relaxed);
         assert_eq!(
             tag & SLOT_STATE,
             SLOT_FREE,
@@ -1798,7 +2034,8 @@ mod tests {
         assert!(reader.read(None).is_some());
         // The victim claimed the lock and was waiting for `reader` when it died: the state it
         // leaves (a process cannot be stopped mid-call in a unit test; robust.rs kills one).
-        SharedRwLock::control(f.area(), LOCK).store(WRITER | DRAINING | victim.token, Relaxed);
+        SharedRwLock::control(f.area(), LOCK)
+            .store(WRITER | DRAINING | owner(victim.token), Relaxed);
         f.set(1, DEAD);
         reader.unlock_read();
         assert_eq!(next.write(within(10_000)), Some(Acquired::Clean));
@@ -1806,7 +2043,7 @@ mod tests {
         next.unlock_write();
         // The same death without DRAINING (it held the lock) poisons.
         let victim2 = f.handle(4);
-        SharedRwLock::control(f.area(), LOCK).store(WRITER | victim2.token, Relaxed);
+        SharedRwLock::control(f.area(), LOCK).store(WRITER | owner(victim2.token), Relaxed);
         f.set(4, DEAD);
         assert_eq!(next.write(within(10_000)), Some(Acquired::Poisoned));
         next.unlock_write();
@@ -1894,7 +2131,11 @@ mod tests {
         let me = ProcessId { pid: 1, start: 1 };
         let rec = Recorder::new(f.area(), Some(0), Hold::Held);
         let token = L::attach(f.area(), &f.ctx_with(UNTRACKED, &rec), me);
-        assert_eq!(token, 1, "slot 0's byte was busy: the next slot");
+        assert_eq!(
+            token_slot(token),
+            1,
+            "slot 0's byte was busy: the next slot"
+        );
         let log = rec.log();
         assert_eq!(log.len(), 2, "{log:x?}");
         for (what, slot, tag) in &log {
@@ -1923,7 +2164,7 @@ mod tests {
         // Claim again and detach: the byte goes only once the slot is free.
         let rec = Recorder::new(f.area(), None, Hold::Held);
         let token = L::attach(f.area(), &f.ctx_with(UNTRACKED, &rec), me);
-        assert_eq!(token, 0);
+        assert_eq!(token_slot(token), 0);
         rec.log();
         L::detach(f.area(), &f.ctx_with(token, &rec));
         let log = rec.log();
@@ -1937,12 +2178,12 @@ mod tests {
         // Where the OS has no such lock: no K, no release, and recoverers ask by identity.
         let none = Recorder::new(f.area(), None, Hold::Unsupported);
         let token = L::attach(f.area(), &f.ctx_with(UNTRACKED, &none), me);
-        let tag = L::slot_word(f.area(), token as usize, 0).load(Relaxed);
+        let tag = L::slot_word(f.area(), token_slot(token), 0).load(Relaxed);
         assert_eq!(tag & SLOT_HELD, 0);
         assert!(L::reclaim_if_dead(
             f.area(),
             &f.ctx_with(5, &recoverer),
-            token as usize
+            token_slot(token)
         ));
         assert_eq!(
             recoverer.asked.lock().unwrap()[1],
@@ -1963,8 +2204,8 @@ mod tests {
         assert_eq!(waiter.read(within(60)), None);
         assert_eq!(waiter.write(within(60)), None);
         assert_eq!(
-            f.state() & OWNER,
-            holder.token,
+            f.state() & (OWNER | OWNER_GEN),
+            owner(holder.token),
             "still held by the unknown process"
         );
         holder.unlock_write();
@@ -1978,7 +2219,7 @@ mod tests {
             let victim = f.handle(1);
             let helper = f.handle(2);
             assert!(victim.write(None).is_some());
-            let slot = victim.token as usize;
+            let slot = token_slot(victim.token);
             f.set(1, DEAD);
             let wins = AtomicU32::new(0);
             thread::scope(|s| {
@@ -2005,7 +2246,7 @@ mod tests {
         let f = Fixture::new();
         let victim = f.handle(1);
         assert!(victim.read(None).is_some());
-        let (slot, stale_tag) = (victim.token as usize, victim.tag());
+        let (slot, stale_tag) = (token_slot(victim.token), victim.tag());
         f.set(1, DEAD);
         let (helper, stale) = (f.handle(2), f.handle(3));
         let reborn_token = AtomicU32::new(UNTRACKED);
@@ -2016,7 +2257,7 @@ mod tests {
                 // Process 1's pid comes back (reused) and claims the freed slot, then reads.
                 f.set(1, ALIVE);
                 let reborn = f.handle(1);
-                assert_eq!(reborn.token as usize, slot, "the freed slot is reused");
+                assert_eq!(token_slot(reborn.token), slot, "the freed slot is reused");
                 assert_eq!(reborn.read(None), Some(Acquired::Clean));
                 reborn_token.store(reborn.token, Relaxed);
             }
@@ -2055,7 +2296,7 @@ mod tests {
     fn full_table_reclaims_dead_slots_then_goes_untracked() {
         let f = Fixture::new();
         let handles: Vec<_> = (0..SLOTS as u32).map(|i| f.handle(i + 1)).collect();
-        assert!(handles.iter().all(|h| (h.token as usize) < SLOTS));
+        assert!(handles.iter().all(|h| token_slot(h.token) < SLOTS));
         let extra = f.handle(SLOTS as u32 + 1);
         assert_eq!(extra.token, UNTRACKED);
         // Untracked handles still lock correctly.
@@ -2069,7 +2310,7 @@ mod tests {
         // A dead process's slot is taken back for the next handle.
         f.set(5, DEAD);
         let next = f.handle(SLOTS as u32 + 2);
-        assert_eq!(next.token, handles[4].token);
+        assert_eq!(token_slot(next.token), token_slot(handles[4].token));
     }
 
     #[test]
@@ -2079,13 +2320,140 @@ mod tests {
         assert!(a.write(None).is_some());
         let token = a.token;
         a.detach();
-        let tag = SharedRwLock::slot_word(f.area(), token as usize, 0).load(Relaxed);
+        let tag = SharedRwLock::slot_word(f.area(), token_slot(token), 0).load(Relaxed);
         assert_eq!(tag & SLOT_STATE, SLOT_ACTIVE);
         // And when its process dies, the lock comes back, poisoned.
         f.set(1, DEAD);
         let b = f.handle(2);
         assert_eq!(b.write(within(10_000)), Some(Acquired::Poisoned));
         b.unlock_write();
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Robbed holders: handles wrongly judged dead (the fallback's pid answers can be wrong,
+    // and a corrupt peer can make anyone look dead) keep running after their slot was taken
+    // back. What they release must never be someone else's, and they must learn it.
+    // ---------------------------------------------------------------------------------------
+
+    /// Handle `robbed` (pid 1) is judged dead while it holds what `hold` took; a handle of
+    /// pid 2 recovers its slot, and a new handle of pid 3 then claims that very slot again.
+    /// Returns the recoverer and the new claimant.
+    fn rob<'f>(f: &'f Fixture, robbed: &Handle<'f>) -> (Handle<'f>, Handle<'f>) {
+        f.set(1, DEAD);
+        let recoverer = f.handle(2);
+        assert!(recoverer.write(within(10_000)).is_some(), "recovered");
+        recoverer.unlock_write();
+        f.set(1, ALIVE);
+        let claimant = f.handle(3);
+        assert_eq!(token_slot(claimant.token), token_slot(robbed.token));
+        assert_ne!(
+            claimant.token, robbed.token,
+            "a new generation of the same slot"
+        );
+        (recoverer, claimant)
+    }
+
+    #[test]
+    fn a_robbed_writer_cannot_release_the_new_owners_write_lock_and_poisons() {
+        let f = Fixture::new();
+        let robbed = f.handle(1);
+        assert_eq!(robbed.write(None), Some(Acquired::Clean));
+        let (_recoverer, claimant) = rob(&f, &robbed);
+        L::clear_poison(f.area());
+        assert!(claimant.write(None).is_some());
+        robbed.unlock_write();
+        assert_eq!(
+            f.state() & (WRITER | OWNER | OWNER_GEN),
+            WRITER | owner(claimant.token),
+            "the robbed writer's unlock left the new owner's lock alone"
+        );
+        assert!(
+            L::is_poisoned(f.area()),
+            "the robbed writer said its writes are suspect"
+        );
+        // It gets no more locks of any kind, as a typed answer.
+        let ctx = robbed.ctx();
+        assert_eq!(
+            L::try_lock_exclusive(f.area(), &ctx),
+            Err(NotAcquired::Revoked)
+        );
+        assert_eq!(
+            L::lock_shared(f.area(), &ctx, within(50)),
+            Err(NotAcquired::Revoked)
+        );
+        claimant.unlock_write();
+        assert_eq!(f.state() & WRITER, 0, "the owner's own unlock still works");
+        assert_eq!(
+            L::lock_exclusive(f.area(), &ctx, within(50)),
+            Err(NotAcquired::Revoked),
+            "not even once the lock is free"
+        );
+        // And its detach leaves the new claimant's slot alone.
+        let claimed = claimant.tag();
+        robbed.detach();
+        assert_eq!(claimant.tag(), claimed);
+    }
+
+    #[test]
+    fn a_robbed_reader_leaves_the_new_owners_read_count_alone() {
+        let f = Fixture::new();
+        let robbed = f.handle(1);
+        assert_eq!(robbed.read(None), Some(Acquired::Clean));
+        let (_recoverer, claimant) = rob(&f, &robbed);
+        assert!(
+            !L::is_poisoned(f.area()),
+            "a reader's death poisons nothing"
+        );
+        assert!(claimant.read(None).is_some());
+        robbed.unlock_read();
+        assert_eq!(
+            claimant.tag() & SLOT_READERS,
+            1,
+            "the new owner's count is intact"
+        );
+        assert_eq!(
+            L::try_lock_shared(f.area(), &robbed.ctx()),
+            Err(NotAcquired::Revoked)
+        );
+        claimant.unlock_read();
+        assert_eq!(claimant.tag() & SLOT_READERS, 0);
+        assert!(
+            claimant.try_write().is_some(),
+            "no read lock is left behind"
+        );
+        claimant.unlock_write();
+    }
+
+    /// A writer waiting for readers is judged dead, its claim taken away without poison (it
+    /// wrote nothing); when the readers go it must not proceed as if it held the lock.
+    #[test]
+    fn a_writer_robbed_while_waiting_for_readers_does_not_get_the_lock() {
+        let f = Fixture::with_interval(Duration::from_millis(5));
+        let (robbed, reader, recoverer) = (f.handle(1), f.handle(2), f.handle(3));
+        assert!(reader.read(None).is_some());
+        thread::scope(|s| {
+            let waiting = s.spawn(|| L::lock_exclusive(f.area(), &robbed.ctx(), within(10_000)));
+            while f.state() & DRAINING == 0 {
+                thread::yield_now();
+            }
+            f.set(1, DEAD);
+            // The recoverer waits behind the robbed writer's WRITER, takes it back, and then
+            // waits for the reader itself.
+            let recovering = s.spawn(|| recoverer.write(within(10_000)));
+            while f.state() & OWNED_BY != owner(recoverer.token) {
+                thread::yield_now();
+            }
+            f.set(1, ALIVE);
+            reader.unlock_read();
+            assert_eq!(recovering.join().unwrap(), Some(Acquired::Clean));
+            assert_eq!(waiting.join().unwrap(), Err(NotAcquired::Revoked));
+        });
+        assert_eq!(
+            f.state() & (WRITER | OWNED_BY),
+            WRITER | owner(recoverer.token)
+        );
+        recoverer.unlock_write();
+        assert!(!L::is_poisoned(f.area()));
     }
 
     // ---------------------------------------------------------------------------------------
@@ -2390,6 +2758,10 @@ mod loom_tests {
 
     type L = SharedRwLock;
 
+    fn token_slot(token: u32) -> usize {
+        SharedRwLock::token_slot(token)
+    }
+
     struct World {
         area: LockArea,
         futex: ModelFutex,
@@ -2536,10 +2908,10 @@ mod loom_tests {
         println!("loom {name}: {explored} interleavings explored");
     }
 
-    fn write_data(world: &World, i: usize) -> Option<Acquired> {
+    fn write_data(world: &World, i: usize) -> Result<Acquired, NotAcquired> {
         world.as_handle(i, |area, ctx| {
             let got = L::lock_exclusive(area, ctx, None);
-            assert!(got.is_some());
+            assert!(got.is_ok());
             // SAFETY: under the exclusive lock; loom reports a race if exclusion fails.
             world.data.with_mut(|d| unsafe { *d += 1 });
             // SAFETY: taken just above through this handle.
@@ -2550,7 +2922,7 @@ mod loom_tests {
 
     fn read_data(world: &World, i: usize) -> u32 {
         world.as_handle(i, |area, ctx| {
-            assert!(L::lock_shared(area, ctx, None).is_some());
+            assert!(L::lock_shared(area, ctx, None).is_ok());
             // SAFETY: under a shared lock; loom reports a race with an unexcluded writer.
             let value = world.data.with(|d| unsafe { *d });
             // SAFETY: taken just above through this handle.
@@ -2569,7 +2941,7 @@ mod loom_tests {
             let reader = thread::spawn(move || read_data(&r, 1));
             let seen = read_data(&world, 2);
             assert!(seen <= 1);
-            assert_eq!(writer.join().unwrap(), Some(Acquired::Clean));
+            assert_eq!(writer.join().unwrap(), Ok(Acquired::Clean));
             assert!(reader.join().unwrap() <= 1);
             assert_eq!(world.word() & WRITER, 0);
         });
@@ -2581,8 +2953,8 @@ mod loom_tests {
             let world = World::new(2);
             let w = world.clone();
             let other = thread::spawn(move || write_data(&w, 0));
-            write_data(&world, 1);
-            other.join().unwrap();
+            assert_eq!(write_data(&world, 1), Ok(Acquired::Clean));
+            assert_eq!(other.join().unwrap(), Ok(Acquired::Clean));
             assert_eq!(read_data(&world, 0), 2);
         });
     }
@@ -2592,7 +2964,7 @@ mod loom_tests {
         model("writer preference", || {
             let world = World::new(3);
             world.as_handle(0, |area, ctx| {
-                assert!(L::lock_shared(area, ctx, None).is_some())
+                assert!(L::lock_shared(area, ctx, None).is_ok())
             });
             let w = world.clone();
             let writer = thread::spawn(move || write_data(&w, 1));
@@ -2603,13 +2975,13 @@ mod loom_tests {
             world.as_handle(2, |area, ctx| {
                 assert_eq!(
                     L::try_lock_shared(area, ctx),
-                    None,
+                    Err(NotAcquired::Unavailable),
                     "a new reader got past a waiting writer"
                 );
             });
             // SAFETY: the shared lock taken above through handle 0.
             world.as_handle(0, |area, ctx| unsafe { L::unlock_shared(area, ctx) });
-            assert_eq!(writer.join().unwrap(), Some(Acquired::Clean));
+            assert_eq!(writer.join().unwrap(), Ok(Acquired::Clean));
         });
     }
 
@@ -2623,7 +2995,7 @@ mod loom_tests {
             let v = world.clone();
             let victim = thread::spawn(move || {
                 v.as_handle(0, |area, ctx| {
-                    assert!(L::lock_exclusive(area, ctx, None).is_some());
+                    assert!(L::lock_exclusive(area, ctx, None).is_ok());
                 });
                 // Dies holding the lock.
                 v.die(0);
@@ -2640,7 +3012,7 @@ mod loom_tests {
             let mine = write_data(&world, 2);
             victim.join().unwrap();
             let theirs = reader.join().unwrap();
-            assert!(mine.is_some() && theirs.is_some());
+            assert!(mine.is_ok() && theirs.is_ok());
             // The victim may have taken the lock after both finished; one more acquisition
             // then recovers it. Either way the lock ends free and poisoned, and the victim's
             // slot free.
@@ -2650,9 +3022,9 @@ mod loom_tests {
                 unsafe { L::unlock_shared(area, ctx) };
                 got
             });
-            assert_eq!(last, Some(Acquired::Poisoned));
+            assert_eq!(last, Ok(Acquired::Poisoned));
             assert_eq!(world.word() & (WRITER | OWNER | POISONED), POISONED);
-            let tag = L::slot_word(&world.area, world.tokens[0] as usize, 0).load(SeqCst);
+            let tag = L::slot_word(&world.area, token_slot(world.tokens[0]), 0).load(SeqCst);
             assert_eq!(tag & SLOT_STATE, SLOT_FREE);
         });
     }
@@ -2664,13 +3036,13 @@ mod loom_tests {
             let v = world.clone();
             let victim = thread::spawn(move || {
                 v.as_handle(0, |area, ctx| {
-                    assert!(L::lock_shared(area, ctx, None).is_some());
+                    assert!(L::lock_shared(area, ctx, None).is_ok());
                 });
                 v.die(0);
             });
             let r = world.clone();
             let reader = thread::spawn(move || read_data(&r, 1));
-            assert_eq!(write_data(&world, 2), Some(Acquired::Clean));
+            assert_eq!(write_data(&world, 2), Ok(Acquired::Clean));
             victim.join().unwrap();
             reader.join().unwrap();
             assert_eq!(world.word() & POISONED, 0);
@@ -2685,10 +3057,10 @@ mod loom_tests {
         model("two recoverers", || {
             let world = World::new(3);
             world.as_handle(0, |area, ctx| {
-                assert_eq!(L::lock_exclusive(area, ctx, None), Some(Acquired::Clean));
+                assert_eq!(L::lock_exclusive(area, ctx, None), Ok(Acquired::Clean));
             });
             world.die(0);
-            let slot = world.tokens[0] as usize;
+            let slot = token_slot(world.tokens[0]);
             let tag_word = L::slot_word(&world.area, slot, 0);
             let generation = tag_word.load(SeqCst) & SLOT_GEN;
             let w = world.clone();
@@ -2716,10 +3088,10 @@ mod loom_tests {
         model("stale recoverer", || {
             let world = World::new(3);
             world.as_handle(0, |area, ctx| {
-                assert!(L::lock_shared(area, ctx, None).is_some());
+                assert!(L::lock_shared(area, ctx, None).is_ok());
             });
             world.die(0);
-            let slot = world.tokens[0] as usize;
+            let slot = token_slot(world.tokens[0]);
             let tag_word = L::slot_word(&world.area, slot, 0);
             let generation = tag_word.load(SeqCst) & SLOT_GEN;
             let w = world.clone();
@@ -2734,9 +3106,9 @@ mod loom_tests {
             // Process 3 (alive) opens a second handle (handle 3).
             let me = ProcessId { pid: 3, start: 7 };
             let reborn = world.with_ctx(3, 3, UNTRACKED, |area, ctx| L::attach(area, ctx, me));
-            assert_eq!(reborn as usize, slot, "the only free slot");
+            assert_eq!(token_slot(reborn), slot, "the only free slot");
             let got = world.with_ctx(3, 3, reborn, |area, ctx| L::lock_shared(area, ctx, None));
-            assert_eq!(got, Some(Acquired::Clean));
+            assert_eq!(got, Ok(Acquired::Clean));
             let stale_won = stale.join().unwrap();
             assert!(
                 won != stale_won,
@@ -2776,7 +3148,7 @@ mod loom_tests {
             model(name, move || {
                 let world = World::new(3);
                 world.as_handle(0, |area, ctx| {
-                    assert!(L::lock_shared(area, ctx, None).is_some());
+                    assert!(L::lock_shared(area, ctx, None).is_ok());
                 });
                 let w = world.clone();
                 let timed_out = thread::spawn(move || {
@@ -2787,12 +3159,16 @@ mod loom_tests {
                 let b = world.clone();
                 let behind = thread::spawn(move || {
                     if behind_writes {
-                        assert_eq!(write_data(&b, 2), Some(Acquired::Clean));
+                        assert_eq!(write_data(&b, 2), Ok(Acquired::Clean));
                     } else {
                         assert_eq!(read_data(&b, 2), 0);
                     }
                 });
-                assert_eq!(timed_out.join().unwrap(), None, "got in past a read lock");
+                assert_eq!(
+                    timed_out.join().unwrap(),
+                    Err(NotAcquired::Unavailable),
+                    "got in past a read lock"
+                );
                 // SAFETY: the shared lock taken above through handle 0.
                 world.as_handle(0, |area, ctx| unsafe { L::unlock_shared(area, ctx) });
                 behind.join().unwrap();
@@ -2800,6 +3176,51 @@ mod loom_tests {
                 assert_eq!(L::control(&world.area, DRAIN).load(SeqCst), 0);
             });
         }
+    }
+
+    /// A holder wrongly judged dead (its thread runs on) while another handle waits for the
+    /// write lock: whatever the robbed one still does (take the lock, release it, or be told
+    /// it was revoked), it never releases the other's write lock, and the lock ends free.
+    #[test]
+    fn loom_robbed_writer_never_releases_the_recoverers_lock() {
+        model("robbed writer", || {
+            let world = World::new(2);
+            let a = world.clone();
+            let robbed = thread::spawn(move || {
+                a.as_handle(0, |area, ctx| match L::lock_exclusive(area, ctx, None) {
+                    Ok(_) => {
+                        // SAFETY: taken just above through this handle.
+                        unsafe { L::unlock_exclusive(area, ctx) };
+                        true
+                    }
+                    Err(not) => {
+                        assert_eq!(not, NotAcquired::Revoked);
+                        false
+                    }
+                })
+            });
+            // Judged dead from the start, though its thread runs on.
+            world.die(0);
+            let mine = WRITER | SharedRwLock::token_owner(world.tokens[1]);
+            world.as_handle(1, |area, ctx| {
+                assert!(L::lock_exclusive(area, ctx, None).is_ok());
+                assert_eq!(
+                    world.word() & (WRITER | OWNED_BY),
+                    mine,
+                    "released by another"
+                );
+                // SAFETY: taken just above through this handle.
+                unsafe { L::unlock_exclusive(area, ctx) };
+            });
+            let robbed_took_it = robbed.join().unwrap();
+            assert_eq!(world.word() & WRITER, 0, "nothing left held");
+            if !robbed_took_it {
+                assert!(
+                    world.as_handle(0, |area, ctx| L::revoked(area, ctx)),
+                    "told it was revoked only if its slot was taken"
+                );
+            }
+        });
     }
 
     /// Killed between counting itself in and checking the lock word: the count is all that
@@ -2810,11 +3231,11 @@ mod loom_tests {
             let world = World::new(2);
             let v = world.clone();
             let victim = thread::spawn(move || {
-                let tag = L::slot_word(&v.area, v.tokens[0] as usize, 0);
+                let tag = L::slot_word(&v.area, token_slot(v.tokens[0]), 0);
                 tag.fetch_add(1, SeqCst);
                 v.die(0);
             });
-            assert_eq!(write_data(&world, 1), Some(Acquired::Clean));
+            assert_eq!(write_data(&world, 1), Ok(Acquired::Clean));
             victim.join().unwrap();
         });
     }

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, LockError, LockResult, PoisonError, Result};
 use crate::header::{Header, HEADER_LEN};
 use crate::lock::{
-    Acquired, Context, Hold, Holder, Liveness, Presence, RawRwLock, SharedRwLock, Waiter,
-    LOCK_AREA_WORDS, UNTRACKED,
+    Acquired, Context, Hold, Holder, Liveness, NotAcquired, Presence, RawRwLock, SharedRwLock,
+    Waiter, LOCK_AREA_WORDS, UNTRACKED,
 };
 use crate::name;
 use crate::sys::{self, Access, Namespace, OsOptions, OsProcess, OsSegment, OsWaiter};
@@ -681,8 +681,8 @@ impl<L: RawRwLock> Mmf<L> {
     pub fn try_read(&self) -> LockResult<ReadGuard<'_, L>> {
         self.require_writable("read lock")?;
         match L::try_lock_shared(&self.header().lock, &self.ctx()) {
-            Some(acquired) => self.shared_guard(acquired),
-            None => Err(LockError::Failed(Error::WouldBlock)),
+            Ok(acquired) => self.shared_guard(acquired),
+            Err(not) => Err(LockError::Failed(not_acquired(not, || Error::WouldBlock))),
         }
     }
 
@@ -703,8 +703,8 @@ impl<L: RawRwLock> Mmf<L> {
     pub fn try_write(&self) -> LockResult<WriteGuard<'_, L>> {
         self.require_writable("write lock")?;
         match L::try_lock_exclusive(&self.header().lock, &self.ctx()) {
-            Some(acquired) => self.exclusive_guard(acquired),
-            None => Err(LockError::Failed(Error::WouldBlock)),
+            Ok(acquired) => self.exclusive_guard(acquired),
+            Err(not) => Err(LockError::Failed(not_acquired(not, || Error::WouldBlock))),
         }
     }
 
@@ -769,10 +769,10 @@ impl<L: RawRwLock> Mmf<L> {
         // uncontended lock + unlock (see benches/lock.rs).
         let start = deadline.map(|_| Instant::now());
         match L::lock_shared(&self.header().lock, &self.ctx(), deadline) {
-            Some(acquired) => self.shared_guard(acquired),
-            None => Err(LockError::Failed(Error::Timeout {
+            Ok(acquired) => self.shared_guard(acquired),
+            Err(not) => Err(LockError::Failed(not_acquired(not, || Error::Timeout {
                 waited: start.map_or(Duration::ZERO, |s| s.elapsed()),
-            })),
+            }))),
         }
     }
 
@@ -781,10 +781,10 @@ impl<L: RawRwLock> Mmf<L> {
         // As in lock_shared: no clock read unless the wait is timed.
         let start = deadline.map(|_| Instant::now());
         match L::lock_exclusive(&self.header().lock, &self.ctx(), deadline) {
-            Some(acquired) => self.exclusive_guard(acquired),
-            None => Err(LockError::Failed(Error::Timeout {
+            Ok(acquired) => self.exclusive_guard(acquired),
+            Err(not) => Err(LockError::Failed(not_acquired(not, || Error::Timeout {
                 waited: start.map_or(Duration::ZERO, |s| s.elapsed()),
-            })),
+            }))),
         }
     }
 
@@ -796,7 +796,12 @@ impl<L: RawRwLock> Mmf<L> {
     /// Repair through [`write`](Self::write) and [`clear_poison`](Self::clear_poison).
     ///
     /// On a read-only handle the copy is retried until no write was in progress during it,
-    /// so the result is still a consistent snapshot.
+    /// so the result is still a consistent snapshot. If the writer dies in the middle of a
+    /// write, a read-only handle (which cannot recover the lock) notices it at most one
+    /// [recovery interval](MmfOptions::recovery_interval) later and returns
+    /// [`Error::Poisoned`], rather than waiting for a write that will never finish (where
+    /// the writer cannot be identified, an untracked handle's, it waits until its lock
+    /// timeout).
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len())?;
         self.check_header_intact()?;
@@ -882,6 +887,8 @@ impl<L: RawRwLock> Mmf<L> {
         let start = Instant::now();
         let deadline = self.deadline();
         let mut pause = Duration::from_micros(20);
+        // When to next ask whether the writer of a write in progress is still alive.
+        let mut next_writer_check: Option<Instant> = None;
         loop {
             if L::is_poisoned(&self.header().lock) {
                 return Err(Error::Poisoned);
@@ -889,7 +896,23 @@ impl<L: RawRwLock> Mmf<L> {
             // Acquire: pairs with the Release store that ends a write (WriteGuard::drop),
             // so the data we copy is at least as new as that write.
             let before = seq.load(Acquire);
-            if before & 1 == 0 {
+            if before & 1 == 1 {
+                // A write is in progress, or its writer died in the middle of it and nobody
+                // with write access has recovered the lock yet. We cannot recover it, but we
+                // can stop waiting: once per recovery interval, as the lock's own waiters do,
+                // ask whether the writer can still finish.
+                let now = Instant::now();
+                match next_writer_check {
+                    None => next_writer_check = Some(now + self.recovery_interval),
+                    Some(due) if now >= due => {
+                        if L::writer_is_gone(&self.header().lock, &self.ctx()) {
+                            return Err(Error::Poisoned);
+                        }
+                        next_writer_check = Some(now + self.recovery_interval);
+                    }
+                    Some(_) => {}
+                }
+            } else {
                 // SAFETY: check_range put offset..offset+len inside the data region.
                 let src = unsafe { self.data_ptr().add(offset) };
                 // SAFETY: src..src+len is in our data region, readable while `self` lives;
@@ -939,6 +962,15 @@ impl<L: RawRwLock> Presence for Mmf<L> {
             }),
             None => <sys::Process as OsProcess>::liveness(holder.id),
         }
+    }
+}
+
+/// The error for an acquisition that did not take the lock: `unavailable` (would block, or
+/// timed out) or [`Error::Revoked`].
+fn not_acquired(not: NotAcquired, unavailable: impl FnOnce() -> Error) -> Error {
+    match not {
+        NotAcquired::Unavailable => unavailable(),
+        NotAcquired::Revoked => Error::Revoked,
     }
 }
 

@@ -552,6 +552,57 @@ fn a_writer_killed_while_waiting_for_readers_does_not_poison() {
     assert!(!segment.is_poisoned());
 }
 
+/// A read-only handle cannot take the lock, so it copies optimistically and retries while
+/// a write is in progress. When the writer is killed in the middle of a write, with nobody
+/// holding write access to recover the lock, the read-only reader must not wait for that
+/// write forever: it returns `Error::Poisoned` within two recovery intervals of the death.
+#[test]
+fn read_only_reader_returns_soon_after_a_writer_is_killed_mid_write() {
+    let name = common::unique_name("robust-ro");
+    let creator = MmfOptions::new(&name).create(4096).unwrap();
+    let mut victim = Victim::spawn(&name, "scribble", false, 7);
+    // The creator's handle never locks anything; it only keeps the segment alive. Drop it so
+    // that no read-write handle is left to recover the lock.
+    victim.wait_for("ready");
+    victim.go();
+    victim.wait_for("scribbling");
+    let reader = MmfOptions::new(&name)
+        .recovery_interval(INTERVAL)
+        .lock_timeout(Some(Duration::from_secs(30)))
+        .open_read_only()
+        .unwrap();
+    drop(creator);
+    let waiting = thread::spawn(move || {
+        let mut buf = vec![0u8; 4096];
+        let result = reader.read_at(0, &mut buf);
+        (result, Instant::now())
+    });
+    // The reader is retrying: the write never ends while the child scribbles.
+    thread::sleep(INTERVAL / 2);
+    assert!(
+        !waiting.is_finished(),
+        "read a snapshot in the middle of a write"
+    );
+    victim.kill();
+    victim.wait_until_dead();
+    let dead = Instant::now();
+    let (result, returned) = waiting.join().unwrap();
+    let after = returned.saturating_duration_since(dead);
+    let bound = 2 * INTERVAL
+        + if cfg!(windows) {
+            slack()
+        } else {
+            Duration::ZERO
+        };
+    println!("read-only reader returned {after:?} after the writer's death (bound {bound:?})");
+    assert!(
+        matches!(result, Err(Error::Poisoned)),
+        "expected Error::Poisoned, got {result:?}"
+    );
+    assert!(after <= bound, "returned {after:?} after the death");
+    victim.reap();
+}
+
 /// The copy API on a poisoned lock: nothing is copied (the caller's buffer and the data are
 /// left as they were), `Error::Poisoned`, on read-write and read-only handles alike; `?` on
 /// a guard method gives the same error.
