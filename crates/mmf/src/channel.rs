@@ -67,8 +67,21 @@
 //! sleeping reader counts itself in `parked`; the writer makes the wake-up system call only
 //! when that count is non-zero, so publishing to busy readers costs no system call.
 //!
+//! **Liveness.** Whether a writer or a reader can still touch the channel is the kernel's
+//! answer, as for the segment's lock (see [`lock`](crate::lock), "Owner death"): on Linux
+//! the writer holds an open-file-description lock on byte 40 of the control block (the first
+//! byte of `writer_pid`), and the owner of reader entry `i` on byte `256 + 64i` (the first
+//! byte of its claim word), each through its own handle's descriptor, from before it
+//! publishes its identity until after it gives the entry up; the kernel drops them when the
+//! process exits, is killed, or execs. A reader or writer that asks another whether it is
+//! alive asks the kernel about that byte (`F_OFD_GETLK`), which means the same in every PID
+//! namespace, so a reader in another container does not take a live writer for dead. The
+//! pid and start time are still recorded, for the platforms without such locks (macOS,
+//! FreeBSD) and the `*_held` flag says which answer applies; there the limits of the
+//! lock's fallback apply (no PID namespaces, a zombie leader counts as dead on Linux).
+//!
 //! **Dead readers.** Each reader entry records its owner's process identity (pid and start
-//! time). The writer checks for dead owners on every 16th publish once 100 ms have passed
+//! time) and whether it holds its byte (see Liveness). The writer checks for dead owners on every 16th publish once 100 ms have passed
 //! since its last check (so within 100 ms or 16 frames, whichever is later), on
 //! [`FrameWriter::reclaim_dead_readers`], and every [`FrameReader::open`] that finds the
 //! table full checks before giving up: a dead owner's
@@ -85,8 +98,8 @@
 //! retrying, rather than spinning forever.
 //!
 //! **The writer going away.** A [`FrameWriter`] that drops marks the channel closed and wakes
-//! sleeping readers; a writer process that dies cannot, so readers check its identity (pid
-//! and start time) whenever a wait runs out. Either way readers learn it as
+//! sleeping readers; a writer process that dies cannot, so readers check whether it lives
+//! (see Liveness) whenever a wait runs out. Either way readers learn it as
 //! [`Error::WriterGone`]: [`FrameReader::wait_next`] returns it instead of
 //! [`Error::Timeout`] (at once when the writer dropped, at the timeout when it died),
 //! [`FrameReader::try_next`] returns it once the last frame has been taken after a drop, and
@@ -95,11 +108,13 @@
 //! channel again once a new writer has created it (after a writer crash on Linux the name is
 //! still there: the new writer must [`Mmf::remove`](crate::Mmf::remove) it first).
 //!
-//! # Control block layout (version 2, at the start of the data region)
+//! # Control block layout (version 3, at the start of the data region)
 //!
-//! Version 2 (this one) allows more than `max_readers + 2` slots and has the writer-dropped
-//! bit in `latest`; version 1 required exactly `max_readers + 2` slots and had a 26-bit
-//! sequence there. Readers and writers of different versions refuse each other's channels
+//! Version 3 (this one) decides liveness by kernel locks on the bytes named below and has
+//! the `held` flags; version 2 asked by pid only (and was fooled across PID namespaces).
+//! Version 2 allowed more than `max_readers + 2` slots and had the writer-dropped bit in
+//! `latest`; version 1 required exactly `max_readers + 2` slots and had a 26-bit sequence
+//! there. Readers and writers of different versions refuse each other's channels
 //! with [`Error::IncompatibleVersion`].
 //!
 //! All words are native-endian `u32`, 64-bit values are (low, high) pairs.
@@ -112,11 +127,12 @@
 //! | 16 | 4 | `max_readers` | 1..=[`MAX_READERS`] |
 //! | 24 | 8 | `max_frame_len` | bytes per frame, at least 1 |
 //! | 32 | 8 | `slot_stride` | `max_frame_len` rounded up to 4096 |
-//! | 40 | 12 | writer pid, start time | tells readers whether the writer still lives |
+//! | 40 | 12 | writer pid, start time | who the writer is; byte 40 is the writer's kernel-lock byte (see Liveness) |
+//! | 52 | 4 | `writer_held` | 1 if the writer holds the lock on byte 40: readers ask the kernel, not the pid |
 //! | 64 | 4 | `latest` | bits 0..6: slot of the newest frame (63: none yet, 62: metadata being rewritten); bit 6: the writer has dropped; bits 7..32: its sequence number mod 2^25. Also the futex word readers sleep on |
 //! | 68 | 44 | newest frame's metadata | seq, timestamp, len (2 words each), width, height, pixel format, tag (2 words) |
 //! | 128 | 4 | `parked` | readers sleeping in `wait_next` |
-//! | 256 | 64 × 32 | reader entries | claim word, pid, start time (2 words), pin, parked flag |
+//! | 256 | 64 × 32 | reader entries | claim word (its first byte is the owner's kernel-lock byte), pid, start time (2 words), pin, parked flag, `held` (as `writer_held`, for the entry's byte) |
 //! | 8192 | `slot_stride` × `slot_count` | frame slots | page aligned |
 
 use std::hint;
@@ -129,7 +145,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::header::KIND_FRAME_CHANNEL;
 use crate::segment::{Mmf, MmfOptions};
-use crate::sys::{Liveness, OsProcess, Process, ProcessId};
+use crate::sys::{Hold, Liveness, OsProcess, Process, ProcessId};
 
 mod clock;
 pub use clock::monotonic_ns;
@@ -144,7 +160,15 @@ pub const SMALL_FRAME_SLOTS: usize = 16;
 /// Memory budget under which the default slot count is raised to [`SMALL_FRAME_SLOTS`].
 pub const SMALL_FRAME_SLOTS_BYTES: usize = 1 << 20;
 /// Version of the control block layout.
-pub const CHANNEL_VERSION: u32 = 2;
+pub const CHANNEL_VERSION: u32 = 3;
+/// Byte of the data region on which the writer holds its kernel lock: the first byte of
+/// `writer_pid`.
+const WRITER_BYTE: usize = 40;
+/// Byte of the data region on which the owner of reader entry `index` holds its kernel lock:
+/// the first byte of the entry's claim word.
+fn reader_byte(index: usize) -> usize {
+    256 + 64 * index
+}
 /// Bytes before the first frame slot.
 const CONTROL_LEN: usize = 8192;
 /// Slots start on page boundaries (4096 is the smallest page size we run on).
@@ -193,7 +217,9 @@ struct ReaderEntry {
     pin: AtomicU32,
     /// 1 while this reader is counted in `parked`.
     parked: AtomicU32,
-    _reserved: [AtomicU32; 10],
+    /// 1 if the owner holds the kernel lock on this entry's first byte (see "Liveness").
+    held: AtomicU32,
+    _reserved: [AtomicU32; 9],
 }
 
 /// The newest frame's metadata (valid only as described for `latest` in the module docs).
@@ -219,7 +245,9 @@ struct Control {
     slot_stride: [AtomicU32; 2],
     writer_pid: AtomicU32,
     writer_start: [AtomicU32; 2],
-    _reserved1: [AtomicU32; 3],
+    /// 1 if the writer holds the kernel lock on [`WRITER_BYTE`] (see "Liveness").
+    writer_held: AtomicU32,
+    _reserved1: [AtomicU32; 2],
     latest: AtomicU32,
     desc: FrameDesc,
     _reserved2: [AtomicU32; 4],
@@ -246,6 +274,8 @@ const _: () = {
     assert!(offset_of!(Control, parked) == 128);
     assert!(offset_of!(Control, readers) == 256);
     assert!(offset_of!(ReaderEntry, pin) == 16);
+    assert!(offset_of!(ReaderEntry, held) == 24);
+    assert!(offset_of!(Control, writer_held) == 52);
     assert!(offset_of!(FrameDesc, tag) == 36);
 };
 
@@ -472,7 +502,10 @@ impl Channel {
             pid: control.writer_pid.load(Relaxed),
             start: load64(&control.writer_start),
         };
-        Process::liveness(writer) == Liveness::Dead
+        // The kernel's answer when the writer holds its byte (see "Liveness"); our own
+        // handle never holds the writer's byte, so it cannot answer for itself.
+        let byte = (control.writer_held.load(Relaxed) != 0).then_some(WRITER_BYTE);
+        self.mmf.data_holder_liveness(writer, byte) == Liveness::Dead
     }
 
     /// Start of slot `slot`'s bytes; `slot < geometry.slots` is the caller's to check.
@@ -492,7 +525,7 @@ impl Channel {
     fn reclaim_dead_readers(&self) -> usize {
         let control = self.control();
         let mut reclaimed = 0;
-        for entry in self.readers() {
+        for (index, entry) in self.readers().iter().enumerate() {
             // Acquire: pairs with the Release store of CLAIM_OWNED in `FrameReader::claim`,
             // so the pid and start time read next belong to this claim.
             let claim = entry.claim.load(Acquire);
@@ -503,7 +536,13 @@ impl Channel {
                 pid: entry.pid.load(Relaxed),
                 start: load64(&entry.start),
             };
-            if Process::liveness(owner) != Liveness::Dead {
+            // The owner takes its byte before it marks the entry owned and releases it only
+            // after freeing the entry, so an owned entry's byte is free only once its owner
+            // can no longer run; if the entry was freed since, the compare-exchange below
+            // fails (the generation changed). Our own handle holds no reader byte, unless it
+            // is this entry's owner, which a reader never sweeps while it holds an entry.
+            let byte = (entry.held.load(Relaxed) != 0).then(|| reader_byte(index));
+            if self.mmf.data_holder_liveness(owner, byte) != Liveness::Dead {
                 continue;
             }
             // The generation makes this CAS fail if the dead owner's entry was already
@@ -579,6 +618,10 @@ impl FrameWriter {
         let me = Process::current();
         control.writer_pid.store(me.pid, Relaxed);
         store64(&control.writer_start, me.start);
+        // Held until the writer's handle closes: drop, exit, kill or exec. A fresh object has
+        // no other holder, so `Busy` cannot happen; it would only mean "ask by pid".
+        let held = channel.mmf.hold_data_byte(WRITER_BYTE) == Hold::Held;
+        control.writer_held.store(u32::from(held), Relaxed);
         control.latest.store(LATEST_NONE, Relaxed);
         for entry in &control.readers {
             entry.pin.store(NO_SLOT, Relaxed);
@@ -912,6 +955,19 @@ impl FrameReader {
             {
                 continue;
             }
+            // The byte before the entry turns owned (see `reclaim_dead_readers`). Busy: the
+            // previous owner freed the entry but has not released its byte yet; give the
+            // entry back (nobody else touches a busy entry) and try the next.
+            let held = match channel.mmf.hold_data_byte(reader_byte(index)) {
+                Hold::Held => 1,
+                Hold::Unsupported => 0,
+                Hold::Busy => {
+                    // Release: as when the entry was freed.
+                    entry.claim.store(claim, Release);
+                    continue;
+                }
+            };
+            entry.held.store(held, Relaxed);
             entry.pid.store(me.pid, Relaxed);
             store64(&entry.start, me.start);
             entry.parked.store(0, Relaxed);
@@ -1276,7 +1332,13 @@ impl Drop for FrameReader {
                 Release,
                 Relaxed,
             ) {
-                Ok(_) => return,
+                Ok(_) => {
+                    // Only now, after the entry is free: an owned entry's byte must be held
+                    // for as long as its owner runs. (Releasing a byte we do not hold, where
+                    // the kernel lock was unsupported, does nothing.)
+                    self.channel.mmf.release_data_byte(reader_byte(self.entry));
+                    return;
+                }
                 Err(now)
                     if now & CLAIM_STATE == CLAIM_BUSY && now & !CLAIM_STATE == self.generation =>
                 {

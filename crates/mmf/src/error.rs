@@ -193,6 +193,15 @@ pub enum Error {
     #[error("a process died while holding the write lock, so the data may be inconsistent; repair it under a write guard (LockError::Poisoned hands one over) and call Mmf::clear_poison")]
     Poisoned,
 
+    /// Another process judged this handle gone and took back its place in the lock (only
+    /// possible where liveness rests on process ids, or after a peer corrupted the lock
+    /// area: see [`mmf::lock`](crate::lock), "Releasing only what is still yours"). The
+    /// handle takes no more locks; anything it wrote since may have interleaved with another
+    /// writer, which the lock reports as poisoned. Drop the handle and open the segment
+    /// again.
+    #[error("another process judged this handle dead and took back its place in the segment's lock; drop the handle and open the segment again")]
+    Revoked,
+
     /// A timed wait ran out.
     #[error("timed out after {waited:?} waiting for the lock or for a new frame")]
     Timeout {
@@ -257,7 +266,7 @@ impl From<Error> for io::Error {
             Error::PermissionDenied { .. } | Error::ReadOnly { .. } => K::PermissionDenied,
             Error::NotReady { .. } | Error::Timeout { .. } => K::TimedOut,
             Error::WouldBlock => K::WouldBlock,
-            Error::Poisoned => K::Other,
+            Error::Poisoned | Error::Revoked => K::Other,
             Error::NotMmf { .. }
             | Error::IncompatibleVersion { .. }
             | Error::LockMismatch { .. }

@@ -29,7 +29,7 @@
 //! |   2112 | 1984 | reserved         | zero; room to grow without moving the data                        |
 //! |   4096 |    … | data             | `data_len` bytes, page aligned                                    |
 //!
-//! The lock area of the default lock ([`SharedRwLock`](crate::SharedRwLock), kind `"RWL3"`),
+//! The lock area of the default lock ([`SharedRwLock`](crate::SharedRwLock), kind `"RWL4"`),
 //! as offsets from the start of the header (all 32-bit words; details in [`crate::lock`]):
 //!
 //! | offset | size | field        | meaning                                                          |
@@ -39,7 +39,7 @@
 //! |     72 |    4 | slots used   | high-water mark of claimed handle slots                           |
 //! |     76 |    4 | overflow     | read locks held through untracked handles                         |
 //! |     80 |   48 | reserved     | zero                                                              |
-//! |    128 | 1984 | handle slots | 124 × 16 bytes: tag (state, generation, read locks), pid, start time lo, hi |
+//! |    128 | 1984 | handle slots | 124 × 16 bytes: tag (state, generation, held, read locks), pid, start time lo, hi; on Linux the live owner of slot `i` holds an open-file-description lock on byte `128 + 16i` of the object (the first byte of its tag) |
 //!
 //! A reader accepts a header only if: the magic matches, the layout version is one it knows,
 //! the state is ready, `header_len` is exactly [`HEADER_LEN`], the data length is non-zero,

@@ -59,7 +59,7 @@ mod sys;
 #[cfg(not(loom))]
 pub use channel::{Frame, FrameInfo, FrameMeta, FrameReader, FrameSpec, FrameWriter};
 pub use error::{Error, LockError, LockResult, PoisonError, Result};
-pub use lock::{Acquired, Context, LockArea, RawRwLock, SharedRwLock, Waiter};
+pub use lock::{Acquired, Context, LockArea, NotAcquired, RawRwLock, SharedRwLock, Waiter};
 pub use name::MAX_NAME_LEN;
 #[cfg(not(loom))]
 pub use segment::{

@@ -19,7 +19,7 @@
 //! |    0 | lock word    | writer, its slot, parked and poisoned bits (diagram below)            |
 //! |    1 | drain word   | 1 while the writer sleeps waiting for readers to leave                |
 //! |    2 | slots used   | high-water mark of claimed slots: writers scan slots `0..slots_used`  |
-//! |    3 | overflow     | read locks held through untracked handles (low 18 bits)               |
+//! |    3 | overflow     | read locks held through untracked handles (low 17 bits)               |
 //! | 4–15 | reserved     | zero                                                                  |
 //! | 16 + 4·i | slot `i` tag | state, generation and read-lock count of slot `i` (diagram below) |
 //! | 17 + 4·i | slot `i` pid | process id of the handle's process                              |
@@ -29,10 +29,10 @@
 //! The lock word:
 //!
 //! ```text
-//!  31   30   29   28   27 .................. 8   7 ............ 0
-//! +----+----+----+----+--------------------------+----------------+
-//! | W  | P  | PO | D  |      reserved (0)        |  owner slot    |
-//! +----+----+----+----+--------------------------+----------------+
+//!  31   30   29   28   27 ....... 20   19 .............. 8   7 ............ 0
+//! +----+----+----+----+---------------+---------------------+----------------+
+//! | W  | P  | PO | D  | reserved (0)  | owner generation    |  owner slot    |
+//! +----+----+----+----+---------------+---------------------+----------------+
 //! ```
 //!
 //! - `W` ([`WRITER`]): a writer owns the lock, or has claimed it and waits for the readers
@@ -47,14 +47,19 @@
 //! - owner slot ([`OWNER`]): the slot of the handle whose writer set `W`, written by the very
 //!   compare-exchange that sets `W`, so there is no instant at which the lock is held by an
 //!   unknown process; [`OWNER`] itself (all ones) means an untracked handle.
+//! - owner generation ([`OWNER_GEN`]): the generation of that slot when the handle claimed
+//!   it (zero for an untracked handle). With it, the owner field names one claim of one slot,
+//!   so a writer whose slot was taken back and claimed again by another handle can never
+//!   release, or be mistaken for, the new claimant's write lock (see "Releasing only what is
+//!   still yours").
 //!
 //! A slot's tag word:
 //!
 //! ```text
-//!  31  30  29 ............... 18  17 ....................... 0
-//! +-------+----------------------+----------------------------+
-//! | state |  generation (12 bits) |  read locks held (18 bits) |
-//! +-------+----------------------+----------------------------+
+//!  31  30  29 ............... 18   17   16 .................... 0
+//! +-------+----------------------+----+----------------------------+
+//! | state |  generation (12 bits) | K  |  read locks held (17 bits) |
+//! +-------+----------------------+----+----------------------------+
 //! ```
 //!
 //! - state: free, claiming (the claimer is writing its identity), active, or reclaiming (a
@@ -62,6 +67,8 @@
 //! - generation: bumped on every claim, so a recoverer that read the slot before it was freed
 //!   and claimed again cannot mistake the new owner for the dead one (its compare-exchange
 //!   fails).
+//! - `K` (held): the handle holds the kernel lock on the slot's byte (see "Owner death"), so
+//!   recoverers ask the kernel about that byte, not about the recorded process.
 //! - read locks: how many read locks the handle's threads hold. A reader's count lives only
 //!   here, never in the lock word, so taking it back is exact: one compare-exchange from
 //!   (active, generation, n) to (reclaiming, generation, 0).
@@ -90,14 +97,90 @@
 //! A sleeper never sleeps longer than the recovery interval
 //! ([`MmfOptions::recovery_interval`](crate::MmfOptions::recovery_interval), 50 ms by
 //! default). Each time an interval has passed it asks the OS whether the holders it waits
-//! for are still alive: the writer named by the owner slot, or (for a writer waiting for
-//! readers to leave) every slot with read locks. A holder is identified by pid and process
-//! start time, so a reused pid is not mistaken for it (Linux: `starttime` from `/proc`, and a
-//! zombie counts as dead; Windows: the creation time; elsewhere the pid alone). A slot whose process
-//! is dead is taken back with one compare-exchange on its tag, so two recoverers cannot both
-//! take it; the winner clears `W` if the dead process owned it (setting `POISONED`), then
-//! frees the slot and wakes the sleepers. So a process killed at any instant unblocks the
-//! others at most one recovery interval (plus scheduling) after its death.
+//! for can still touch the lock: the writer named by the owner slot, or (for a writer waiting
+//! for readers to leave) every slot with read locks. A slot whose holder cannot is taken back
+//! with one compare-exchange on its tag, so two recoverers cannot both take it; the winner
+//! clears `W` if the dead holder owned it (setting `POISONED`), then frees the slot and wakes
+//! the sleepers. So a holder killed at any instant unblocks the others at most one recovery
+//! interval (plus scheduling) after its death.
+//!
+//! ## Who decides that a holder is gone: the kernel (Linux)
+//!
+//! A pid lookup cannot decide it safely. In another PID namespace (containers sharing
+//! `/dev/shm`) the recorded pid names nobody, or somebody else; a process whose main thread
+//! has exited shows as a zombie while its other threads still write; and a process that
+//! `exec`s keeps its pid and start time although the program that held the lock is gone.
+//! Each of these either breaks exclusion (two writers) or keeps a lock that nobody can
+//! release. So on Linux every tracked handle holds a kernel lock whose lifetime is exactly
+//! "some program can still use this handle", and recoverers ask the kernel about it:
+//!
+//! - **What is held.** Each read-write handle maps the segment through its own `shm_open`,
+//!   that is its own *open file description*, with `O_CLOEXEC`. When it claims slot `i` it
+//!   takes an open-file-description lock (`fcntl(F_OFD_SETLK)`, a write lock on one byte)
+//!   on the first byte of the slot's tag word, `4 * (16 + 4i)` bytes into the lock area,
+//!   and records `K` in the tag. The lock is advisory and touches no data; it belongs to
+//!   the open file description, not to a process or a thread.
+//! - **What is asked.** A recoverer that finds slot `i` active with `K` set asks
+//!   `fcntl(F_OFD_GETLK)` on its own descriptor whether another open file description holds
+//!   that byte: held means alive, free means gone. The kernel's answer does not depend on
+//!   pids, so it is the same in every PID namespace, and it is never fooled by pid reuse.
+//!   The recorded pid and start time stay in the slot, for diagnostics and for the fallback.
+//! - **When it is released.** The kernel drops an open-file-description lock when the last
+//!   descriptor referring to that description is closed: the handle is dropped, the process
+//!   exits or is killed (`kill -9` included), or it `exec`s (the descriptor is `O_CLOEXEC`,
+//!   so exec closes it). So a holder that execs is recovered within one interval of the
+//!   exec, not when the new program ends.
+//! - **Threads, zombie leader.** The descriptor lives in the process's descriptor table,
+//!   which all its threads share; a main thread that exits (`SYS_exit`) while another thread
+//!   holds the lock leaves the table, and so the lock, held. No exclusion break.
+//! - **fork.** A forked child shares its parent's open file descriptions, so the byte stays
+//!   held while the child lives, even after the parent died: conservative (the parent's
+//!   share is recovered only once the child exits or execs). A child must not use its
+//!   parent's handle anyway (see below); it opens the segment again.
+//! - **Our own process.** Two handles of one process have different open file
+//!   descriptions, so a recoverer sees another handle of its own process as alive, as it
+//!   should. A handle never asks about its own slot (its own lock does not conflict with
+//!   itself, so the kernel would report it free).
+//! - **Order.** A claimer marks the slot claiming, takes the byte, and only then marks it
+//!   active; `detach` frees the slot and only then releases the byte. So there is no instant
+//!   at which an active slot's byte is free while its holder can run. A claimer that cannot
+//!   take the byte (the previous owner freed the slot but has not released the byte yet)
+//!   gives the slot back and tries the next one. A recoverer that read the tag before a
+//!   detach and asked the kernel after it sees a free byte, but its compare-exchange then
+//!   fails: the tag is no longer the active one it read.
+//! - **A handle dropped with leaked guards.** `detach` leaves the slot (and the lock it
+//!   holds) in place, but dropping the handle closes its descriptor and so releases the
+//!   byte: the slot is then recovered like a dead one's (poisoning, if it held `W`). Nothing
+//!   can use that handle any more, so this is what recovery is for.
+//! - **32-bit.** The lock is asked for with the `fcntl64` system call and `struct flock64`
+//!   on 32-bit Linux (the `fcntl` system call refuses `F_OFD_*` there), `fcntl` and the
+//!   same layout on 64-bit: the raw system call, so no C library's translation is relied on.
+//!
+//! ## Where there is no such kernel lock: the process identity
+//!
+//! If taking the byte fails for any reason other than another holder (macOS and FreeBSD have
+//! no open-file-description byte locks; a Linux sandbox may refuse them), the handle records
+//! `K` clear and recoverers fall back to the recorded process identity: pid plus start time,
+//! so a reused pid is not mistaken for it (Linux: `starttime` from `/proc`, and a zombie
+//! counts as dead; Windows: the creation time; macOS/FreeBSD: `kill(pid, 0)`, the pid
+//! alone). This fallback has the weaknesses above: it must not be used across PID
+//! namespaces (a holder there may be declared dead while it writes), a zombie leader counts
+//! as dead on Linux, an exec'd holder is recovered only when its process ends, and on
+//! macOS/FreeBSD a reused pid keeps a dead holder's share until that process ends too.
+//!
+//! **Windows** has no PID namespaces: a process id names one process system-wide (Windows
+//! containers that share a kernel see the same ids, and their named objects live in a
+//! separate namespace anyway). A holder is identified by pid plus creation time: the
+//! recoverer opens the process (`OpenProcess`), and while it holds that handle the process
+//! object, and so its pid, cannot be reused, so the creation time it reads
+//! (`GetProcessTimes`) and the exit state it asks (`WaitForSingleObject` on the handle, which
+//! is signalled once the process has exited, or `GetExitCodeProcess`) belong to one and the
+//! same process; a different creation time means the pid was reused, and a pid with no
+//! process object means it is gone. A process exits only when its last thread does, so a main
+//! thread that ends while another thread holds the lock does not make it look dead. There is
+//! no exec (a new program is a new process) and no fork. What remains: a process that is
+//! alive but has closed the handle (dropped the `Mmf` with a leaked guard) keeps its share
+//! until it exits, since a section has no per-handle lock to ask about.
 //!
 //! - **Liveness unknown.** When the OS will not say whether a holder lives (for instance no
 //!   permission to inspect it), it is treated as alive: its share is never taken, and
@@ -119,11 +202,39 @@
 //!   (an uncontended write lock never sets it, to keep it one compare-exchange), so a writer
 //!   killed in that sub-microsecond window poisons the lock although it wrote nothing.
 //! - **fork.** A handle belongs to the process that created or opened it: a forked child must
-//!   open the segment again rather than use its parent's handle.
+//!   open the segment again rather than use its parent's handle (which, on Linux, it keeps
+//!   alive in the eyes of recoverers while it lives: see above).
 //!
 //! The data a dead writer left is not trusted: the next acquisitions report
 //! [`Acquired::Poisoned`] until someone calls [`RawRwLock::clear_poison`]. A dead reader
 //! changed nothing and poisons nothing.
+//!
+//! ## Releasing only what is still yours
+//!
+//! With the kernel's answer a live holder is never taken for dead; with the fallback it can
+//! be (see above), and a corrupt peer can make anyone look dead. So no release trusts that
+//! the releaser still owns what it releases:
+//!
+//! - A handle's token is its slot *and the generation it claimed the slot with*, and the
+//!   lock word's owner field holds both ([`OWNER`], [`OWNER_GEN`]). Unlocking is a
+//!   compare-exchange from "`W`, owned by this claim" to free; any other change to the lock
+//!   word (`DRAINING`, the slow release) is a compare-exchange loop that gives up as soon as
+//!   the word no longer names this claim. A handle whose slot was taken back and claimed by
+//!   another handle (same slot, next generation) therefore cannot release, or mark, the new
+//!   claimant's write lock.
+//! - A read lock is counted in and out by compare-exchanges on the slot's tag, which fail
+//!   once the tag is no longer "active, our generation"; a recoverer drops a dead slot's
+//!   count with the slot, so a robbed reader's release leaves the new owner's count alone.
+//! - `detach` frees the slot only while its tag is still our claim.
+//!
+//! A robbed holder learns it. A writer whose release finds the lock no longer its own sets
+//! `PO` (what it wrote may have interleaved with the next writer's), so its next
+//! acquisition, and everyone's, reports [`Acquired::Poisoned`]. A writer still waiting for
+//! readers when robbed returns [`NotAcquired::Revoked`] instead of the lock. And a handle
+//! whose slot is no longer its claim gets [`NotAcquired::Revoked`] from every acquisition
+//! (the segment reports it as a typed error): it could not be recovered if it died holding
+//! a lock, so it must be opened again. The generation has 12 bits: a holder robbed and then
+//! silent while its slot is claimed 4096 more times would match again.
 //!
 //! # Model checking
 //!
@@ -136,6 +247,13 @@
 //! that was reclaimed and claimed again:
 //! `RUSTFLAGS="--cfg loom" cargo test -p mmf --lib --release loom` (a few minutes on two
 //! cores; add `-- --nocapture` to see how many interleavings each model explored).
+//!
+//! The liveness oracle of the models (`Kernel` in `loom_tests`) answers as the kernel does
+//! about the slots' byte locks: a byte held by another handle whose process has not died is
+//! alive; a free byte, or one whose holder died, is dead; a claimer finds a byte still held
+//! by a live handle busy; and a handle asking about its own byte hears "free", as with real
+//! open-file-description locks, so a model in which a waiter asks about its own slot breaks
+//! exclusion.
 //!
 //! What the models do not cover:
 //!
@@ -168,14 +286,14 @@
 
 use std::time::{Duration, Instant};
 
-use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
+use crate::sync::Ordering::{self, AcqRel, Acquire, Relaxed, Release, SeqCst};
 use crate::sync::{self, AtomicU32};
 
 /// A process identity that survives pid reuse: the pid plus the time the process started
 /// (Linux: clock ticks after boot from `/proc/<pid>/stat`; Windows: creation FILETIME).
 /// `start == 0` means the platform could not tell; liveness then rests on the pid alone.
 ///
-/// Public because [`RawRwLock`](crate::RawRwLock) implementations receive and record it.
+/// Public because [`RawRwLock`] implementations receive and record it.
 /// Defined here, not in the OS layer, so the lock's loom model (which has no OS layer) shares
 /// the very same types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,15 +304,68 @@ pub struct ProcessId {
     pub start: u64,
 }
 
-/// What the OS says about a recorded [`ProcessId`].
+/// What the OS says about a recorded [`Holder`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Liveness {
-    /// The very process (same pid and start time) is still running.
+    /// The holder can still touch the lock: its kernel lock is held (Linux), or the very
+    /// process (same pid and start time) is still running (the fallback).
     Alive,
-    /// It has exited (or is a zombie), or its pid now belongs to another process.
+    /// The holder can no longer touch the lock: its kernel lock was dropped (exit, kill,
+    /// exec, or the handle closed), or, in the fallback, its process exited or its pid now
+    /// belongs to another process.
     Dead,
     /// The OS would not say (e.g. no permission to inspect it): assume it may be alive.
     Unknown,
+}
+
+/// What a recoverer knows about the holder of a slot, to ask the OS whether it still lives
+/// ([`Context::liveness`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holder {
+    /// The process the holder's handle was created in (for diagnostics, and the fallback).
+    pub id: ProcessId,
+    /// The byte of the [`LockArea`] on which the holder took a kernel lock with
+    /// [`Context::hold`] (it answered [`Hold::Held`]), or `None` if it could not. With a
+    /// byte, only the kernel lock decides; without one, the process identity does.
+    pub byte: Option<u32>,
+}
+
+/// The answer of [`Context::hold`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// This handle now holds a kernel lock on the byte; the kernel drops it exactly when no
+    /// program can use the handle any more (see the module docs, "Owner death").
+    Held,
+    /// Another handle still holds the byte (typically the slot's previous owner, between
+    /// freeing the slot and releasing its byte): choose another slot.
+    Busy,
+    /// This platform (or this system) has no such lock: record the process identity only.
+    Unsupported,
+}
+
+/// The OS side of [`Context`]'s liveness questions: the kernel lock a handle holds on a byte
+/// of its lock area, and the answer for a recorded holder. Implemented by the segment (one
+/// open file description per handle on Linux) and, in the tests and the loom model, by an
+/// oracle.
+pub(crate) trait Presence: Sync {
+    /// Takes this handle's kernel lock on byte `byte` of the lock area.
+    fn hold(&self, byte: u32) -> Hold;
+    /// Releases what [`hold`](Self::hold) took.
+    fn release(&self, byte: u32);
+    /// Whether `holder` can still touch the lock.
+    fn liveness(&self, holder: Holder) -> Liveness;
+}
+
+/// An oracle that answers by process identity alone and claims every byte (the unit tests
+/// and the loom model, in which "processes" are pids whose death the test decides).
+impl<F: Fn(ProcessId) -> Liveness + Sync> Presence for F {
+    fn hold(&self, _byte: u32) -> Hold {
+        Hold::Held
+    }
+    fn release(&self, _byte: u32) {}
+    fn liveness(&self, holder: Holder) -> Liveness {
+        self(holder.id)
+    }
 }
 
 /// Words in the control block at the start of the default lock's area.
@@ -235,6 +406,15 @@ pub const DRAINING: u32 = 1 << 28;
 /// Slot of the handle whose writer set `WRITER` (all ones: an untracked handle). Written by
 /// the same compare-exchange as `WRITER`, and meaningless while `WRITER` is clear.
 pub const OWNER: u32 = 0xFF;
+/// Generation of the owner's slot claim (the slot tag's generation, shifted down), written
+/// with `OWNER`; zero for an untracked handle.
+pub const OWNER_GEN: u32 = 0xFFF << 8;
+/// The whole owner field: slot and generation.
+const OWNED_BY: u32 = OWNER | OWNER_GEN;
+/// A lock word's owner field from a slot tag's generation bits.
+const fn owner_generation(tag: u32) -> u32 {
+    (tag & SLOT_GEN) >> 10
+}
 
 /// Slot tag: the state field.
 const SLOT_STATE: u32 = 3 << 30;
@@ -250,11 +430,19 @@ const SLOT_RECLAIMING: u32 = 3 << 30;
 const SLOT_GEN: u32 = 0xFFF << 18;
 /// One generation step.
 const SLOT_GEN_ONE: u32 = 1 << 18;
+/// Slot tag: the handle holds the kernel lock on its slot's byte ([`Context::hold`]), so
+/// recoverers ask the kernel about that byte rather than about the recorded process.
+const SLOT_HELD: u32 = 1 << 17;
 /// Slot tag (and overflow word): the number of read locks held.
-const SLOT_READERS: u32 = SLOT_GEN_ONE - 1;
+const SLOT_READERS: u32 = SLOT_HELD - 1;
 
 // The owner field must be able to name every slot and still have a value left for "untracked".
 const _: () = assert!(SLOTS < OWNER as usize);
+// A handle's token is its slot (the owner field's bits) plus the generation it claimed (the
+// tag's generation bits); the two fields must not overlap, and the generation must fit the
+// lock word's owner generation field.
+const _: () = assert!(OWNER & SLOT_GEN == 0);
+const _: () = assert!(owner_generation(SLOT_GEN) == OWNER_GEN);
 const _: () = assert!(CONTROL_WORDS + SLOTS * SLOT_WORDS <= LOCK_AREA_WORDS);
 
 /// The part of the segment header that belongs to the lock: 2048 bytes of atomic words,
@@ -382,14 +570,14 @@ impl<'a> Waiter<'a> {
 }
 
 /// What the segment hands to every [`RawRwLock`] call: its [`Waiter`], the calling handle's
-/// token (from [`RawRwLock::attach`]), the recovery interval, and the OS's answer to "is this
-/// process still alive".
+/// token (from [`RawRwLock::attach`]), the recovery interval, and the OS's answer to "can
+/// this holder still touch the lock" ([`hold`](Self::hold), [`liveness`](Self::liveness)).
 #[derive(Clone, Copy)]
 pub struct Context<'a> {
     waiter: Waiter<'a>,
     token: u32,
     recovery_interval: Duration,
-    liveness: &'a (dyn Fn(ProcessId) -> Liveness + Sync),
+    presence: &'a dyn Presence,
 }
 
 impl<'a> Context<'a> {
@@ -397,13 +585,13 @@ impl<'a> Context<'a> {
         waiter: Waiter<'a>,
         token: u32,
         recovery_interval: Duration,
-        liveness: &'a (dyn Fn(ProcessId) -> Liveness + Sync),
+        presence: &'a dyn Presence,
     ) -> Self {
         Context {
             waiter,
             token,
             recovery_interval,
-            liveness,
+            presence,
         }
     }
 
@@ -423,9 +611,30 @@ impl<'a> Context<'a> {
         self.recovery_interval
     }
 
-    /// Whether process `id` still runs.
-    pub fn liveness(&self, id: ProcessId) -> Liveness {
-        (self.liveness)(id)
+    /// Takes the calling handle's kernel lock on byte `byte` (below `4 * LOCK_AREA_WORDS`) of
+    /// the lock area, so that [`liveness`](Self::liveness) can later tell other processes
+    /// whether this handle can still touch the lock. Linux: an open-file-description lock
+    /// (`fcntl(F_OFD_SETLK)`, a write lock on that one byte of the segment's file) on the
+    /// handle's own descriptor; [`Hold::Unsupported`] elsewhere. A lock records the answer
+    /// next to the holder's [`ProcessId`] and passes it back in a [`Holder`].
+    #[doc(alias = "F_OFD_SETLK")]
+    pub fn hold(&self, byte: u32) -> Hold {
+        self.presence.hold(byte)
+    }
+
+    /// Releases what [`hold`](Self::hold) took on `byte` (closing the handle releases it too).
+    pub fn release(&self, byte: u32) {
+        self.presence.release(byte);
+    }
+
+    /// Whether `holder` can still touch the lock. With a held byte this is the kernel's
+    /// answer (`fcntl(F_OFD_GETLK)`: locked by another open file description or not), the
+    /// same in every PID namespace; without one, the process identity's (see the module
+    /// docs). Never ask about a byte the calling handle holds itself: its own lock does not
+    /// conflict with itself, so it would be reported dead.
+    #[doc(alias = "F_OFD_GETLK")]
+    pub fn liveness(&self, holder: Holder) -> Liveness {
+        self.presence.liveness(holder)
     }
 }
 
@@ -437,6 +646,17 @@ pub enum Acquired {
     Clean,
     /// The lock is poisoned: a writer died holding it, so the data may be half-written.
     Poisoned,
+}
+
+/// Why an acquisition did not take the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotAcquired {
+    /// Taking it would have meant waiting (the `try_` calls), or the deadline passed.
+    Unavailable,
+    /// The calling handle's registration with the lock was taken back by a process that
+    /// judged the handle gone (see the module docs, "Releasing only what is still yours"):
+    /// the handle gets no more locks and must be opened again.
+    Revoked,
 }
 
 impl Acquired {
@@ -453,8 +673,9 @@ impl Acquired {
 ///
 /// The segment calls these functions with its own lock area and a [`Context`]; an
 /// implementation keeps no state outside the area, so every process that maps the segment
-/// shares the lock. Acquisitions return `None` when the lock was not taken (it would block,
-/// or the deadline passed) and otherwise say whether it was [poisoned](Acquired::Poisoned).
+/// shares the lock. Acquisitions say why when the lock was not taken ([`NotAcquired`]: it
+/// would block or the deadline passed, or the handle's registration was taken back) and
+/// otherwise whether it was [poisoned](Acquired::Poisoned).
 ///
 /// # Safety
 ///
@@ -474,6 +695,12 @@ pub unsafe trait RawRwLock: 'static {
 
     /// Registers a new read-write handle of process `me`; the returned token is passed back
     /// in every [`Context`] of that handle. The default keeps no per-handle state.
+    ///
+    /// A lock that recovers from dead holders takes the handle's kernel lock here with
+    /// [`Context::hold`] on a byte of its own (before anything the handle holds becomes
+    /// visible to recoverers), records the answer, releases it in
+    /// [`detach`](Self::detach) (after the handle's state is gone), and asks
+    /// [`Context::liveness`] with a [`Holder`] naming that byte; see [`SharedRwLock`].
     fn attach(area: &LockArea, ctx: &Context<'_>, me: ProcessId) -> u32 {
         let _ = (area, ctx, me);
         0
@@ -485,15 +712,15 @@ pub unsafe trait RawRwLock: 'static {
     }
 
     /// Takes a shared lock if that is possible without waiting.
-    fn try_lock_shared(area: &LockArea, ctx: &Context<'_>) -> Option<Acquired>;
+    fn try_lock_shared(area: &LockArea, ctx: &Context<'_>) -> Result<Acquired, NotAcquired>;
 
     /// Takes a shared lock, waiting until `deadline` (forever if `None`).
-    /// Returns `None` if the deadline passed first.
+    /// Returns [`NotAcquired::Unavailable`] if the deadline passed first.
     fn lock_shared(
         area: &LockArea,
         ctx: &Context<'_>,
         deadline: Option<Instant>,
-    ) -> Option<Acquired>;
+    ) -> Result<Acquired, NotAcquired>;
 
     /// Releases a shared lock.
     ///
@@ -503,15 +730,15 @@ pub unsafe trait RawRwLock: 'static {
     unsafe fn unlock_shared(area: &LockArea, ctx: &Context<'_>);
 
     /// Takes the exclusive lock if that is possible without waiting.
-    fn try_lock_exclusive(area: &LockArea, ctx: &Context<'_>) -> Option<Acquired>;
+    fn try_lock_exclusive(area: &LockArea, ctx: &Context<'_>) -> Result<Acquired, NotAcquired>;
 
     /// Takes the exclusive lock, waiting until `deadline` (forever if `None`).
-    /// Returns `None` if the deadline passed first.
+    /// Returns [`NotAcquired::Unavailable`] if the deadline passed first.
     fn lock_exclusive(
         area: &LockArea,
         ctx: &Context<'_>,
         deadline: Option<Instant>,
-    ) -> Option<Acquired>;
+    ) -> Result<Acquired, NotAcquired>;
 
     /// Releases the exclusive lock.
     ///
@@ -519,6 +746,15 @@ pub unsafe trait RawRwLock: 'static {
     /// May only be called by the holder of the exclusive lock taken on this area through the
     /// same handle, once.
     unsafe fn unlock_exclusive(area: &LockArea, ctx: &Context<'_>);
+
+    /// Whether the exclusive lock is held by a holder that can no longer release it (by the
+    /// same answer recovery uses), changing nothing: only loads and liveness questions, so a
+    /// read-only handle, which cannot recover anything, can still stop waiting for a write
+    /// that will never finish. `false` when it cannot tell. The default never can.
+    fn writer_is_gone(area: &LockArea, ctx: &Context<'_>) -> bool {
+        let _ = (area, ctx);
+        false
+    }
 
     /// Whether a writer died holding the lock and nobody has cleared that since. Only loads,
     /// so it works on a read-only mapping.
@@ -627,6 +863,8 @@ enum Enter {
     Blocked(u32),
     /// The handle's read-lock count is at its maximum.
     Saturated,
+    /// The handle's slot was taken back.
+    Revoked,
 }
 
 impl SharedRwLock {
@@ -639,19 +877,61 @@ impl SharedRwLock {
         &area.words[CONTROL_WORDS + slot * SLOT_WORDS + field]
     }
 
+    /// The byte of the area whose kernel lock says slot `slot`'s handle is alive: the first
+    /// byte of its tag word.
+    fn slot_byte(slot: usize) -> u32 {
+        ((CONTROL_WORDS + slot * SLOT_WORDS) * 4) as u32
+    }
+
+    /// Slot index bits of a token (all ones, beyond [`SLOTS`], for [`UNTRACKED`]).
+    #[cfg(test)]
+    fn token_slot(token: u32) -> usize {
+        (token & OWNER) as usize
+    }
+
+    /// The lock word's owner field for a handle with token `token` from a tracked slot.
+    #[cfg(test)]
+    fn token_owner(token: u32) -> u32 {
+        (token & OWNER) | owner_generation(token)
+    }
+
+    /// The handle's slot, if it has one. A token is the slot's index (in [`OWNER`]'s bits)
+    /// plus the generation the handle claimed it with (in the tag's generation bits);
+    /// [`UNTRACKED`] has all ones in the index, which names no slot.
+    fn slot_of(ctx: &Context<'_>) -> Option<usize> {
+        let slot = (ctx.token & OWNER) as usize;
+        (slot < SLOTS).then_some(slot)
+    }
+
+    /// Whether slot tag `tag` is still the handle's own claim: active, with the generation
+    /// the handle claimed it with. Once a recoverer has taken the slot back it never is
+    /// again (until the 12-bit generation wraps, 4096 claims of that slot later).
+    fn still_ours(tag: u32, ctx: &Context<'_>) -> bool {
+        tag & (SLOT_STATE | SLOT_GEN) == SLOT_ACTIVE | (ctx.token & SLOT_GEN)
+    }
+
+    /// Whether the handle had a slot and it has been taken back (see "Releasing only what is
+    /// still yours"). Relaxed: a report; the compare-exchanges that act on the slot or the
+    /// lock word check the same facts atomically.
+    fn revoked(area: &LockArea, ctx: &Context<'_>) -> bool {
+        Self::slot_of(ctx).is_some_and(|slot| {
+            !Self::still_ours(Self::slot_word(area, slot, 0).load(Relaxed), ctx)
+        })
+    }
+
     /// The word counting the handle's read locks: its slot's tag, or the overflow word.
     fn reader_word<'a>(area: &'a LockArea, ctx: &Context<'_>) -> &'a AtomicU32 {
-        match ctx.token as usize {
-            slot if slot < SLOTS => Self::slot_word(area, slot, 0),
-            _ => Self::control(area, OVERFLOW),
+        match Self::slot_of(ctx) {
+            Some(slot) => Self::slot_word(area, slot, 0),
+            None => Self::control(area, OVERFLOW),
         }
     }
 
-    /// The owner field value for the handle.
+    /// The owner field value for the handle: its slot and claim generation, or [`OWNER`].
     fn owner_bits(ctx: &Context<'_>) -> u32 {
-        match ctx.token as usize {
-            slot if slot < SLOTS => slot as u32,
-            _ => OWNER,
+        match Self::slot_of(ctx) {
+            Some(slot) => slot as u32 | owner_generation(ctx.token),
+            None => OWNER,
         }
     }
 
@@ -678,8 +958,14 @@ impl SharedRwLock {
     #[inline]
     fn enter(area: &LockArea, ctx: &Context<'_>) -> Enter {
         let counter = Self::reader_word(area, ctx);
+        let tracked = Self::slot_of(ctx).is_some();
         let mut t = counter.load(Relaxed);
         loop {
+            // The compare-exchange below succeeds only on this very tag, so a slot taken back
+            // from us is never counted in (it may be someone else's by now).
+            if tracked && !Self::still_ours(t, ctx) {
+                return Enter::Revoked;
+            }
             if t & SLOT_READERS == SLOT_READERS {
                 return Enter::Saturated;
             }
@@ -708,8 +994,15 @@ impl SharedRwLock {
     #[inline]
     fn leave(area: &LockArea, ctx: &Context<'_>) {
         let counter = Self::reader_word(area, ctx);
+        let tracked = Self::slot_of(ctx).is_some();
         let mut t = counter.load(Relaxed);
         loop {
+            if tracked && !Self::still_ours(t, ctx) {
+                // Taken back while we held the read lock: the recoverer dropped our count with
+                // the slot, and the slot may be someone else's now. Nothing of ours is left
+                // to release; our next acquisition reports the revocation.
+                return;
+            }
             if t & SLOT_READERS == 0 {
                 // Nothing to release: another process corrupted the slot. Leave it alone
                 // rather than borrow from the state bits.
@@ -732,14 +1025,58 @@ impl SharedRwLock {
         }
     }
 
-    /// Clears `WRITER` (and the owner and `PARKED`) and wakes sleepers.
-    fn release_writer(area: &LockArea, ctx: &Context<'_>) {
+    /// Clears `WRITER` (and the owner, `PARKED` and `DRAINING`) and wakes sleepers, if the
+    /// write lock is still the handle's. Returns `false`, changing nothing, if it is not: a
+    /// recoverer took it from us (see "Releasing only what is still yours").
+    fn release_writer(area: &LockArea, ctx: &Context<'_>) -> bool {
         let lock = Self::control(area, LOCK);
         // Release: pairs with the Acquire (SeqCst) of the next locker, publishing our writes.
-        let prev = lock.fetch_and(!(WRITER | OWNER | PARKED | DRAINING), Release);
-        if prev & PARKED != 0 {
-            ctx.waiter.wake_all(lock);
+        match Self::change_own(
+            lock,
+            Self::owner_bits(ctx),
+            |s| s & !(WRITER | OWNED_BY | PARKED | DRAINING),
+            Release,
+        ) {
+            Some(s) => {
+                if s & PARKED != 0 {
+                    ctx.waiter.wake_all(lock);
+                }
+                true
+            }
+            None => false,
         }
+    }
+
+    /// Applies `change` to the lock word if, and only if, it still says that the handle whose
+    /// owner field is `me` holds `WRITER`; returns the word as it was before, or `None`
+    /// (changing nothing) if the write lock is no longer ours. `success` is the ordering of
+    /// the compare-exchange that makes the change.
+    fn change_own(
+        lock: &AtomicU32,
+        me: u32,
+        change: impl Fn(u32) -> u32,
+        success: Ordering,
+    ) -> Option<u32> {
+        let mut s = lock.load(Relaxed);
+        loop {
+            if s & WRITER == 0 || s & OWNED_BY != me {
+                return None;
+            }
+            match lock.compare_exchange_weak(s, change(s), success, Relaxed) {
+                Ok(_) => return Some(s),
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    /// A writer that finds its write lock gone (taken by a recoverer that judged it dead)
+    /// marks the data untrustworthy: what it wrote may have interleaved with the next
+    /// writer's. The lock word's other bits (someone else's `WRITER` perhaps) stay as they
+    /// are.
+    fn poison_robbed(area: &LockArea) {
+        // Release: our data writes, which the poisoned readers will now distrust, are at
+        // least visible to whoever acquires after seeing the flag.
+        Self::control(area, LOCK).fetch_or(POISONED, Release);
     }
 
     /// The slow half of `lock_exclusive`; `held` says whether `WRITER` is already ours.
@@ -749,7 +1086,7 @@ impl SharedRwLock {
         ctx: &Context<'_>,
         deadline: Option<Instant>,
         mut held: bool,
-    ) -> Option<Acquired> {
+    ) -> Result<Acquired, NotAcquired> {
         let lock = Self::control(area, LOCK);
         let me = Self::owner_bits(ctx);
         let mut spin = SpinWait::new();
@@ -777,7 +1114,7 @@ impl SharedRwLock {
                 continue;
             }
             if deadline_passed(deadline) {
-                return None;
+                return Err(NotAcquired::Unavailable);
             }
             if recovery.due() && Self::recover_writer(area, ctx, s) {
                 spin = SpinWait::new();
@@ -802,18 +1139,24 @@ impl SharedRwLock {
         let mut draining = false;
         loop {
             if !Self::readers_present(area) {
-                if draining {
+                // Every change here checks that WRITER is still ours: a recoverer that
+                // judged us dead may have taken it, and then we must not write.
+                let s = if draining {
                     // Acquire: our data accesses, which follow, cannot be ordered before this
                     // clear, so a recoverer that still finds DRAINING knows we wrote nothing.
-                    let s = lock.fetch_and(!DRAINING, Acquire);
-                    return Some(Acquired::from_word(s));
-                }
-                return Some(Acquired::from_word(lock.load(Relaxed)));
+                    Self::change_own(lock, me, |s| s & !DRAINING, Acquire)
+                } else {
+                    let s = lock.load(Relaxed);
+                    (s & WRITER != 0 && s & OWNED_BY == me).then_some(s)
+                };
+                return s.map(Acquired::from_word).ok_or(NotAcquired::Revoked);
             }
             if !draining {
                 // Relaxed: recoverers act on it only once the OS says we are dead, and they
                 // read it with the compare-exchange that takes our WRITER away.
-                lock.fetch_or(DRAINING, Relaxed);
+                if Self::change_own(lock, me, |s| s | DRAINING, Relaxed).is_none() {
+                    return Err(NotAcquired::Revoked);
+                }
                 draining = true;
             }
             if spin.spin() {
@@ -821,8 +1164,11 @@ impl SharedRwLock {
             }
             if deadline_passed(deadline) {
                 drain.store(0, Relaxed);
-                Self::release_writer(area, ctx);
-                return None;
+                return Err(if Self::release_writer(area, ctx) {
+                    NotAcquired::Unavailable
+                } else {
+                    NotAcquired::Revoked
+                });
             }
             if recovery.due() && Self::recover_readers(area, ctx) {
                 spin = SpinWait::new();
@@ -849,7 +1195,7 @@ impl SharedRwLock {
         }
         let owner = (s & OWNER) as usize;
         // An untracked writer cannot be identified; our own handle's writer is alive.
-        if owner >= SLOTS || owner == ctx.token as usize {
+        if owner >= SLOTS || Some(owner) == Self::slot_of(ctx) {
             return false;
         }
         Self::reclaim_if_dead(area, ctx, owner)
@@ -860,7 +1206,7 @@ impl SharedRwLock {
     fn recover_readers(area: &LockArea, ctx: &Context<'_>) -> bool {
         let mut any = false;
         for slot in 0..Self::slots_used(area) {
-            if slot == ctx.token as usize {
+            if Some(slot) == Self::slot_of(ctx) {
                 continue;
             }
             let tag = Self::slot_word(area, slot, 0).load(Relaxed);
@@ -869,6 +1215,20 @@ impl SharedRwLock {
             }
         }
         any
+    }
+
+    /// What slot `slot`, whose tag was read as `tag` (with Acquire, pairing with the Release
+    /// store of SLOT_ACTIVE in `attach`), records about its holder.
+    fn holder(area: &LockArea, slot: usize, tag: u32) -> Holder {
+        Holder {
+            // Relaxed: published by the Release store of SLOT_ACTIVE the caller's load read.
+            id: ProcessId {
+                pid: Self::slot_word(area, slot, 1).load(Relaxed),
+                start: u64::from(Self::slot_word(area, slot, 2).load(Relaxed))
+                    | u64::from(Self::slot_word(area, slot, 3).load(Relaxed)) << 32,
+            },
+            byte: (tag & SLOT_HELD != 0).then(|| Self::slot_byte(slot)),
+        }
     }
 
     /// If slot `slot` is active and its process is dead, takes it back: its read locks vanish,
@@ -882,12 +1242,12 @@ impl SharedRwLock {
         if tag & SLOT_STATE != SLOT_ACTIVE {
             return false;
         }
-        let id = ProcessId {
-            pid: Self::slot_word(area, slot, 1).load(Relaxed),
-            start: u64::from(Self::slot_word(area, slot, 2).load(Relaxed))
-                | u64::from(Self::slot_word(area, slot, 3).load(Relaxed)) << 32,
-        };
-        if ctx.liveness(id) != Liveness::Dead {
+        let holder = Self::holder(area, slot, tag);
+        // A held byte is asked about only while the tag (read above) says active: the owner
+        // takes the byte before it marks the slot active and frees the slot before it
+        // releases the byte, so an active slot's byte is unlocked only if its holder can no
+        // longer run. If the slot was freed since, the compare-exchange below fails.
+        if ctx.liveness(holder) != Liveness::Dead {
             return false;
         }
         // The one compare-exchange that decides which recoverer takes the slot. It fails if
@@ -905,14 +1265,15 @@ impl SharedRwLock {
         // owner while the slot is reclaiming, so the loop ends.
         let lock = Self::control(area, LOCK);
         let mut s = lock.load(Relaxed);
-        while s & WRITER != 0 && (s & OWNER) as usize == slot {
+        let dead_owner = slot as u32 | owner_generation(tag);
+        while s & WRITER != 0 && s & OWNED_BY == dead_owner {
             let poison = if s & DRAINING != 0 { 0 } else { POISONED };
             // Release: pairs with the Acquire of the next locker. The dead writer's own data
             // stores reached memory before it died (the kernel switched away from it, which
             // orders them); we publish no data of our own.
             match lock.compare_exchange_weak(
                 s,
-                (s & !(WRITER | OWNER | PARKED | DRAINING)) | poison,
+                (s & !(WRITER | OWNED_BY | PARKED | DRAINING)) | poison,
                 Release,
                 Relaxed,
             ) {
@@ -944,11 +1305,12 @@ impl SharedRwLock {
 // sets WRITER and then waits until every count is zero; both with SeqCst, so (Dekker) they
 // never both proceed. Acquisitions synchronise with the previous release (SeqCst loads and
 // compare-exchanges, which include Acquire, against Release stores and read-modify-writes).
-// A holder's share is only taken back once the OS says its process is dead. KIND is unique
-// to this protocol (it changed from "RWL1" when slots were added, and from "RWL2" when the
-// DRAINING bit was).
+// A holder's share is only taken back once the OS says it can no longer run (its kernel lock
+// is gone, or its process is dead). KIND is unique to this protocol (it changed from "RWL1"
+// when slots were added, from "RWL2" when the DRAINING bit was, and from "RWL3" when slots
+// took kernel locks: an RWL3 peer holds none and would be declared dead).
 unsafe impl RawRwLock for SharedRwLock {
-    const KIND: u32 = u32::from_be_bytes(*b"RWL3");
+    const KIND: u32 = u32::from_be_bytes(*b"RWL4");
 
     fn init(area: &LockArea) {
         // Relaxed: the header's Release store of STATE_READY publishes these to openers.
@@ -974,6 +1336,18 @@ unsafe impl RawRwLock for SharedRwLock {
                 {
                     continue;
                 }
+                // The kernel lock before the slot turns active, so an active slot's byte is
+                // locked for as long as we can run. Busy: the previous owner freed the slot
+                // but has not yet released its byte; give the slot back and try the next.
+                let held = match ctx.hold(Self::slot_byte(slot)) {
+                    Hold::Held => SLOT_HELD,
+                    Hold::Unsupported => 0,
+                    Hold::Busy => {
+                        // Release: pairs with the next claimer's Acquire, as in `detach`.
+                        tag_word.store(SLOT_FREE | generation, Release);
+                        continue;
+                    }
+                };
                 // Relaxed: published by the Release store of SLOT_ACTIVE below.
                 Self::slot_word(area, slot, 1).store(me.pid, Relaxed);
                 Self::slot_word(area, slot, 2).store(me.start as u32, Relaxed);
@@ -990,8 +1364,8 @@ unsafe impl RawRwLock for SharedRwLock {
                     }
                 }
                 // Release: publishes the identity to recoverers (Acquire in reclaim_if_dead).
-                tag_word.store(SLOT_ACTIVE | generation, Release);
-                return slot as u32;
+                tag_word.store(SLOT_ACTIVE | generation | held, Release);
+                return slot as u32 | generation;
             }
             if round == 0 {
                 // Full: take back the slots of dead processes, then look again.
@@ -1004,32 +1378,42 @@ unsafe impl RawRwLock for SharedRwLock {
     }
 
     fn detach(area: &LockArea, ctx: &Context<'_>) {
-        let slot = ctx.token as usize;
-        if slot >= SLOTS {
+        let Some(slot) = Self::slot_of(ctx) else {
             return;
-        }
+        };
         let s = Self::control(area, LOCK).load(Relaxed);
-        if s & WRITER != 0 && (s & OWNER) as usize == slot {
+        if s & WRITER != 0 && s & OWNED_BY == Self::owner_bits(ctx) {
             // A write guard was leaked (mem::forget): the lock stays held, as leaking a guard
             // promises; the slot stays ours until our process dies and is recovered.
             return;
         }
         let tag_word = Self::slot_word(area, slot, 0);
         let tag = tag_word.load(Relaxed);
-        if tag & SLOT_STATE != SLOT_ACTIVE || tag & SLOT_READERS != 0 {
-            // Not ours any more (a corrupt peer), or read guards were leaked: leave it.
+        if !Self::still_ours(tag, ctx) || tag & SLOT_READERS != 0 {
+            // Not ours any more (taken back, or a corrupt peer), or read guards were leaked:
+            // leave it. A byte we still hold is released when the handle closes its
+            // descriptor.
             return;
         }
         // Release: pairs with the Acquire claim in `attach`. Failure means the tag changed
         // under us, which only a corrupt peer can do; then the slot is not ours to free.
-        let _ = tag_word.compare_exchange(tag, SLOT_FREE | (tag & SLOT_GEN), Release, Relaxed);
+        // The slot is freed before its byte is released, never the other way round: an
+        // active slot whose byte is unlocked would be taken for a dead one.
+        if tag_word
+            .compare_exchange(tag, SLOT_FREE | (tag & SLOT_GEN), Release, Relaxed)
+            .is_ok()
+            && tag & SLOT_HELD != 0
+        {
+            ctx.release(Self::slot_byte(slot));
+        }
     }
 
     #[inline]
-    fn try_lock_shared(area: &LockArea, ctx: &Context<'_>) -> Option<Acquired> {
+    fn try_lock_shared(area: &LockArea, ctx: &Context<'_>) -> Result<Acquired, NotAcquired> {
         match Self::enter(area, ctx) {
-            Enter::Acquired(acquired) => Some(acquired),
-            Enter::Blocked(_) | Enter::Saturated => None,
+            Enter::Acquired(acquired) => Ok(acquired),
+            Enter::Blocked(_) | Enter::Saturated => Err(NotAcquired::Unavailable),
+            Enter::Revoked => Err(NotAcquired::Revoked),
         }
     }
 
@@ -1037,19 +1421,20 @@ unsafe impl RawRwLock for SharedRwLock {
         area: &LockArea,
         ctx: &Context<'_>,
         deadline: Option<Instant>,
-    ) -> Option<Acquired> {
+    ) -> Result<Acquired, NotAcquired> {
         let lock = Self::control(area, LOCK);
         let mut spin = SpinWait::new();
         let mut recovery = Recovery::new(ctx.recovery_interval);
         loop {
             let s = match Self::enter(area, ctx) {
-                Enter::Acquired(acquired) => return Some(acquired),
+                Enter::Acquired(acquired) => return Ok(acquired),
                 Enter::Blocked(s) => s,
+                Enter::Revoked => return Err(NotAcquired::Revoked),
                 Enter::Saturated => {
-                    // 2^18 - 1 read locks through one handle: only a leak gets here. Wait
+                    // 2^17 - 1 read locks through one handle: only a leak gets here. Wait
                     // for one to be released, without a wake-up to rely on.
                     if deadline_passed(deadline) {
-                        return None;
+                        return Err(NotAcquired::Unavailable);
                     }
                     if !spin.spin() {
                         std::thread::sleep(Duration::from_millis(1));
@@ -1061,7 +1446,7 @@ unsafe impl RawRwLock for SharedRwLock {
                 continue;
             }
             if deadline_passed(deadline) {
-                return None;
+                return Err(NotAcquired::Unavailable);
             }
             if recovery.due() && Self::recover_writer(area, ctx, s) {
                 spin = SpinWait::new();
@@ -1087,11 +1472,14 @@ unsafe impl RawRwLock for SharedRwLock {
     }
 
     #[inline]
-    fn try_lock_exclusive(area: &LockArea, ctx: &Context<'_>) -> Option<Acquired> {
+    fn try_lock_exclusive(area: &LockArea, ctx: &Context<'_>) -> Result<Acquired, NotAcquired> {
+        if Self::revoked(area, ctx) {
+            return Err(NotAcquired::Revoked);
+        }
         let lock = Self::control(area, LOCK);
         let s = lock.load(Relaxed);
         if s & WRITER != 0 {
-            return None;
+            return Err(NotAcquired::Unavailable);
         }
         // SeqCst: the writer's side of the Dekker pair in `enter`; Acquire for the data.
         if lock
@@ -1103,13 +1491,16 @@ unsafe impl RawRwLock for SharedRwLock {
             )
             .is_err()
         {
-            return None;
+            return Err(NotAcquired::Unavailable);
         }
         if Self::readers_present(area) {
-            Self::release_writer(area, ctx);
-            return None;
+            return Err(if Self::release_writer(area, ctx) {
+                NotAcquired::Unavailable
+            } else {
+                NotAcquired::Revoked
+            });
         }
-        Some(Acquired::from_word(s))
+        Ok(Acquired::from_word(s))
     }
 
     #[inline]
@@ -1117,14 +1508,19 @@ unsafe impl RawRwLock for SharedRwLock {
         area: &LockArea,
         ctx: &Context<'_>,
         deadline: Option<Instant>,
-    ) -> Option<Acquired> {
+    ) -> Result<Acquired, NotAcquired> {
+        // A handle whose slot was taken back gets no more locks: it could not be recovered if
+        // it died holding one (see "Releasing only what is still yours").
+        if Self::revoked(area, ctx) {
+            return Err(NotAcquired::Revoked);
+        }
         let lock = Self::control(area, LOCK);
         // SeqCst: the writer's side of the Dekker pair in `enter`; Acquire for the data.
         let held = lock
             .compare_exchange(0, WRITER | Self::owner_bits(ctx), SeqCst, Relaxed)
             .is_ok();
         if held && !Self::readers_present(area) {
-            return Some(Acquired::Clean);
+            return Ok(Acquired::Clean);
         }
         Self::lock_exclusive_slow(area, ctx, deadline, held)
     }
@@ -1133,13 +1529,34 @@ unsafe impl RawRwLock for SharedRwLock {
     unsafe fn unlock_exclusive(area: &LockArea, ctx: &Context<'_>) {
         let lock = Self::control(area, LOCK);
         // Release: pairs with the Acquire of the next locker, publishing our data writes.
+        // The owner field names our claim of our slot, so this can only release our lock.
         if lock
             .compare_exchange(WRITER | Self::owner_bits(ctx), 0, Release, Relaxed)
             .is_ok()
         {
             return;
         }
-        Self::release_writer(area, ctx);
+        if !Self::release_writer(area, ctx) {
+            // Robbed: a recoverer took the lock from us while we wrote.
+            Self::poison_robbed(area);
+        }
+    }
+
+    fn writer_is_gone(area: &LockArea, ctx: &Context<'_>) -> bool {
+        // Relaxed: a report; nothing is acted on but the answer.
+        let s = Self::control(area, LOCK).load(Relaxed);
+        let owner = (s & OWNER) as usize;
+        // An untracked writer cannot be identified.
+        if s & WRITER == 0 || owner >= SLOTS || Some(owner) == Self::slot_of(ctx) {
+            return false;
+        }
+        // Acquire: pairs with the Release store of SLOT_ACTIVE in `attach` (see `holder`).
+        let tag = Self::slot_word(area, owner, 0).load(Acquire);
+        // Only while the slot is still the claim that took WRITER: otherwise a recoverer is
+        // at work, or the writer's identity is no longer there to ask about.
+        tag & SLOT_STATE == SLOT_ACTIVE
+            && owner_generation(tag) == s & OWNER_GEN
+            && ctx.liveness(Self::holder(area, owner, tag)) == Liveness::Dead
     }
 
     fn is_poisoned(area: &LockArea) -> bool {
@@ -1224,11 +1641,7 @@ mod tests {
         }
         /// A waiter context for handle `token` that asks `liveness` rather than the fixture's
         /// states (to answer at a chosen moment).
-        fn ctx_with<'a>(
-            &'a self,
-            token: u32,
-            liveness: &'a (dyn Fn(ProcessId) -> Liveness + Sync),
-        ) -> Context<'a> {
+        fn ctx_with<'a>(&'a self, token: u32, liveness: &'a dyn Presence) -> Context<'a> {
             Context::new(
                 Waiter::new(&self.os, &self.region.header().os_waiters),
                 token,
@@ -1255,6 +1668,24 @@ mod tests {
         }
     }
 
+    fn token_slot(token: u32) -> usize {
+        SharedRwLock::token_slot(token)
+    }
+
+    fn owner(token: u32) -> u32 {
+        SharedRwLock::token_owner(token)
+    }
+
+    /// An acquisition's outcome where revocation is not expected: `None` if the lock was
+    /// unavailable; a revocation fails the test.
+    fn not_revoked(outcome: Result<Acquired, NotAcquired>) -> Option<Acquired> {
+        match outcome {
+            Ok(acquired) => Some(acquired),
+            Err(NotAcquired::Unavailable) => None,
+            Err(NotAcquired::Revoked) => panic!("a live handle's slot was revoked"),
+        }
+    }
+
     struct Handle<'f> {
         f: &'f Fixture,
         token: u32,
@@ -1268,7 +1699,7 @@ mod tests {
                 Waiter::new(&self.f.os, &self.f.region.header().os_waiters),
                 self.token,
                 self.interval,
-                &*self.f.oracle,
+                &self.f.oracle,
             )
         }
         /// The same handle, checking its holders' liveness every `interval`.
@@ -1280,16 +1711,16 @@ mod tests {
             self.f.area()
         }
         fn try_read(&self) -> Option<Acquired> {
-            L::try_lock_shared(self.area(), &self.ctx())
+            not_revoked(L::try_lock_shared(self.area(), &self.ctx()))
         }
         fn read(&self, deadline: Option<Instant>) -> Option<Acquired> {
-            L::lock_shared(self.area(), &self.ctx(), deadline)
+            not_revoked(L::lock_shared(self.area(), &self.ctx(), deadline))
         }
         fn try_write(&self) -> Option<Acquired> {
-            L::try_lock_exclusive(self.area(), &self.ctx())
+            not_revoked(L::try_lock_exclusive(self.area(), &self.ctx()))
         }
         fn write(&self, deadline: Option<Instant>) -> Option<Acquired> {
-            L::lock_exclusive(self.area(), &self.ctx(), deadline)
+            not_revoked(L::lock_exclusive(self.area(), &self.ctx(), deadline))
         }
         /// Releases a shared lock. Only for tests: the caller must hold one through this
         /// handle (a wrong call only miscounts, it cannot cause UB here).
@@ -1304,7 +1735,7 @@ mod tests {
             unsafe { L::unlock_exclusive(self.area(), &self.ctx()) }
         }
         fn tag(&self) -> u32 {
-            SharedRwLock::slot_word(self.area(), self.token as usize, 0).load(Relaxed)
+            SharedRwLock::slot_word(self.area(), token_slot(self.token), 0).load(Relaxed)
         }
         fn detach(self) {
             L::detach(self.area(), &self.ctx());
@@ -1331,7 +1762,7 @@ mod tests {
         assert_eq!(b.try_write(), Some(Acquired::Clean));
         assert_eq!(
             f.state(),
-            WRITER | b.token,
+            WRITER | owner(b.token),
             "the owner is recorded with WRITER"
         );
         assert_eq!(a.try_read(), None);
@@ -1355,7 +1786,11 @@ mod tests {
         assert_eq!(tag & SLOT_STATE, SLOT_ACTIVE);
         a.detach();
         let c = f.handle(3);
-        assert_eq!(c.token, token, "the freed slot is reused");
+        assert_eq!(
+            token_slot(c.token),
+            token_slot(token),
+            "the freed slot is reused"
+        );
         assert_ne!(c.tag() & SLOT_GEN, tag & SLOT_GEN, "with a new generation");
     }
 
@@ -1428,7 +1863,7 @@ mod tests {
     fn saturated_reader_count_refuses_more_readers() {
         let f = Fixture::new();
         let a = f.handle(1);
-        SharedRwLock::slot_word(f.area(), a.token as usize, 0).fetch_or(SLOT_READERS, Relaxed);
+        SharedRwLock::slot_word(f.area(), token_slot(a.token), 0).fetch_or(SLOT_READERS, Relaxed);
         assert_eq!(a.try_read(), None);
         assert_eq!(a.read(within(5)), None);
     }
@@ -1530,7 +1965,7 @@ mod tests {
         let f = Fixture::with_interval(INTERVAL);
         let (victim, waiter) = (f.handle(1), f.handle(2));
         assert_eq!(victim.write(None), Some(Acquired::Clean));
-        let victim_slot = victim.token;
+        let victim_slot = token_slot(victim.token);
         thread::scope(|s| {
             let blocked = s.spawn(|| {
                 let started = Instant::now();
@@ -1552,7 +1987,7 @@ mod tests {
         });
         assert!(L::is_poisoned(f.area()));
         assert_eq!(f.state() & (WRITER | OWNER), 0);
-        let tag = SharedRwLock::slot_word(f.area(), victim_slot as usize, 0).load(Relaxed);
+        let tag = SharedRwLock::slot_word(f.area(), victim_slot, 0).load(Relaxed);
         assert_eq!(
             tag & SLOT_STATE,
             SLOT_FREE,
@@ -1599,7 +2034,8 @@ mod tests {
         assert!(reader.read(None).is_some());
         // The victim claimed the lock and was waiting for `reader` when it died: the state it
         // leaves (a process cannot be stopped mid-call in a unit test; robust.rs kills one).
-        SharedRwLock::control(f.area(), LOCK).store(WRITER | DRAINING | victim.token, Relaxed);
+        SharedRwLock::control(f.area(), LOCK)
+            .store(WRITER | DRAINING | owner(victim.token), Relaxed);
         f.set(1, DEAD);
         reader.unlock_read();
         assert_eq!(next.write(within(10_000)), Some(Acquired::Clean));
@@ -1607,7 +2043,7 @@ mod tests {
         next.unlock_write();
         // The same death without DRAINING (it held the lock) poisons.
         let victim2 = f.handle(4);
-        SharedRwLock::control(f.area(), LOCK).store(WRITER | victim2.token, Relaxed);
+        SharedRwLock::control(f.area(), LOCK).store(WRITER | owner(victim2.token), Relaxed);
         f.set(4, DEAD);
         assert_eq!(next.write(within(10_000)), Some(Acquired::Poisoned));
         next.unlock_write();
@@ -1633,6 +2069,132 @@ mod tests {
         writer.unlock_write();
     }
 
+    /// The OS side of a slot's kernel lock, recorded: what was asked, about which slot, and
+    /// the slot's tag at that instant.
+    struct Recorder<'a> {
+        area: &'a LockArea,
+        /// `hold` on this slot's byte answers `Busy`.
+        busy_slot: Option<usize>,
+        /// What `hold` answers otherwise.
+        answer: Hold,
+        log: std::sync::Mutex<Vec<(&'static str, usize, u32)>>,
+        asked: std::sync::Mutex<Vec<Holder>>,
+    }
+
+    impl<'a> Recorder<'a> {
+        fn new(area: &'a LockArea, busy_slot: Option<usize>, answer: Hold) -> Self {
+            Recorder {
+                area,
+                busy_slot,
+                answer,
+                log: std::sync::Mutex::new(Vec::new()),
+                asked: std::sync::Mutex::new(Vec::new()),
+            }
+        }
+        fn note(&self, what: &'static str, byte: u32) -> usize {
+            let slot = (byte as usize / 4 - CONTROL_WORDS) / SLOT_WORDS;
+            assert_eq!(byte, L::slot_byte(slot), "the first byte of a slot's tag");
+            let tag = L::slot_word(self.area, slot, 0).load(Relaxed);
+            self.log.lock().unwrap().push((what, slot, tag));
+            slot
+        }
+        fn log(&self) -> Vec<(&'static str, usize, u32)> {
+            std::mem::take(&mut *self.log.lock().unwrap())
+        }
+    }
+
+    impl Presence for Recorder<'_> {
+        fn hold(&self, byte: u32) -> Hold {
+            let slot = self.note("hold", byte);
+            if self.busy_slot == Some(slot) {
+                Hold::Busy
+            } else {
+                self.answer
+            }
+        }
+        fn release(&self, byte: u32) {
+            self.note("release", byte);
+        }
+        fn liveness(&self, holder: Holder) -> Liveness {
+            self.asked.lock().unwrap().push(holder);
+            Liveness::Dead
+        }
+    }
+
+    /// The order that makes the kernel's answer safe to act on: a slot's byte is taken while
+    /// the slot is still claiming (so an active slot always has it), released only once the
+    /// slot is free again, and a claimer whose byte is still busy gives the slot back and
+    /// takes the next one. A recoverer then asks about exactly that byte.
+    #[test]
+    fn a_slot_is_active_only_while_its_byte_is_held() {
+        let f = Fixture::new();
+        let me = ProcessId { pid: 1, start: 1 };
+        let rec = Recorder::new(f.area(), Some(0), Hold::Held);
+        let token = L::attach(f.area(), &f.ctx_with(UNTRACKED, &rec), me);
+        assert_eq!(
+            token_slot(token),
+            1,
+            "slot 0's byte was busy: the next slot"
+        );
+        let log = rec.log();
+        assert_eq!(log.len(), 2, "{log:x?}");
+        for (what, slot, tag) in &log {
+            assert_eq!(
+                (*what, tag & SLOT_STATE),
+                ("hold", SLOT_CLAIMING),
+                "slot {slot}: the byte is taken before the slot turns active"
+            );
+        }
+        let tag0 = L::slot_word(f.area(), 0, 0).load(Relaxed);
+        assert_eq!(tag0 & SLOT_STATE, SLOT_FREE, "the busy slot was given back");
+        let tag1 = L::slot_word(f.area(), 1, 0).load(Relaxed);
+        assert_eq!(tag1 & (SLOT_STATE | SLOT_HELD), SLOT_ACTIVE | SLOT_HELD);
+
+        // A recoverer asks about slot 1 by its byte (and takes it, as the recorder says dead).
+        let recoverer = Recorder::new(f.area(), None, Hold::Held);
+        assert!(L::reclaim_if_dead(f.area(), &f.ctx_with(5, &recoverer), 1));
+        assert_eq!(
+            *recoverer.asked.lock().unwrap(),
+            [Holder {
+                id: me,
+                byte: Some(L::slot_byte(1))
+            }]
+        );
+
+        // Claim again and detach: the byte goes only once the slot is free.
+        let rec = Recorder::new(f.area(), None, Hold::Held);
+        let token = L::attach(f.area(), &f.ctx_with(UNTRACKED, &rec), me);
+        assert_eq!(token_slot(token), 0);
+        rec.log();
+        L::detach(f.area(), &f.ctx_with(token, &rec));
+        let log = rec.log();
+        assert_eq!(log.len(), 1, "{log:x?}");
+        assert_eq!(
+            (log[0].0, log[0].1, log[0].2 & SLOT_STATE),
+            ("release", 0, SLOT_FREE),
+            "the byte is released after the slot is freed"
+        );
+
+        // Where the OS has no such lock: no K, no release, and recoverers ask by identity.
+        let none = Recorder::new(f.area(), None, Hold::Unsupported);
+        let token = L::attach(f.area(), &f.ctx_with(UNTRACKED, &none), me);
+        let tag = L::slot_word(f.area(), token_slot(token), 0).load(Relaxed);
+        assert_eq!(tag & SLOT_HELD, 0);
+        assert!(L::reclaim_if_dead(
+            f.area(),
+            &f.ctx_with(5, &recoverer),
+            token_slot(token)
+        ));
+        assert_eq!(
+            recoverer.asked.lock().unwrap()[1],
+            Holder { id: me, byte: None }
+        );
+        let token = L::attach(f.area(), &f.ctx_with(UNTRACKED, &none), me);
+        none.log();
+        L::detach(f.area(), &f.ctx_with(token, &none));
+        assert_eq!(none.log(), [], "nothing to release");
+    }
+
     #[test]
     fn unknown_liveness_is_treated_as_alive() {
         let f = Fixture::new();
@@ -1642,8 +2204,8 @@ mod tests {
         assert_eq!(waiter.read(within(60)), None);
         assert_eq!(waiter.write(within(60)), None);
         assert_eq!(
-            f.state() & OWNER,
-            holder.token,
+            f.state() & (OWNER | OWNER_GEN),
+            owner(holder.token),
             "still held by the unknown process"
         );
         holder.unlock_write();
@@ -1657,7 +2219,7 @@ mod tests {
             let victim = f.handle(1);
             let helper = f.handle(2);
             assert!(victim.write(None).is_some());
-            let slot = victim.token as usize;
+            let slot = token_slot(victim.token);
             f.set(1, DEAD);
             let wins = AtomicU32::new(0);
             thread::scope(|s| {
@@ -1684,7 +2246,7 @@ mod tests {
         let f = Fixture::new();
         let victim = f.handle(1);
         assert!(victim.read(None).is_some());
-        let (slot, stale_tag) = (victim.token as usize, victim.tag());
+        let (slot, stale_tag) = (token_slot(victim.token), victim.tag());
         f.set(1, DEAD);
         let (helper, stale) = (f.handle(2), f.handle(3));
         let reborn_token = AtomicU32::new(UNTRACKED);
@@ -1695,7 +2257,7 @@ mod tests {
                 // Process 1's pid comes back (reused) and claims the freed slot, then reads.
                 f.set(1, ALIVE);
                 let reborn = f.handle(1);
-                assert_eq!(reborn.token as usize, slot, "the freed slot is reused");
+                assert_eq!(token_slot(reborn.token), slot, "the freed slot is reused");
                 assert_eq!(reborn.read(None), Some(Acquired::Clean));
                 reborn_token.store(reborn.token, Relaxed);
             }
@@ -1734,7 +2296,7 @@ mod tests {
     fn full_table_reclaims_dead_slots_then_goes_untracked() {
         let f = Fixture::new();
         let handles: Vec<_> = (0..SLOTS as u32).map(|i| f.handle(i + 1)).collect();
-        assert!(handles.iter().all(|h| (h.token as usize) < SLOTS));
+        assert!(handles.iter().all(|h| token_slot(h.token) < SLOTS));
         let extra = f.handle(SLOTS as u32 + 1);
         assert_eq!(extra.token, UNTRACKED);
         // Untracked handles still lock correctly.
@@ -1748,7 +2310,7 @@ mod tests {
         // A dead process's slot is taken back for the next handle.
         f.set(5, DEAD);
         let next = f.handle(SLOTS as u32 + 2);
-        assert_eq!(next.token, handles[4].token);
+        assert_eq!(token_slot(next.token), token_slot(handles[4].token));
     }
 
     #[test]
@@ -1758,13 +2320,140 @@ mod tests {
         assert!(a.write(None).is_some());
         let token = a.token;
         a.detach();
-        let tag = SharedRwLock::slot_word(f.area(), token as usize, 0).load(Relaxed);
+        let tag = SharedRwLock::slot_word(f.area(), token_slot(token), 0).load(Relaxed);
         assert_eq!(tag & SLOT_STATE, SLOT_ACTIVE);
         // And when its process dies, the lock comes back, poisoned.
         f.set(1, DEAD);
         let b = f.handle(2);
         assert_eq!(b.write(within(10_000)), Some(Acquired::Poisoned));
         b.unlock_write();
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Robbed holders: handles wrongly judged dead (the fallback's pid answers can be wrong,
+    // and a corrupt peer can make anyone look dead) keep running after their slot was taken
+    // back. What they release must never be someone else's, and they must learn it.
+    // ---------------------------------------------------------------------------------------
+
+    /// Handle `robbed` (pid 1) is judged dead while it holds what `hold` took; a handle of
+    /// pid 2 recovers its slot, and a new handle of pid 3 then claims that very slot again.
+    /// Returns the recoverer and the new claimant.
+    fn rob<'f>(f: &'f Fixture, robbed: &Handle<'f>) -> (Handle<'f>, Handle<'f>) {
+        f.set(1, DEAD);
+        let recoverer = f.handle(2);
+        assert!(recoverer.write(within(10_000)).is_some(), "recovered");
+        recoverer.unlock_write();
+        f.set(1, ALIVE);
+        let claimant = f.handle(3);
+        assert_eq!(token_slot(claimant.token), token_slot(robbed.token));
+        assert_ne!(
+            claimant.token, robbed.token,
+            "a new generation of the same slot"
+        );
+        (recoverer, claimant)
+    }
+
+    #[test]
+    fn a_robbed_writer_cannot_release_the_new_owners_write_lock_and_poisons() {
+        let f = Fixture::new();
+        let robbed = f.handle(1);
+        assert_eq!(robbed.write(None), Some(Acquired::Clean));
+        let (_recoverer, claimant) = rob(&f, &robbed);
+        L::clear_poison(f.area());
+        assert!(claimant.write(None).is_some());
+        robbed.unlock_write();
+        assert_eq!(
+            f.state() & (WRITER | OWNER | OWNER_GEN),
+            WRITER | owner(claimant.token),
+            "the robbed writer's unlock left the new owner's lock alone"
+        );
+        assert!(
+            L::is_poisoned(f.area()),
+            "the robbed writer said its writes are suspect"
+        );
+        // It gets no more locks of any kind, as a typed answer.
+        let ctx = robbed.ctx();
+        assert_eq!(
+            L::try_lock_exclusive(f.area(), &ctx),
+            Err(NotAcquired::Revoked)
+        );
+        assert_eq!(
+            L::lock_shared(f.area(), &ctx, within(50)),
+            Err(NotAcquired::Revoked)
+        );
+        claimant.unlock_write();
+        assert_eq!(f.state() & WRITER, 0, "the owner's own unlock still works");
+        assert_eq!(
+            L::lock_exclusive(f.area(), &ctx, within(50)),
+            Err(NotAcquired::Revoked),
+            "not even once the lock is free"
+        );
+        // And its detach leaves the new claimant's slot alone.
+        let claimed = claimant.tag();
+        robbed.detach();
+        assert_eq!(claimant.tag(), claimed);
+    }
+
+    #[test]
+    fn a_robbed_reader_leaves_the_new_owners_read_count_alone() {
+        let f = Fixture::new();
+        let robbed = f.handle(1);
+        assert_eq!(robbed.read(None), Some(Acquired::Clean));
+        let (_recoverer, claimant) = rob(&f, &robbed);
+        assert!(
+            !L::is_poisoned(f.area()),
+            "a reader's death poisons nothing"
+        );
+        assert!(claimant.read(None).is_some());
+        robbed.unlock_read();
+        assert_eq!(
+            claimant.tag() & SLOT_READERS,
+            1,
+            "the new owner's count is intact"
+        );
+        assert_eq!(
+            L::try_lock_shared(f.area(), &robbed.ctx()),
+            Err(NotAcquired::Revoked)
+        );
+        claimant.unlock_read();
+        assert_eq!(claimant.tag() & SLOT_READERS, 0);
+        assert!(
+            claimant.try_write().is_some(),
+            "no read lock is left behind"
+        );
+        claimant.unlock_write();
+    }
+
+    /// A writer waiting for readers is judged dead, its claim taken away without poison (it
+    /// wrote nothing); when the readers go it must not proceed as if it held the lock.
+    #[test]
+    fn a_writer_robbed_while_waiting_for_readers_does_not_get_the_lock() {
+        let f = Fixture::with_interval(Duration::from_millis(5));
+        let (robbed, reader, recoverer) = (f.handle(1), f.handle(2), f.handle(3));
+        assert!(reader.read(None).is_some());
+        thread::scope(|s| {
+            let waiting = s.spawn(|| L::lock_exclusive(f.area(), &robbed.ctx(), within(10_000)));
+            while f.state() & DRAINING == 0 {
+                thread::yield_now();
+            }
+            f.set(1, DEAD);
+            // The recoverer waits behind the robbed writer's WRITER, takes it back, and then
+            // waits for the reader itself.
+            let recovering = s.spawn(|| recoverer.write(within(10_000)));
+            while f.state() & OWNED_BY != owner(recoverer.token) {
+                thread::yield_now();
+            }
+            f.set(1, ALIVE);
+            reader.unlock_read();
+            assert_eq!(recovering.join().unwrap(), Some(Acquired::Clean));
+            assert_eq!(waiting.join().unwrap(), Err(NotAcquired::Revoked));
+        });
+        assert_eq!(
+            f.state() & (WRITER | OWNED_BY),
+            WRITER | owner(recoverer.token)
+        );
+        recoverer.unlock_write();
+        assert!(!L::is_poisoned(f.area()));
     }
 
     // ---------------------------------------------------------------------------------------
@@ -2069,12 +2758,72 @@ mod loom_tests {
 
     type L = SharedRwLock;
 
+    fn token_slot(token: u32) -> usize {
+        SharedRwLock::token_slot(token)
+    }
+
     struct World {
         area: LockArea,
         futex: ModelFutex,
         dead: [AtomicBool; 4],
         tokens: [u32; 4],
+        /// The kernel's byte locks, per slot: `(handle + 1) | pid << 8` of the holder, 0 if
+        /// free. Outside the model (std atomics): the kernel is not what is checked here.
+        bytes: [std::sync::atomic::AtomicU32; SLOTS],
         data: UnsafeCell<u32>,
+    }
+
+    /// The liveness oracle of handle `handle` of process `pid`, answering as the kernel does
+    /// about open-file-description locks: a byte held by another handle whose process has
+    /// not died is alive; a byte nobody holds, or whose holder died, is free (dead); and a
+    /// byte held by the asking handle itself reads free too, as its own lock does not
+    /// conflict with itself. Holders without a byte are answered by pid.
+    struct Kernel<'w> {
+        world: &'w World,
+        handle: usize,
+        pid: u32,
+    }
+
+    impl Kernel<'_> {
+        fn slot(byte: u32) -> usize {
+            (byte as usize / 4 - CONTROL_WORDS) / SLOT_WORDS
+        }
+        fn pid_dead(&self, pid: u32) -> bool {
+            self.world
+                .dead
+                .get(pid as usize)
+                .map_or(true, |d| d.load(SeqCst))
+        }
+    }
+
+    impl Presence for Kernel<'_> {
+        fn hold(&self, byte: u32) -> Hold {
+            let held = &self.world.bytes[Self::slot(byte)];
+            let now = held.load(SeqCst);
+            if now != 0 && !self.pid_dead(now >> 8) {
+                return Hold::Busy;
+            }
+            held.store((self.handle as u32 + 1) | self.pid << 8, SeqCst);
+            Hold::Held
+        }
+        fn release(&self, byte: u32) {
+            self.world.bytes[Self::slot(byte)].store(0, SeqCst);
+        }
+        fn liveness(&self, holder: Holder) -> Liveness {
+            let Some(byte) = holder.byte else {
+                return if self.pid_dead(holder.id.pid) {
+                    Liveness::Dead
+                } else {
+                    Liveness::Alive
+                };
+            };
+            let now = self.world.bytes[Self::slot(byte)].load(SeqCst);
+            if now == 0 || (now & 0xFF) as usize == self.handle + 1 || self.pid_dead(now >> 8) {
+                Liveness::Dead
+            } else {
+                Liveness::Alive
+            }
+        }
     }
 
     // SAFETY: `data` is only touched under the lock, and loom reports any access that the
@@ -2091,10 +2840,11 @@ mod loom_tests {
                 futex: ModelFutex::new(),
                 dead: std::array::from_fn(|_| AtomicBool::new(false)),
                 tokens: [UNTRACKED; 4],
+                bytes: std::array::from_fn(|_| std::sync::atomic::AtomicU32::new(0)),
                 data: UnsafeCell::new(0),
             };
             for i in 0..n {
-                let token = world.with_ctx(UNTRACKED, |area, ctx| {
+                let token = world.with_ctx(i, i as u32 + 1, UNTRACKED, |area, ctx| {
                     L::attach(
                         area,
                         ctx,
@@ -2109,19 +2859,26 @@ mod loom_tests {
             Arc::new(world)
         }
 
-        fn with_ctx<R>(&self, token: u32, f: impl FnOnce(&LockArea, &Context<'_>) -> R) -> R {
-            let oracle = |id: ProcessId| match self.dead.get(id.pid as usize) {
-                Some(dead) if dead.load(SeqCst) => Liveness::Dead,
-                Some(_) => Liveness::Alive,
-                None => Liveness::Dead,
+        /// Runs `f` as handle `handle` of process `pid`, with lock token `token`.
+        fn with_ctx<R>(
+            &self,
+            handle: usize,
+            pid: u32,
+            token: u32,
+            f: impl FnOnce(&LockArea, &Context<'_>) -> R,
+        ) -> R {
+            let kernel = Kernel {
+                world: self,
+                handle,
+                pid,
             };
-            let ctx = Context::new(Waiter::model(&self.futex), token, Duration::ZERO, &oracle);
+            let ctx = Context::new(Waiter::model(&self.futex), token, Duration::ZERO, &kernel);
             f(&self.area, &ctx)
         }
 
         /// Runs `f` as handle `i` (pid i + 1).
         fn as_handle<R>(&self, i: usize, f: impl FnOnce(&LockArea, &Context<'_>) -> R) -> R {
-            self.with_ctx(self.tokens[i], f)
+            self.with_ctx(i, i as u32 + 1, self.tokens[i], f)
         }
 
         fn die(&self, i: usize) {
@@ -2151,10 +2908,10 @@ mod loom_tests {
         println!("loom {name}: {explored} interleavings explored");
     }
 
-    fn write_data(world: &World, i: usize) -> Option<Acquired> {
+    fn write_data(world: &World, i: usize) -> Result<Acquired, NotAcquired> {
         world.as_handle(i, |area, ctx| {
             let got = L::lock_exclusive(area, ctx, None);
-            assert!(got.is_some());
+            assert!(got.is_ok());
             // SAFETY: under the exclusive lock; loom reports a race if exclusion fails.
             world.data.with_mut(|d| unsafe { *d += 1 });
             // SAFETY: taken just above through this handle.
@@ -2165,7 +2922,7 @@ mod loom_tests {
 
     fn read_data(world: &World, i: usize) -> u32 {
         world.as_handle(i, |area, ctx| {
-            assert!(L::lock_shared(area, ctx, None).is_some());
+            assert!(L::lock_shared(area, ctx, None).is_ok());
             // SAFETY: under a shared lock; loom reports a race with an unexcluded writer.
             let value = world.data.with(|d| unsafe { *d });
             // SAFETY: taken just above through this handle.
@@ -2184,7 +2941,7 @@ mod loom_tests {
             let reader = thread::spawn(move || read_data(&r, 1));
             let seen = read_data(&world, 2);
             assert!(seen <= 1);
-            assert_eq!(writer.join().unwrap(), Some(Acquired::Clean));
+            assert_eq!(writer.join().unwrap(), Ok(Acquired::Clean));
             assert!(reader.join().unwrap() <= 1);
             assert_eq!(world.word() & WRITER, 0);
         });
@@ -2196,8 +2953,8 @@ mod loom_tests {
             let world = World::new(2);
             let w = world.clone();
             let other = thread::spawn(move || write_data(&w, 0));
-            write_data(&world, 1);
-            other.join().unwrap();
+            assert_eq!(write_data(&world, 1), Ok(Acquired::Clean));
+            assert_eq!(other.join().unwrap(), Ok(Acquired::Clean));
             assert_eq!(read_data(&world, 0), 2);
         });
     }
@@ -2207,7 +2964,7 @@ mod loom_tests {
         model("writer preference", || {
             let world = World::new(3);
             world.as_handle(0, |area, ctx| {
-                assert!(L::lock_shared(area, ctx, None).is_some())
+                assert!(L::lock_shared(area, ctx, None).is_ok())
             });
             let w = world.clone();
             let writer = thread::spawn(move || write_data(&w, 1));
@@ -2218,13 +2975,13 @@ mod loom_tests {
             world.as_handle(2, |area, ctx| {
                 assert_eq!(
                     L::try_lock_shared(area, ctx),
-                    None,
+                    Err(NotAcquired::Unavailable),
                     "a new reader got past a waiting writer"
                 );
             });
             // SAFETY: the shared lock taken above through handle 0.
             world.as_handle(0, |area, ctx| unsafe { L::unlock_shared(area, ctx) });
-            assert_eq!(writer.join().unwrap(), Some(Acquired::Clean));
+            assert_eq!(writer.join().unwrap(), Ok(Acquired::Clean));
         });
     }
 
@@ -2238,7 +2995,7 @@ mod loom_tests {
             let v = world.clone();
             let victim = thread::spawn(move || {
                 v.as_handle(0, |area, ctx| {
-                    assert!(L::lock_exclusive(area, ctx, None).is_some());
+                    assert!(L::lock_exclusive(area, ctx, None).is_ok());
                 });
                 // Dies holding the lock.
                 v.die(0);
@@ -2255,7 +3012,7 @@ mod loom_tests {
             let mine = write_data(&world, 2);
             victim.join().unwrap();
             let theirs = reader.join().unwrap();
-            assert!(mine.is_some() && theirs.is_some());
+            assert!(mine.is_ok() && theirs.is_ok());
             // The victim may have taken the lock after both finished; one more acquisition
             // then recovers it. Either way the lock ends free and poisoned, and the victim's
             // slot free.
@@ -2265,9 +3022,9 @@ mod loom_tests {
                 unsafe { L::unlock_shared(area, ctx) };
                 got
             });
-            assert_eq!(last, Some(Acquired::Poisoned));
+            assert_eq!(last, Ok(Acquired::Poisoned));
             assert_eq!(world.word() & (WRITER | OWNER | POISONED), POISONED);
-            let tag = L::slot_word(&world.area, world.tokens[0] as usize, 0).load(SeqCst);
+            let tag = L::slot_word(&world.area, token_slot(world.tokens[0]), 0).load(SeqCst);
             assert_eq!(tag & SLOT_STATE, SLOT_FREE);
         });
     }
@@ -2279,13 +3036,13 @@ mod loom_tests {
             let v = world.clone();
             let victim = thread::spawn(move || {
                 v.as_handle(0, |area, ctx| {
-                    assert!(L::lock_shared(area, ctx, None).is_some());
+                    assert!(L::lock_shared(area, ctx, None).is_ok());
                 });
                 v.die(0);
             });
             let r = world.clone();
             let reader = thread::spawn(move || read_data(&r, 1));
-            assert_eq!(write_data(&world, 2), Some(Acquired::Clean));
+            assert_eq!(write_data(&world, 2), Ok(Acquired::Clean));
             victim.join().unwrap();
             reader.join().unwrap();
             assert_eq!(world.word() & POISONED, 0);
@@ -2300,10 +3057,10 @@ mod loom_tests {
         model("two recoverers", || {
             let world = World::new(3);
             world.as_handle(0, |area, ctx| {
-                assert_eq!(L::lock_exclusive(area, ctx, None), Some(Acquired::Clean));
+                assert_eq!(L::lock_exclusive(area, ctx, None), Ok(Acquired::Clean));
             });
             world.die(0);
-            let slot = world.tokens[0] as usize;
+            let slot = token_slot(world.tokens[0]);
             let tag_word = L::slot_word(&world.area, slot, 0);
             let generation = tag_word.load(SeqCst) & SLOT_GEN;
             let w = world.clone();
@@ -2331,10 +3088,10 @@ mod loom_tests {
         model("stale recoverer", || {
             let world = World::new(3);
             world.as_handle(0, |area, ctx| {
-                assert!(L::lock_shared(area, ctx, None).is_some());
+                assert!(L::lock_shared(area, ctx, None).is_ok());
             });
             world.die(0);
-            let slot = world.tokens[0] as usize;
+            let slot = token_slot(world.tokens[0]);
             let tag_word = L::slot_word(&world.area, slot, 0);
             let generation = tag_word.load(SeqCst) & SLOT_GEN;
             let w = world.clone();
@@ -2346,12 +3103,12 @@ mod loom_tests {
             while tag_word.load(SeqCst) & SLOT_STATE != SLOT_FREE {
                 thread::yield_now();
             }
-            // Process 3 (alive) opens a second handle.
+            // Process 3 (alive) opens a second handle (handle 3).
             let me = ProcessId { pid: 3, start: 7 };
-            let reborn = world.with_ctx(UNTRACKED, |area, ctx| L::attach(area, ctx, me));
-            assert_eq!(reborn as usize, slot, "the only free slot");
-            let got = world.with_ctx(reborn, |area, ctx| L::lock_shared(area, ctx, None));
-            assert_eq!(got, Some(Acquired::Clean));
+            let reborn = world.with_ctx(3, 3, UNTRACKED, |area, ctx| L::attach(area, ctx, me));
+            assert_eq!(token_slot(reborn), slot, "the only free slot");
+            let got = world.with_ctx(3, 3, reborn, |area, ctx| L::lock_shared(area, ctx, None));
+            assert_eq!(got, Ok(Acquired::Clean));
             let stale_won = stale.join().unwrap();
             assert!(
                 won != stale_won,
@@ -2361,12 +3118,17 @@ mod loom_tests {
             let next_generation = generation.wrapping_add(SLOT_GEN_ONE) & SLOT_GEN;
             assert_eq!(
                 tag_word.load(SeqCst),
-                SLOT_ACTIVE | next_generation | 1,
+                SLOT_ACTIVE | next_generation | SLOT_HELD | 1,
                 "the new owner's slot or its read lock was taken"
             );
             // SAFETY: the shared lock taken just above through the reborn handle.
-            world.with_ctx(reborn, |area, ctx| unsafe { L::unlock_shared(area, ctx) });
-            assert_eq!(tag_word.load(SeqCst), SLOT_ACTIVE | next_generation);
+            world.with_ctx(3, 3, reborn, |area, ctx| unsafe {
+                L::unlock_shared(area, ctx)
+            });
+            assert_eq!(
+                tag_word.load(SeqCst),
+                SLOT_ACTIVE | next_generation | SLOT_HELD
+            );
             assert_eq!(world.word(), 0);
         });
     }
@@ -2386,7 +3148,7 @@ mod loom_tests {
             model(name, move || {
                 let world = World::new(3);
                 world.as_handle(0, |area, ctx| {
-                    assert!(L::lock_shared(area, ctx, None).is_some());
+                    assert!(L::lock_shared(area, ctx, None).is_ok());
                 });
                 let w = world.clone();
                 let timed_out = thread::spawn(move || {
@@ -2397,12 +3159,16 @@ mod loom_tests {
                 let b = world.clone();
                 let behind = thread::spawn(move || {
                     if behind_writes {
-                        assert_eq!(write_data(&b, 2), Some(Acquired::Clean));
+                        assert_eq!(write_data(&b, 2), Ok(Acquired::Clean));
                     } else {
                         assert_eq!(read_data(&b, 2), 0);
                     }
                 });
-                assert_eq!(timed_out.join().unwrap(), None, "got in past a read lock");
+                assert_eq!(
+                    timed_out.join().unwrap(),
+                    Err(NotAcquired::Unavailable),
+                    "got in past a read lock"
+                );
                 // SAFETY: the shared lock taken above through handle 0.
                 world.as_handle(0, |area, ctx| unsafe { L::unlock_shared(area, ctx) });
                 behind.join().unwrap();
@@ -2410,6 +3176,51 @@ mod loom_tests {
                 assert_eq!(L::control(&world.area, DRAIN).load(SeqCst), 0);
             });
         }
+    }
+
+    /// A holder wrongly judged dead (its thread runs on) while another handle waits for the
+    /// write lock: whatever the robbed one still does (take the lock, release it, or be told
+    /// it was revoked), it never releases the other's write lock, and the lock ends free.
+    #[test]
+    fn loom_robbed_writer_never_releases_the_recoverers_lock() {
+        model("robbed writer", || {
+            let world = World::new(2);
+            let a = world.clone();
+            let robbed = thread::spawn(move || {
+                a.as_handle(0, |area, ctx| match L::lock_exclusive(area, ctx, None) {
+                    Ok(_) => {
+                        // SAFETY: taken just above through this handle.
+                        unsafe { L::unlock_exclusive(area, ctx) };
+                        true
+                    }
+                    Err(not) => {
+                        assert_eq!(not, NotAcquired::Revoked);
+                        false
+                    }
+                })
+            });
+            // Judged dead from the start, though its thread runs on.
+            world.die(0);
+            let mine = WRITER | SharedRwLock::token_owner(world.tokens[1]);
+            world.as_handle(1, |area, ctx| {
+                assert!(L::lock_exclusive(area, ctx, None).is_ok());
+                assert_eq!(
+                    world.word() & (WRITER | OWNED_BY),
+                    mine,
+                    "released by another"
+                );
+                // SAFETY: taken just above through this handle.
+                unsafe { L::unlock_exclusive(area, ctx) };
+            });
+            let robbed_took_it = robbed.join().unwrap();
+            assert_eq!(world.word() & WRITER, 0, "nothing left held");
+            if !robbed_took_it {
+                assert!(
+                    world.as_handle(0, |area, ctx| L::revoked(area, ctx)),
+                    "told it was revoked only if its slot was taken"
+                );
+            }
+        });
     }
 
     /// Killed between counting itself in and checking the lock word: the count is all that
@@ -2420,11 +3231,11 @@ mod loom_tests {
             let world = World::new(2);
             let v = world.clone();
             let victim = thread::spawn(move || {
-                let tag = L::slot_word(&v.area, v.tokens[0] as usize, 0);
+                let tag = L::slot_word(&v.area, token_slot(v.tokens[0]), 0);
                 tag.fetch_add(1, SeqCst);
                 v.die(0);
             });
-            assert_eq!(write_data(&world, 1), Some(Acquired::Clean));
+            assert_eq!(write_data(&world, 1), Ok(Acquired::Clean));
             victim.join().unwrap();
         });
     }

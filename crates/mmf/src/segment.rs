@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, LockError, LockResult, PoisonError, Result};
 use crate::header::{Header, HEADER_LEN};
-use crate::lock::{Acquired, Context, RawRwLock, SharedRwLock, Waiter, UNTRACKED};
+use crate::lock::{
+    Acquired, Context, Hold, Holder, Liveness, NotAcquired, Presence, RawRwLock, SharedRwLock,
+    Waiter, LOCK_AREA_WORDS, UNTRACKED,
+};
 use crate::name;
 use crate::sys::{self, Access, Namespace, OsOptions, OsProcess, OsSegment, OsWaiter};
 
@@ -599,14 +602,33 @@ impl<L: RawRwLock> Mmf<L> {
     }
 
     /// What the lock needs on every call: waiter, this handle's token, recovery interval and
-    /// the OS's liveness check.
+    /// the OS's liveness answers (this handle: see its [`Presence`] impl).
     fn ctx(&self) -> Context<'_> {
-        Context::new(
-            self.waiter(),
-            self.token,
-            self.recovery_interval,
-            &<sys::Process as OsProcess>::liveness,
-        )
+        Context::new(self.waiter(), self.token, self.recovery_interval, self)
+    }
+
+    /// Takes this handle's kernel lock on the byte at `offset` of the data region (a frame
+    /// channel's writer and reader entries; see [`Presence`]).
+    pub(crate) fn hold_data_byte(&self, offset: usize) -> Hold {
+        self.segment.hold_byte((HEADER_LEN + offset) as u64)
+    }
+
+    /// Releases what [`hold_data_byte`](Self::hold_data_byte) took.
+    pub(crate) fn release_data_byte(&self, offset: usize) {
+        self.segment.release_byte((HEADER_LEN + offset) as u64);
+    }
+
+    /// Whether the holder of the byte at `offset` of the data region (or, without one, the
+    /// process `id`) can still touch the segment. Never ask about a byte this handle holds.
+    pub(crate) fn data_holder_liveness(
+        &self,
+        id: sys::ProcessId,
+        offset: Option<usize>,
+    ) -> Liveness {
+        match offset {
+            Some(offset) => self.segment.byte_liveness((HEADER_LEN + offset) as u64),
+            None => <sys::Process as OsProcess>::liveness(id),
+        }
     }
 
     /// Registers this read-write handle with the lock (a slot in its owner table).
@@ -659,8 +681,8 @@ impl<L: RawRwLock> Mmf<L> {
     pub fn try_read(&self) -> LockResult<ReadGuard<'_, L>> {
         self.require_writable("read lock")?;
         match L::try_lock_shared(&self.header().lock, &self.ctx()) {
-            Some(acquired) => self.shared_guard(acquired),
-            None => Err(LockError::Failed(Error::WouldBlock)),
+            Ok(acquired) => self.shared_guard(acquired),
+            Err(not) => Err(LockError::Failed(not_acquired(not, || Error::WouldBlock))),
         }
     }
 
@@ -681,8 +703,8 @@ impl<L: RawRwLock> Mmf<L> {
     pub fn try_write(&self) -> LockResult<WriteGuard<'_, L>> {
         self.require_writable("write lock")?;
         match L::try_lock_exclusive(&self.header().lock, &self.ctx()) {
-            Some(acquired) => self.exclusive_guard(acquired),
-            None => Err(LockError::Failed(Error::WouldBlock)),
+            Ok(acquired) => self.exclusive_guard(acquired),
+            Err(not) => Err(LockError::Failed(not_acquired(not, || Error::WouldBlock))),
         }
     }
 
@@ -747,10 +769,10 @@ impl<L: RawRwLock> Mmf<L> {
         // uncontended lock + unlock (see benches/lock.rs).
         let start = deadline.map(|_| Instant::now());
         match L::lock_shared(&self.header().lock, &self.ctx(), deadline) {
-            Some(acquired) => self.shared_guard(acquired),
-            None => Err(LockError::Failed(Error::Timeout {
+            Ok(acquired) => self.shared_guard(acquired),
+            Err(not) => Err(LockError::Failed(not_acquired(not, || Error::Timeout {
                 waited: start.map_or(Duration::ZERO, |s| s.elapsed()),
-            })),
+            }))),
         }
     }
 
@@ -759,10 +781,10 @@ impl<L: RawRwLock> Mmf<L> {
         // As in lock_shared: no clock read unless the wait is timed.
         let start = deadline.map(|_| Instant::now());
         match L::lock_exclusive(&self.header().lock, &self.ctx(), deadline) {
-            Some(acquired) => self.exclusive_guard(acquired),
-            None => Err(LockError::Failed(Error::Timeout {
+            Ok(acquired) => self.exclusive_guard(acquired),
+            Err(not) => Err(LockError::Failed(not_acquired(not, || Error::Timeout {
                 waited: start.map_or(Duration::ZERO, |s| s.elapsed()),
-            })),
+            }))),
         }
     }
 
@@ -774,7 +796,12 @@ impl<L: RawRwLock> Mmf<L> {
     /// Repair through [`write`](Self::write) and [`clear_poison`](Self::clear_poison).
     ///
     /// On a read-only handle the copy is retried until no write was in progress during it,
-    /// so the result is still a consistent snapshot.
+    /// so the result is still a consistent snapshot. If the writer dies in the middle of a
+    /// write, a read-only handle (which cannot recover the lock) notices it at most one
+    /// [recovery interval](MmfOptions::recovery_interval) later and returns
+    /// [`Error::Poisoned`], rather than waiting for a write that will never finish (where
+    /// the writer cannot be identified, an untracked handle's, it waits until its lock
+    /// timeout).
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len())?;
         self.check_header_intact()?;
@@ -860,6 +887,8 @@ impl<L: RawRwLock> Mmf<L> {
         let start = Instant::now();
         let deadline = self.deadline();
         let mut pause = Duration::from_micros(20);
+        // When to next ask whether the writer of a write in progress is still alive.
+        let mut next_writer_check: Option<Instant> = None;
         loop {
             if L::is_poisoned(&self.header().lock) {
                 return Err(Error::Poisoned);
@@ -867,7 +896,23 @@ impl<L: RawRwLock> Mmf<L> {
             // Acquire: pairs with the Release store that ends a write (WriteGuard::drop),
             // so the data we copy is at least as new as that write.
             let before = seq.load(Acquire);
-            if before & 1 == 0 {
+            if before & 1 == 1 {
+                // A write is in progress, or its writer died in the middle of it and nobody
+                // with write access has recovered the lock yet. We cannot recover it, but we
+                // can stop waiting: once per recovery interval, as the lock's own waiters do,
+                // ask whether the writer can still finish.
+                let now = Instant::now();
+                match next_writer_check {
+                    None => next_writer_check = Some(now + self.recovery_interval),
+                    Some(due) if now >= due => {
+                        if L::writer_is_gone(&self.header().lock, &self.ctx()) {
+                            return Err(Error::Poisoned);
+                        }
+                        next_writer_check = Some(now + self.recovery_interval);
+                    }
+                    Some(_) => {}
+                }
+            } else {
                 // SAFETY: check_range put offset..offset+len inside the data region.
                 let src = unsafe { self.data_ptr().add(offset) };
                 // SAFETY: src..src+len is in our data region, readable while `self` lives;
@@ -890,6 +935,49 @@ impl<L: RawRwLock> Mmf<L> {
             pause = (pause * 2).min(Duration::from_millis(1));
         }
     }
+}
+
+/// The lock's liveness questions, answered for this handle: its kernel locks are taken on
+/// its own descriptor (its own open file description), on bytes of the header's lock area;
+/// holders without a byte are asked about by process identity.
+impl<L: RawRwLock> Presence for Mmf<L> {
+    fn hold(&self, byte: u32) -> Hold {
+        match lock_byte_offset(byte) {
+            Some(offset) => self.segment.hold_byte(offset),
+            None => Hold::Unsupported,
+        }
+    }
+
+    fn release(&self, byte: u32) {
+        if let Some(offset) = lock_byte_offset(byte) {
+            self.segment.release_byte(offset);
+        }
+    }
+
+    fn liveness(&self, holder: Holder) -> Liveness {
+        match holder.byte {
+            // A byte outside the area is garbage from the region: we cannot tell.
+            Some(byte) => lock_byte_offset(byte).map_or(Liveness::Unknown, |offset| {
+                self.segment.byte_liveness(offset)
+            }),
+            None => <sys::Process as OsProcess>::liveness(holder.id),
+        }
+    }
+}
+
+/// The error for an acquisition that did not take the lock: `unavailable` (would block, or
+/// timed out) or [`Error::Revoked`].
+fn not_acquired(not: NotAcquired, unavailable: impl FnOnce() -> Error) -> Error {
+    match not {
+        NotAcquired::Unavailable => unavailable(),
+        NotAcquired::Revoked => Error::Revoked,
+    }
+}
+
+/// Offset in the segment's object of byte `byte` of the lock area, if it lies in the area.
+fn lock_byte_offset(byte: u32) -> Option<u64> {
+    ((byte as usize) < 4 * LOCK_AREA_WORDS)
+        .then(|| (std::mem::offset_of!(Header, lock) + byte as usize) as u64)
 }
 
 impl<L: RawRwLock> fmt::Debug for Mmf<L> {
@@ -1019,5 +1107,44 @@ mod tests {
             Err(Error::InvalidSize { .. })
         ));
         assert_eq!(total_len(1).unwrap(), HEADER_LEN + 1);
+    }
+}
+
+/// The kernel locks behind liveness (Linux): per handle, one byte each, seen by the others.
+#[cfg(all(test, target_os = "linux", not(miri)))]
+mod kernel_lock_tests {
+    use super::*;
+    use crate::sys::ProcessId;
+
+    /// Whoever the process identity names is irrelevant when a byte is given.
+    const ANYONE: ProcessId = ProcessId { pid: 0, start: 0 };
+
+    #[test]
+    fn a_handles_byte_lock_is_seen_by_other_handles_and_released_with_the_handle() {
+        let name = format!("mmf-unit-ofd-{}", std::process::id());
+        let a = Mmf::create(&name, 4096).unwrap();
+        let b = Mmf::open(&name).unwrap();
+        assert_eq!(a.hold_data_byte(100), Hold::Held);
+        assert_eq!(b.hold_data_byte(100), Hold::Busy, "one holder per byte");
+        assert_eq!(b.data_holder_liveness(ANYONE, Some(100)), Liveness::Alive);
+        assert_eq!(
+            b.data_holder_liveness(ANYONE, Some(101)),
+            Liveness::Dead,
+            "exactly one byte is locked"
+        );
+        assert_eq!(
+            a.data_holder_liveness(ANYONE, Some(100)),
+            Liveness::Dead,
+            "a handle's own lock does not conflict with itself: why nobody asks about their own"
+        );
+        a.release_data_byte(100);
+        assert_eq!(b.data_holder_liveness(ANYONE, Some(100)), Liveness::Dead);
+        assert_eq!(b.hold_data_byte(100), Hold::Held);
+        drop(b);
+        assert_eq!(
+            a.data_holder_liveness(ANYONE, Some(100)),
+            Liveness::Dead,
+            "closing the handle releases its locks"
+        );
     }
 }

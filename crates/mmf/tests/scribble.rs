@@ -75,20 +75,24 @@ const WRITER_HOLDS: u64 = 2;
 const NOT_READY_HOLDS: u64 = 2;
 
 impl Hold {
+    /// The words this hold sets: (offset, value).
+    fn words(self) -> Vec<(usize, u32)> {
+        match self {
+            Hold::Writer => vec![
+                (LOCK_WORD, mmf::lock::WRITER | mmf::lock::OWNER),
+                (WRITE_SEQ, 1),
+            ],
+            Hold::Readers => vec![(OVERFLOW_WORD, 1000)],
+            Hold::StateZero => vec![(STATE, 0)],
+            Hold::HalfMagic => vec![(4, 0)],
+        }
+    }
+
     /// The pristine header with this hold's change.
     fn header(self, pristine: &[u8]) -> Vec<u8> {
         let mut bytes = pristine.to_vec();
-        let mut put = |offset: usize, word: u32| {
+        for (offset, word) in self.words() {
             bytes[offset..offset + 4].copy_from_slice(&word.to_ne_bytes());
-        };
-        match self {
-            Hold::Writer => {
-                put(LOCK_WORD, mmf::lock::WRITER | mmf::lock::OWNER);
-                put(WRITE_SEQ, 1);
-            }
-            Hold::Readers => put(OVERFLOW_WORD, 1000),
-            Hold::StateZero => put(STATE, 0),
-            Hold::HalfMagic => put(4, 0),
         }
         bytes
     }
@@ -414,7 +418,8 @@ fn check(report: &Report) -> Vec<String> {
     );
     // Whatever happens, only these outcomes are typed answers to these calls.
     let allowed: &[&str] = match report.role {
-        "locker" => &["ok", "Timeout", "WouldBlock", "Poisoned"],
+        // Revoked: a scribble made the locker's own slot look taken back.
+        "locker" => &["ok", "Timeout", "WouldBlock", "Poisoned", "Revoked"],
         _ => &[
             "ok",
             "NotMmf",
@@ -425,6 +430,8 @@ fn check(report: &Report) -> Vec<String> {
             "WrongKind",
             "Timeout",
             "Poisoned",
+            // A header written back over the opener's fresh slot takes its claim away.
+            "Revoked",
         ],
     };
     for ((what, kind), n) in &report.counts {
@@ -452,7 +459,12 @@ fn check(report: &Report) -> Vec<String> {
                 report.total()
             ),
         );
-        // Outside the holds the lock is mostly free: most calls succeed. Under a held writer
+        // Outside the holds the lock is often free, and then calls succeed; a scribble that
+        // lands on the lock word while a locker holds it makes that locker's release find
+        // its lock gone, which poisons until the next pristine header ("Releasing only what
+        // is still yours" in `mmf::lock`; a pristine header written over a held lock does the
+        // same): 22% to 60% of calls succeeded in calibration runs, and a tenth is the floor
+        // that shows the success path is still reached. Under a held writer
         // every waiting call times out; each comes round about every 100 ms (five 20 ms
         // waits a round), so a 400 ms hold sees each about four times: at least once per
         // writer hold is a floor that only calls far slower than their timeout break.
@@ -463,7 +475,7 @@ fn check(report: &Report) -> Vec<String> {
             "read_timeout",
             "read",
         ] {
-            expect_at_least(&mut expect, report, what, "ok", report.calls(what) / 2);
+            expect_at_least(&mut expect, report, what, "ok", report.calls(what) / 10);
             expect_at_least(&mut expect, report, what, "Timeout", WRITER_HOLDS);
         }
         expect_at_least(
@@ -471,7 +483,7 @@ fn check(report: &Report) -> Vec<String> {
             report,
             "try_write",
             "ok",
-            report.calls("try_write") / 2,
+            report.calls("try_write") / 10,
         );
         expect_at_least(&mut expect, report, "try_write", "WouldBlock", WRITER_HOLDS);
     } else {
@@ -566,9 +578,6 @@ fn random_header_bytes_give_only_typed_errors_and_bounded_waits() {
         .write(true)
         .open(format!("/dev/shm/{name}"))
         .unwrap();
-    let mut pristine = vec![0u8; HEADER_LEN];
-    shm.read_exact_at(&mut pristine, 0).unwrap();
-
     let roles = ["locker", "locker", "opener", "opener"];
     let mut users: Vec<common::Child> = roles
         .iter()
@@ -578,6 +587,11 @@ fn random_header_bytes_give_only_typed_errors_and_bounded_waits() {
     for user in &mut users {
         user.expect("opened", CHILD_TIMEOUT);
     }
+    // Taken once the lockers hold their slots, so that writing it back restores their
+    // claims: a header without them would revoke their handles for good (which they would
+    // report as `Revoked`, a typed answer, but then nothing else would be exercised).
+    let mut pristine = vec![0u8; HEADER_LEN];
+    shm.read_exact_at(&mut pristine, 0).unwrap();
     for user in &mut users {
         user.send("start");
     }
@@ -600,10 +614,16 @@ fn random_header_bytes_give_only_typed_errors_and_bounded_waits() {
         let hold = HOLDS[cycle as usize % HOLDS.len()];
         // Written again every 2 ms: a user's unlock clears the lock word's writer bits and
         // its write guard makes the sequence even, which would end a writer hold at once.
-        let held = hold.header(&pristine);
+        // The whole header once, then only the hold's words: rewriting the slot table too
+        // would take back the slots that handles opened during the hold have claimed, and
+        // they would answer `Revoked` rather than wait out the hold.
+        shm.write_all_at(&hold.header(&pristine), 0).unwrap();
         let hold_start = Instant::now();
         while hold_start.elapsed() < HOLD_TIME {
-            shm.write_all_at(&held, 0).unwrap();
+            for (offset, word) in hold.words() {
+                shm.write_all_at(&word.to_ne_bytes(), offset as u64)
+                    .unwrap();
+            }
             std::thread::sleep(Duration::from_millis(2));
         }
     }

@@ -73,6 +73,20 @@ pub(crate) trait OsSegment: Sized + Send + Sync {
     /// Removes `name` if it still refers to this very object (not one created after it
     /// was removed). Called by the creator's drop; failures are ignored there.
     fn remove_if_same(&self, name: &str, namespace: Namespace) -> Result<()>;
+
+    /// Takes this mapping's kernel lock on the byte at `offset` of the object: released by
+    /// the kernel when no program can use this mapping's descriptor any more (Linux: an
+    /// open-file-description lock; see the lock module, "Owner death").
+    /// [`Hold::Unsupported`] where there is no such lock.
+    fn hold_byte(&self, offset: u64) -> Hold;
+
+    /// Releases what [`hold_byte`](Self::hold_byte) took.
+    fn release_byte(&self, offset: u64);
+
+    /// Whether another mapping (another open file description) holds the byte at `offset`:
+    /// [`Liveness::Alive`] if so, [`Liveness::Dead`] if not, [`Liveness::Unknown`] if the OS
+    /// would not say.
+    fn byte_liveness(&self, offset: u64) -> Liveness;
 }
 
 /// Sleeping on a word of a segment, across processes.
@@ -99,7 +113,7 @@ pub(crate) fn remaining(deadline: Option<Instant>) -> Option<std::time::Duration
     deadline.map(|d| d.saturating_duration_since(Instant::now()))
 }
 
-pub use crate::lock::{Liveness, ProcessId};
+pub use crate::lock::{Hold, Liveness, ProcessId};
 
 /// Who is this process, and is another one still alive.
 pub(crate) trait OsProcess {

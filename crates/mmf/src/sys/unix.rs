@@ -11,12 +11,18 @@ use rustix::io::Errno;
 use rustix::mm::{self, MapFlags, ProtFlags};
 use rustix::shm;
 
-use super::{Access, Liveness, Namespace, OsOptions, OsProcess, OsSegment, OsWaiter, ProcessId};
+use super::{
+    Access, Hold, Liveness, Namespace, OsOptions, OsProcess, OsSegment, OsWaiter, ProcessId,
+};
 use crate::error::{Error, Result};
 
 /// A mapped POSIX shared-memory object.
 pub(crate) struct Segment {
-    /// Kept open for `fstat` (identity checks); closing it would not unmap anything.
+    /// Kept open for `fstat` (identity checks) and, on Linux, for the open-file-description
+    /// locks that tell other processes this handle is alive (`hold_byte`). Every handle opens
+    /// its own (`shm_open`), so every handle has its own open file description; rustix's
+    /// `shm::open` sets `FD_CLOEXEC`, as POSIX requires of `shm_open`, so an `exec` closes it
+    /// and releases those locks. Closing it would not unmap anything.
     fd: OwnedFd,
     ptr: NonNull<u8>,
     len: usize,
@@ -245,6 +251,64 @@ impl OsSegment for Segment {
         shm::unlink(os_name(name).as_str()).map_err(|e| error("shm_unlink", name, e))
     }
 
+    fn hold_byte(&self, offset: u64) -> Hold {
+        #[cfg(target_os = "linux")]
+        match ofd_lock(
+            &self.fd,
+            F_OFD_SETLK,
+            libc::F_WRLCK as libc::c_short,
+            offset,
+        ) {
+            Ok(_) => Hold::Held,
+            // Another open file description holds it (fcntl(2): EACCES or EAGAIN).
+            Err(Errno::AGAIN) | Err(Errno::ACCESS) => Hold::Busy,
+            // EINVAL: a kernel before 3.15; anything else: a sandbox. Fall back.
+            Err(_) => Hold::Unsupported,
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = offset;
+            Hold::Unsupported
+        }
+    }
+
+    fn release_byte(&self, offset: u64) {
+        #[cfg(target_os = "linux")]
+        {
+            // Cannot fail for a lock we hold on our own descriptor; if it did, closing the
+            // descriptor releases it anyway.
+            let result = ofd_lock(
+                &self.fd,
+                F_OFD_SETLK,
+                libc::F_UNLCK as libc::c_short,
+                offset,
+            );
+            debug_assert!(result.is_ok(), "F_OFD_SETLK(F_UNLCK) failed: {result:?}");
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = offset;
+    }
+
+    fn byte_liveness(&self, offset: u64) -> Liveness {
+        #[cfg(target_os = "linux")]
+        match ofd_lock(
+            &self.fd,
+            F_OFD_GETLK,
+            libc::F_WRLCK as libc::c_short,
+            offset,
+        ) {
+            // GETLK reports the first lock that would conflict with ours, or F_UNLCK if none.
+            Ok(kind) if kind == libc::F_UNLCK as libc::c_short => Liveness::Dead,
+            Ok(_) => Liveness::Alive,
+            Err(_) => Liveness::Unknown,
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = offset;
+            Liveness::Unknown
+        }
+    }
+
     fn remove_if_same(&self, name: &str, namespace: Namespace) -> Result<()> {
         let os = os_name(name);
         let current = shm::open(os.as_str(), shm::OFlags::RDONLY, Mode::empty())
@@ -256,6 +320,50 @@ impl OsSegment for Segment {
         }
     }
 }
+
+/// `fcntl` with an open-file-description lock command on one byte (Linux).
+///
+/// The raw system call, with `struct flock64`: on 32-bit Linux the `fcntl` system call
+/// refuses `F_OFD_*` ("32-bit arches must use fcntl64()", fs/fcntl.c) and `fcntl64` reads a
+/// `struct flock64`; on 64-bit there is only `fcntl`, whose `struct flock` has the same
+/// layout. Calling the kernel directly relies on no C library's translation of the commands
+/// (glibc before 2.28 passed a 32-bit `struct flock` through unchanged).
+#[cfg(target_os = "linux")]
+fn ofd_lock(
+    fd: &OwnedFd,
+    cmd: libc::c_int,
+    kind: libc::c_short,
+    offset: u64,
+) -> Result<libc::c_short, Errno> {
+    use std::os::fd::AsRawFd;
+    #[cfg(target_pointer_width = "32")]
+    const SYS_FCNTL: libc::c_long = libc::SYS_fcntl64;
+    #[cfg(target_pointer_width = "64")]
+    const SYS_FCNTL: libc::c_long = libc::SYS_fcntl;
+    // SAFETY: flock64 is plain integers; all-zero is a valid value (l_pid must be 0 for
+    // the OFD commands, fcntl(2)).
+    let mut lock: libc::flock64 = unsafe { std::mem::zeroed() };
+    lock.l_type = kind;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = offset as libc::off64_t;
+    lock.l_len = 1;
+    // SAFETY: `fd` is our open descriptor; `lock` is a valid, writable flock64 that outlives
+    // the call, which is what F_OFD_SETLK/F_OFD_GETLK read (and GETLK writes) through the
+    // third argument of this system call on this word size (see above).
+    let ret =
+        unsafe { libc::syscall(SYS_FCNTL, fd.as_raw_fd(), cmd, std::ptr::addr_of_mut!(lock)) };
+    if ret == -1 {
+        Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::INVAL))
+    } else {
+        Ok(lock.l_type)
+    }
+}
+
+/// `F_OFD_GETLK`, `F_OFD_SETLK` (fcntl(2); <linux/fcntl.h>, the same on every architecture).
+#[cfg(target_os = "linux")]
+const F_OFD_GETLK: libc::c_int = 36;
+#[cfg(target_os = "linux")]
+const F_OFD_SETLK: libc::c_int = 37;
 
 impl Drop for Segment {
     fn drop(&mut self) {
@@ -335,12 +443,15 @@ impl OsWaiter for Waiter {
     }
 }
 
-/// Process identity and liveness.
+/// Process identity and liveness: the fallback for holders without a kernel-locked byte
+/// (see the lock module, "Owner death"; on Linux every handle normally has one, so this
+/// answers only where `F_OFD_SETLK` is refused, and elsewhere always).
 ///
 /// Linux: pid plus `starttime` (field 22 of `/proc/<pid>/stat`), so a recycled pid is not
 /// mistaken for the original process; zombies count as dead (a killed process stays a zombie
-/// until its parent reaps it, but it holds nothing any more). Elsewhere: the pid alone,
-/// probed with `kill(pid, 0)`.
+/// until its parent reaps it, but it holds nothing any more; the price is that a zombie
+/// *leader* whose other threads still run is taken for dead too). Its answers mean nothing
+/// across PID namespaces. Elsewhere: the pid alone, probed with `kill(pid, 0)`.
 pub(crate) struct Process;
 
 /// `(state, starttime)` of `pid` from procfs, or `None` if there is no such process.

@@ -45,7 +45,9 @@ use windows_sys::Win32::System::Threading::{
     SYNCHRONIZATION_SYNCHRONIZE,
 };
 
-use super::{Access, Liveness, Namespace, OsOptions, OsProcess, OsSegment, OsWaiter, ProcessId};
+use super::{
+    Access, Hold, Liveness, Namespace, OsOptions, OsProcess, OsSegment, OsWaiter, ProcessId,
+};
 use crate::error::{Error, Result};
 
 /// The calling thread's last Win32 error.
@@ -449,6 +451,19 @@ impl OsSegment for Segment {
     fn remove_if_same(&self, _name: &str, _namespace: Namespace) -> Result<()> {
         // The section goes away with its last handle; this handle's share is dropped with it.
         Ok(())
+    }
+
+    /// A pagefile-backed section has no file to lock a byte of (`LockFileEx` needs a file
+    /// handle): holders are identified by process handle and creation time instead (see
+    /// [`Process`] and the lock module, "Owner death").
+    fn hold_byte(&self, _offset: u64) -> Hold {
+        Hold::Unsupported
+    }
+
+    fn release_byte(&self, _offset: u64) {}
+
+    fn byte_liveness(&self, _offset: u64) -> Liveness {
+        Liveness::Unknown
     }
 }
 

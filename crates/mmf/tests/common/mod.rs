@@ -368,6 +368,18 @@ impl Child {
             .unwrap_or_else(|e| panic!("sending {command:?} to child {:?}: {e}", self.role));
     }
 
+    /// The OS process id of the launched program (the wrapper's, if there is one).
+    pub fn id(&self) -> u32 {
+        self.proc.id()
+    }
+
+    /// Kills the launched program (SIGKILL on Unix) and reaps it; returns its output.
+    pub fn kill(&mut self) -> Output {
+        let _ = self.proc.kill();
+        let status = self.proc.wait().expect("wait after kill");
+        self.collect(status)
+    }
+
     /// Waits up to `timeout` for the child to [`say`] `key`, and returns the value. Kills the
     /// child and fails the test if it exits or times out first.
     pub fn expect(&mut self, key: &str, timeout: Duration) -> String {
