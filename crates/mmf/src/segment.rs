@@ -682,7 +682,9 @@ impl<L: RawRwLock> Mmf<L> {
         self.require_writable("read lock")?;
         match L::try_lock_shared(&self.header().lock, &self.ctx()) {
             Ok(acquired) => self.shared_guard(acquired),
-            Err(not) => Err(LockError::Failed(not_acquired(not, || Error::WouldBlock))),
+            Err(not) => Err(LockError::Failed(
+                self.not_acquired(not, || Error::WouldBlock),
+            )),
         }
     }
 
@@ -704,7 +706,9 @@ impl<L: RawRwLock> Mmf<L> {
         self.require_writable("write lock")?;
         match L::try_lock_exclusive(&self.header().lock, &self.ctx()) {
             Ok(acquired) => self.exclusive_guard(acquired),
-            Err(not) => Err(LockError::Failed(not_acquired(not, || Error::WouldBlock))),
+            Err(not) => Err(LockError::Failed(
+                self.not_acquired(not, || Error::WouldBlock),
+            )),
         }
     }
 
@@ -770,8 +774,10 @@ impl<L: RawRwLock> Mmf<L> {
         let start = deadline.map(|_| Instant::now());
         match L::lock_shared(&self.header().lock, &self.ctx(), deadline) {
             Ok(acquired) => self.shared_guard(acquired),
-            Err(not) => Err(LockError::Failed(not_acquired(not, || Error::Timeout {
-                waited: start.map_or(Duration::ZERO, |s| s.elapsed()),
+            Err(not) => Err(LockError::Failed(self.not_acquired(not, || {
+                Error::Timeout {
+                    waited: start.map_or(Duration::ZERO, |s| s.elapsed()),
+                }
             }))),
         }
     }
@@ -782,8 +788,10 @@ impl<L: RawRwLock> Mmf<L> {
         let start = deadline.map(|_| Instant::now());
         match L::lock_exclusive(&self.header().lock, &self.ctx(), deadline) {
             Ok(acquired) => self.exclusive_guard(acquired),
-            Err(not) => Err(LockError::Failed(not_acquired(not, || Error::Timeout {
-                waited: start.map_or(Duration::ZERO, |s| s.elapsed()),
+            Err(not) => Err(LockError::Failed(self.not_acquired(not, || {
+                Error::Timeout {
+                    waited: start.map_or(Duration::ZERO, |s| s.elapsed()),
+                }
             }))),
         }
     }
@@ -880,6 +888,19 @@ impl<L: RawRwLock> Mmf<L> {
         Ok(())
     }
 
+    /// The error for an acquisition that did not take the lock: `unavailable` (would block,
+    /// or timed out) or [`Error::Revoked`]; [`Error::Truncated`] if the header page has
+    /// vanished meanwhile (the lock then read a private zero page, on which no slot is ours).
+    fn not_acquired(&self, not: NotAcquired, unavailable: impl FnOnce() -> Error) -> Error {
+        if let Err(truncated) = self.check_header_intact() {
+            return truncated;
+        }
+        match not {
+            NotAcquired::Unavailable => unavailable(),
+            NotAcquired::Revoked => Error::Revoked,
+        }
+    }
+
     /// Seqlock-style copy for handles that cannot take the lock: copy, then check that the
     /// write sequence was even (no writer) and unchanged across the copy.
     fn read_at_optimistic(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
@@ -962,15 +983,6 @@ impl<L: RawRwLock> Presence for Mmf<L> {
             }),
             None => <sys::Process as OsProcess>::liveness(holder.id),
         }
-    }
-}
-
-/// The error for an acquisition that did not take the lock: `unavailable` (would block, or
-/// timed out) or [`Error::Revoked`].
-fn not_acquired(not: NotAcquired, unavailable: impl FnOnce() -> Error) -> Error {
-    match not {
-        NotAcquired::Unavailable => unavailable(),
-        NotAcquired::Revoked => Error::Revoked,
     }
 }
 
