@@ -216,7 +216,9 @@ fn miri(root: &Path) -> Result {
     run(&mut miri)?;
     let mut sc_only = cargo(root);
     sc_only
-        .args(["+nightly", "miri", "test", "-p", "mmf", "--lib", "--", "--exact"])
+        .args([
+            "+nightly", "miri", "test", "-p", "mmf", "--lib", "--", "--exact",
+        ])
         .arg(MIRI_SC_ONLY)
         .env(
             "MIRIFLAGS",

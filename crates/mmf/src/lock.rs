@@ -412,6 +412,7 @@ pub const OWNER_GEN: u32 = 0xFFF << 8;
 /// The whole owner field: slot and generation.
 const OWNED_BY: u32 = OWNER | OWNER_GEN;
 /// A lock word's owner field from a slot tag's generation bits.
+#[inline]
 const fn owner_generation(tag: u32) -> u32 {
     (tag & SLOT_GEN) >> 10
 }
@@ -660,6 +661,7 @@ pub enum NotAcquired {
 }
 
 impl Acquired {
+    #[inline]
     fn from_word(s: u32) -> Self {
         if s & POISONED != 0 {
             Acquired::Poisoned
@@ -868,11 +870,13 @@ enum Enter {
 }
 
 impl SharedRwLock {
+    #[inline]
     fn control(area: &LockArea, index: usize) -> &AtomicU32 {
         &area.words[index]
     }
 
     /// Word `field` (0 = tag, 1 = pid, 2/3 = start time) of slot `slot < SLOTS`.
+    #[inline]
     fn slot_word(area: &LockArea, slot: usize, field: usize) -> &AtomicU32 {
         &area.words[CONTROL_WORDS + slot * SLOT_WORDS + field]
     }
@@ -898,6 +902,7 @@ impl SharedRwLock {
     /// The handle's slot, if it has one. A token is the slot's index (in [`OWNER`]'s bits)
     /// plus the generation the handle claimed it with (in the tag's generation bits);
     /// [`UNTRACKED`] has all ones in the index, which names no slot.
+    #[inline]
     fn slot_of(ctx: &Context<'_>) -> Option<usize> {
         let slot = (ctx.token & OWNER) as usize;
         (slot < SLOTS).then_some(slot)
@@ -906,6 +911,7 @@ impl SharedRwLock {
     /// Whether slot tag `tag` is still the handle's own claim: active, with the generation
     /// the handle claimed it with. Once a recoverer has taken the slot back it never is
     /// again (until the 12-bit generation wraps, 4096 claims of that slot later).
+    #[inline]
     fn still_ours(tag: u32, ctx: &Context<'_>) -> bool {
         tag & (SLOT_STATE | SLOT_GEN) == SLOT_ACTIVE | (ctx.token & SLOT_GEN)
     }
@@ -913,6 +919,7 @@ impl SharedRwLock {
     /// Whether the handle had a slot and it has been taken back (see "Releasing only what is
     /// still yours"). Relaxed: a report; the compare-exchanges that act on the slot or the
     /// lock word check the same facts atomically.
+    #[inline]
     fn revoked(area: &LockArea, ctx: &Context<'_>) -> bool {
         Self::slot_of(ctx).is_some_and(|slot| {
             !Self::still_ours(Self::slot_word(area, slot, 0).load(Relaxed), ctx)
@@ -920,6 +927,7 @@ impl SharedRwLock {
     }
 
     /// The word counting the handle's read locks: its slot's tag, or the overflow word.
+    #[inline]
     fn reader_word<'a>(area: &'a LockArea, ctx: &Context<'_>) -> &'a AtomicU32 {
         match Self::slot_of(ctx) {
             Some(slot) => Self::slot_word(area, slot, 0),
@@ -928,6 +936,7 @@ impl SharedRwLock {
     }
 
     /// The owner field value for the handle: its slot and claim generation, or [`OWNER`].
+    #[inline]
     fn owner_bits(ctx: &Context<'_>) -> u32 {
         match Self::slot_of(ctx) {
             Some(slot) => slot as u32 | owner_generation(ctx.token),
@@ -936,6 +945,7 @@ impl SharedRwLock {
     }
 
     /// How many slots a writer must scan; clamped, as the word is untrusted.
+    #[inline]
     fn slots_used(area: &LockArea) -> usize {
         // SeqCst: part of the writer's side of the Dekker pair described in `enter`; a slot's
         // claim raised this before any reader could count itself in the slot.
@@ -943,6 +953,7 @@ impl SharedRwLock {
     }
 
     /// Whether any handle holds (or is taking) a read lock.
+    #[inline]
     fn readers_present(area: &LockArea) -> bool {
         // SeqCst loads: the writer's side of the Dekker pair in `enter` (after its SeqCst
         // compare-exchange of WRITER) and in `lock_exclusive_slow`'s drain (after its SeqCst
@@ -1077,6 +1088,58 @@ impl SharedRwLock {
         // Release: our data writes, which the poisoned readers will now distrust, are at
         // least visible to whoever acquires after seeing the flag.
         Self::control(area, LOCK).fetch_or(POISONED, Release);
+    }
+
+    /// The slow half of `lock_shared`: spin, recover, sleep, until the read lock is ours or
+    /// the deadline passes.
+    #[cold]
+    fn lock_shared_slow(
+        area: &LockArea,
+        ctx: &Context<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<Acquired, NotAcquired> {
+        let lock = Self::control(area, LOCK);
+        let mut spin = SpinWait::new();
+        let mut recovery = Recovery::new(ctx.recovery_interval);
+        loop {
+            let s = match Self::enter(area, ctx) {
+                Enter::Acquired(acquired) => return Ok(acquired),
+                Enter::Blocked(s) => s,
+                Enter::Revoked => return Err(NotAcquired::Revoked),
+                Enter::Saturated => {
+                    // 2^17 - 1 read locks through one handle: only a leak gets here. Wait
+                    // for one to be released, without a wake-up to rely on.
+                    if deadline_passed(deadline) {
+                        return Err(NotAcquired::Unavailable);
+                    }
+                    if !spin.spin() {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    continue;
+                }
+            };
+            if spin.spin() {
+                continue;
+            }
+            if deadline_passed(deadline) {
+                return Err(NotAcquired::Unavailable);
+            }
+            if recovery.due() && Self::recover_writer(area, ctx, s) {
+                spin = SpinWait::new();
+                continue;
+            }
+            // Relaxed: as in lock_exclusive_slow.
+            if s & PARKED == 0
+                && lock
+                    .compare_exchange(s, s | PARKED, Relaxed, Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            ctx.waiter
+                .wait(lock, s | PARKED, recovery.wake_by(deadline));
+            spin = SpinWait::new();
+        }
     }
 
     /// The slow half of `lock_exclusive`; `held` says whether `WRITER` is already ours.
@@ -1417,52 +1480,18 @@ unsafe impl RawRwLock for SharedRwLock {
         }
     }
 
+    #[inline]
     fn lock_shared(
         area: &LockArea,
         ctx: &Context<'_>,
         deadline: Option<Instant>,
     ) -> Result<Acquired, NotAcquired> {
-        let lock = Self::control(area, LOCK);
-        let mut spin = SpinWait::new();
-        let mut recovery = Recovery::new(ctx.recovery_interval);
-        loop {
-            let s = match Self::enter(area, ctx) {
-                Enter::Acquired(acquired) => return Ok(acquired),
-                Enter::Blocked(s) => s,
-                Enter::Revoked => return Err(NotAcquired::Revoked),
-                Enter::Saturated => {
-                    // 2^17 - 1 read locks through one handle: only a leak gets here. Wait
-                    // for one to be released, without a wake-up to rely on.
-                    if deadline_passed(deadline) {
-                        return Err(NotAcquired::Unavailable);
-                    }
-                    if !spin.spin() {
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    continue;
-                }
-            };
-            if spin.spin() {
-                continue;
-            }
-            if deadline_passed(deadline) {
-                return Err(NotAcquired::Unavailable);
-            }
-            if recovery.due() && Self::recover_writer(area, ctx, s) {
-                spin = SpinWait::new();
-                continue;
-            }
-            // Relaxed: as in lock_exclusive_slow.
-            if s & PARKED == 0
-                && lock
-                    .compare_exchange(s, s | PARKED, Relaxed, Relaxed)
-                    .is_err()
-            {
-                continue;
-            }
-            ctx.waiter
-                .wait(lock, s | PARKED, recovery.wake_by(deadline));
-            spin = SpinWait::new();
+        // The uncontended case inline, the waiting loop out of line (as for the exclusive
+        // lock): a read lock that is free costs what `try_lock_shared` costs.
+        match Self::enter(area, ctx) {
+            Enter::Acquired(acquired) => Ok(acquired),
+            Enter::Revoked => Err(NotAcquired::Revoked),
+            Enter::Blocked(_) | Enter::Saturated => Self::lock_shared_slow(area, ctx, deadline),
         }
     }
 

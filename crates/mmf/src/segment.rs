@@ -891,6 +891,7 @@ impl<L: RawRwLock> Mmf<L> {
     /// The error for an acquisition that did not take the lock: `unavailable` (would block,
     /// or timed out) or [`Error::Revoked`]; [`Error::Truncated`] if the header page has
     /// vanished meanwhile (the lock then read a private zero page, on which no slot is ours).
+    #[cold]
     fn not_acquired(&self, not: NotAcquired, unavailable: impl FnOnce() -> Error) -> Error {
         if let Err(truncated) = self.check_header_intact() {
             return truncated;
