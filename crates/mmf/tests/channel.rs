@@ -869,11 +869,6 @@ fn writer_role() {
     thread::sleep(Duration::from_secs(600));
 }
 
-/// Frame size and slot count of the large channel below: 256 MiB of slots, whose prefault
-/// takes the writer tens of milliseconds at least.
-const LARGE_FRAME: usize = 32 << 20;
-const LARGE_SLOTS: usize = 8;
-
 /// Reader child: opens the large channel as soon as its name exists (the parent creates it
 /// after starting us), says when the open returned (`monotonic_ns`, one clock for every
 /// process), then takes the first frame.
@@ -907,6 +902,9 @@ fn early_reader_role() {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_reader_opens_a_large_channel_while_its_writer_prefaults_the_slots() {
+    // 256 MiB of slots, whose prefault takes the writer tens of milliseconds at least.
+    const LARGE_FRAME: usize = 32 << 20;
+    const LARGE_SLOTS: usize = 8;
     let name = unique_name("chan-large");
     let mut child = common::child("early-reader").arg("name", &name).spawn();
     // Let the child start polling for the name, so it opens as early as it can.
