@@ -873,21 +873,30 @@ fn writer_role() {
 /// after starting us), says when the open returned (`monotonic_ns`, one clock for every
 /// process), then takes the first frame.
 fn early_reader_role() {
+    use std::os::unix::fs::FileExt;
     let name = arg("name");
+    let path = format!("/dev/shm/{name}");
     let started = Instant::now();
-    let mut reader = loop {
-        // Generous: the test is about when the open returns, not about how long it may take.
-        match FrameReaderOptions::new(name.as_str())
-            .open_timeout(Duration::from_secs(30))
-            .open()
-        {
-            Err(Error::NotFound { .. }) if started.elapsed() < CHILD_TIMEOUT => {
-                thread::sleep(Duration::from_micros(100));
+    say("polling", 1);
+    // The channel's magic, where the writer stores it: the first word of the data region.
+    let mut magic = [0u8; 8];
+    loop {
+        assert!(started.elapsed() < CHILD_TIMEOUT, "no channel magic");
+        if let Ok(file) = std::fs::File::open(&path) {
+            if file
+                .read_exact_at(&mut magic, mmf::header::HEADER_LEN as u64)
+                .is_ok()
+                && &magic == b"mmfchan1"
+            {
+                break;
             }
-            other => break other.expect("open the channel while its writer creates it"),
         }
-    };
-    say("opened_ns", mmf::channel::monotonic_ns());
+        thread::sleep(Duration::from_micros(100));
+    }
+    say("magic_ns", mmf::channel::monotonic_ns());
+    // With the default open timeout: the writer may still be prefaulting its slots.
+    let mut reader =
+        FrameReader::open(&name).expect("open the channel while its writer creates it");
     let frame = reader.wait_next(CHILD_TIMEOUT).expect("the first frame");
     assert_eq!((frame.seq(), frame.len()), (1, 4096));
     assert!(frame.iter().all(|&b| b == 0x5a), "frame bytes");
@@ -902,13 +911,14 @@ fn early_reader_role() {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_reader_opens_a_large_channel_while_its_writer_prefaults_the_slots() {
-    // 256 MiB of slots, whose prefault takes the writer tens of milliseconds at least.
+    // 256 MiB of slots, whose prefault takes the writer a few hundred milliseconds: the
+    // margin by which the magic must come before the end of `create`.
     const LARGE_FRAME: usize = 32 << 20;
     const LARGE_SLOTS: usize = 8;
     let name = unique_name("chan-large");
     let mut child = common::child("early-reader").arg("name", &name).spawn();
-    // Let the child start polling for the name, so it opens as early as it can.
-    thread::sleep(Duration::from_millis(200));
+    // Create only once the child polls for the magic, so it sees it as early as it can.
+    child.expect("polling", CHILD_TIMEOUT);
     let begun = mmf::channel::monotonic_ns();
     let mut writer = FrameWriter::create(
         &name,
@@ -918,19 +928,19 @@ fn a_reader_opens_a_large_channel_while_its_writer_prefaults_the_slots() {
     )
     .unwrap();
     let created = mmf::channel::monotonic_ns();
-    let opened = child
-        .expect("opened_ns", CHILD_TIMEOUT)
+    let magic = child
+        .expect("magic_ns", CHILD_TIMEOUT)
         .parse::<u64>()
         .unwrap();
     eprintln!(
-        "create took {} ms; the reader opened {} ms into it",
+        "create took {} ms; the magic was there {} ms into it",
         (created - begun) / 1_000_000,
-        opened.saturating_sub(begun) / 1_000_000
+        magic.saturating_sub(begun) / 1_000_000
     );
     assert!(
-        opened < created,
-        "the reader opened {} us after the writer's create returned: it waited for the prefault",
-        (opened - created) / 1000
+        magic < created,
+        "the magic appeared {} us after the writer's create returned: it waited for the prefault",
+        (magic - created) / 1000
     );
     writer.publish(&[0x5a; 4096]).unwrap();
     child.expect("received", CHILD_TIMEOUT);
