@@ -121,7 +121,7 @@
 //!
 //! | offset | size | field | meaning |
 //! |-------:|-----:|-------|---------|
-//! | 0 | 8 | `magic` | `b"mmfchan1"`, stored last at creation (Release) |
+//! | 0 | 8 | `magic` | `b"mmfchan1"`, stored (Release) once every other field is set, before the slots are prefaulted |
 //! | 8 | 4 | `version` | [`CHANNEL_VERSION`] |
 //! | 12 | 4 | `slot_count` | `max_readers + 2` ..= [`MAX_SLOTS`] |
 //! | 16 | 4 | `max_readers` | 1..=[`MAX_READERS`] |
@@ -602,10 +602,11 @@ impl FrameWriter {
     /// `max_readers` outside 1..=[`MAX_READERS`]; everything [`Mmf::create`] can return.
     pub fn create(name: &str, spec: FrameSpec) -> Result<FrameWriter> {
         let (geometry, total) = Geometry::for_spec(&spec)?;
+        // Not the segment's prefault, which would populate every page before the header is
+        // even published: the loop at the end does it, after readers can attach.
         let mmf = MmfOptions::new(name)
             .kind(KIND_FRAME_CHANNEL)
             .mode(spec.mode)
-            .prefault(true)
             .create(total)?;
         let channel = Channel { mmf, geometry };
         let control = channel.control();
@@ -626,23 +627,30 @@ impl FrameWriter {
         for entry in &control.readers {
             entry.pin.store(NO_SLOT, Relaxed);
         }
+        // The magic goes before the prefault below, which takes about a second per GiB of
+        // slots: readers may open meanwhile instead of waiting for it (and timing out on a
+        // large channel). The control block is complete here, and a reader touches no slot
+        // before `latest` names one, which only a publish does, after this function returns.
+        let [m0, m1] = magic_words();
+        control.magic[1].store(m1, Relaxed);
+        // Release: publishes every field above; pairs with the Acquire load of magic[0] in
+        // FrameReaderOptions::open, which waits for it.
+        control.magic[0].store(m0, Release);
         // Write-fault every page of every slot: mapping with populate may leave pages
         // read-only or unmapped on some systems, and a first write costs ~10x a warm one.
         for slot in 0..geometry.slots {
             let base = channel.slot_ptr(slot);
             for offset in (0..geometry.stride).step_by(SLOT_ALIGN) {
                 // SAFETY: offset < stride, so the byte lies inside slot `slot`, inside our
-                // read-write mapping; no reader can exist before the magic is stored below.
+                // read-write mapping.
                 let byte = unsafe { base.add(offset) };
-                // SAFETY: as above; the byte is mapped writable and nothing else borrows it.
+                // SAFETY: as above, the byte is mapped writable. Readers may be open (the
+                // magic is out) but read no slot until a publish names it in `latest`, and
+                // that SeqCst store orders these writes before their reads; the zero written
+                // is what the fresh object holds anyway.
                 unsafe { std::ptr::write_volatile(byte, 0) };
             }
         }
-        let [m0, m1] = magic_words();
-        control.magic[1].store(m1, Relaxed);
-        // Release: publishes every field above; pairs with the Acquire load of magic[0] in
-        // FrameReader::open, which waits for it.
-        control.magic[0].store(m0, Release);
         Ok(FrameWriter {
             channel,
             seq: 0,
@@ -856,18 +864,73 @@ struct Pinned {
     info: FrameInfo,
 }
 
+/// Options for opening a frame channel, for readers that need other than the defaults of
+/// [`FrameReader::open`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use mmf::FrameReaderOptions;
+///
+/// # fn main() -> mmf::Result<()> {
+/// // A writer creating a 4 GiB channel needs a few seconds before readers can attach.
+/// let reader = FrameReaderOptions::new("cam0")
+///     .open_timeout(Duration::from_secs(10))
+///     .open()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct FrameReaderOptions {
+    name: String,
+    open_timeout: Duration,
+}
+
+impl FrameReaderOptions {
+    /// Options for channel `name` with the defaults (a 1 s open timeout).
+    pub fn new(name: impl Into<String>) -> Self {
+        FrameReaderOptions {
+            name: name.into(),
+            open_timeout: crate::segment::DEFAULT_OPEN_TIMEOUT,
+        }
+    }
+
+    /// How long [`open`](Self::open) waits, in all, for a writer that is still creating the
+    /// channel (default 1 s, [`DEFAULT_OPEN_TIMEOUT`](crate::DEFAULT_OPEN_TIMEOUT)) before
+    /// failing with [`Error::NotReady`]. A writer allocates and maps the whole channel before
+    /// readers can attach, a fraction of a second per GiB of slots (its prefault of every
+    /// slot comes after, and does not delay readers): raise this for very large channels, or
+    /// for readers started together with their writer on a loaded machine.
+    pub fn open_timeout(mut self, timeout: Duration) -> Self {
+        self.open_timeout = timeout;
+        self
+    }
+
+    /// Opens the channel (see [`FrameReader::open`] for the errors).
+    pub fn open(&self) -> Result<FrameReader> {
+        FrameReader::open_with(&self.name, self.open_timeout)
+    }
+}
+
 impl FrameReader {
-    /// Opens channel `name`, waiting up to 1 s for a creator that is still initialising it.
+    /// Opens channel `name`, waiting up to 1 s for a creator that is still initialising it
+    /// (longer: [`FrameReaderOptions::open_timeout`]).
     ///
     /// Errors: [`Error::WrongKind`] if `name` is a plain segment; [`Error::WriterGone`] if the
     /// channel's writer has dropped or its process has died (wait for a new writer, then open
     /// again); [`Error::ChannelFull`] if `max_readers` live readers are open;
-    /// [`Error::Corrupt`] for an inconsistent control block; everything [`Mmf::open`] can
-    /// return.
+    /// [`Error::Corrupt`] for an inconsistent control block; [`Error::NotReady`] if the
+    /// writer did not finish creating the channel within the timeout; everything
+    /// [`Mmf::open`] can return.
     pub fn open(name: &str) -> Result<FrameReader> {
+        FrameReaderOptions::new(name).open()
+    }
+
+    fn open_with(name: &str, open_timeout: Duration) -> Result<FrameReader> {
+        // One timeout for both waits: the segment's header, then the channel's magic.
+        let start = Instant::now();
         let mmf = MmfOptions::new(name)
             .kind(KIND_FRAME_CHANNEL)
             .prefault(true)
+            .open_timeout(open_timeout)
             .open()?;
         if mmf.len() < CONTROL_LEN {
             return Err(Error::corrupt(format!(
@@ -886,7 +949,6 @@ impl FrameReader {
                 stride: 0,
             },
         };
-        let start = Instant::now();
         loop {
             // Acquire: pairs with the creator's Release store of magic[0] after every other
             // control field.
@@ -901,7 +963,7 @@ impl FrameReader {
                 ));
             }
             let waited = start.elapsed();
-            if waited >= crate::segment::DEFAULT_OPEN_TIMEOUT {
+            if waited >= open_timeout {
                 return Err(Error::NotReady {
                     name: name.to_owned(),
                     waited,

@@ -90,7 +90,7 @@ pub enum Error {
     },
 
     /// The segment exists, but its creator did not finish initialising it in time.
-    #[error("segment {name:?} was not initialised by its creator within {waited:?}; the creator may have crashed or may still be starting (raise MmfOptions::open_timeout)")]
+    #[error("segment {name:?} was not initialised by its creator within {waited:?}; the creator may have crashed or may still be starting (raise MmfOptions::open_timeout, or FrameReaderOptions::open_timeout for a frame channel)")]
     NotReady {
         /// The segment name.
         name: String,

@@ -57,7 +57,9 @@ mod sync;
 mod sys;
 
 #[cfg(not(loom))]
-pub use channel::{Frame, FrameInfo, FrameMeta, FrameReader, FrameSpec, FrameWriter};
+pub use channel::{
+    Frame, FrameInfo, FrameMeta, FrameReader, FrameReaderOptions, FrameSpec, FrameWriter,
+};
 pub use error::{Error, LockError, LockResult, PoisonError, Result};
 pub use lock::{Acquired, Context, LockArea, NotAcquired, RawRwLock, SharedRwLock, Waiter};
 pub use name::MAX_NAME_LEN;

@@ -733,8 +733,21 @@ impl<L: RawRwLock> Mmf<L> {
         Ok(())
     }
 
+    /// Turns a shared lock just acquired into a guard, or releases it and reports
+    /// [`Error::Truncated`] if the header page vanished: the lock was then taken on the
+    /// private zero page that stands in for it (see `sys::fault`), which excludes nobody. A
+    /// tracked handle is refused there anyway (its slot is not its own on a zero page), but an
+    /// untracked one finds the lock free. One relaxed load: it surely sees a loss that this
+    /// thread's own lock access ran into (the handler ran on this thread); a loss patched by
+    /// another thread a moment earlier may show only on the next call, no different from a
+    /// header that vanishes just after the check (and every copy checks again).
     fn shared_guard(&self, acquired: Acquired) -> LockResult<ReadGuard<'_, L>> {
         let guard = ReadGuard { mmf: self };
+        if let Err(truncated) = self.check_header_intact() {
+            // Dropping the guard releases the lock, on the private page.
+            drop(guard);
+            return Err(LockError::Failed(truncated));
+        }
         match acquired {
             Acquired::Clean => Ok(guard),
             Acquired::Poisoned => {
@@ -744,7 +757,16 @@ impl<L: RawRwLock> Mmf<L> {
         }
     }
 
+    /// As [`shared_guard`](Self::shared_guard), for the exclusive lock.
     fn exclusive_guard(&self, acquired: Acquired) -> LockResult<WriteGuard<'_, L>> {
+        if let Err(truncated) = self.check_header_intact() {
+            // Released before `WriteGuard::begin`: nothing was written, so the write sequence
+            // is left alone.
+            // SAFETY: the caller has just acquired the exclusive lock and hands it to us; it
+            // is released exactly once, here, and no guard for it exists.
+            unsafe { L::unlock_exclusive(&self.header().lock, &self.ctx()) };
+            return Err(LockError::Failed(truncated));
+        }
         let guard = WriteGuard::begin(self);
         match acquired {
             Acquired::Clean => Ok(guard),

@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{arg, arg_u64, say, unique_name, Rng, CHILD_TIMEOUT};
-use mmf::{Error, FrameMeta, FrameReader, FrameSpec, FrameWriter, Mmf};
+use mmf::{Error, FrameMeta, FrameReader, FrameReaderOptions, FrameSpec, FrameWriter, Mmf};
 
 #[test]
 #[ignore = "not a test: the entry point of this file's child processes, which run it with --include-ignored"]
@@ -24,6 +24,8 @@ fn child() {
         "waiter" => waiter_role(),
         "writer" => writer_role(),
         "gone-waiter" => gone_waiter_role(),
+        "early-reader" => early_reader_role(),
+        "patient-reader" => patient_reader_role(),
         "camera-consumer" => {
             let report = camera::consumer(&arg("name"), arg_u64("seconds") as f64);
             say("report", report.to_line());
@@ -865,6 +867,140 @@ fn writer_role() {
     say("published", seq);
     // Until the parent kills us (or closes our stdin, which ends the child harness).
     thread::sleep(Duration::from_secs(600));
+}
+
+/// Reader child: opens the large channel as soon as its name exists (the parent creates it
+/// after starting us), says when the open returned (`monotonic_ns`, one clock for every
+/// process), then takes the first frame.
+fn early_reader_role() {
+    use std::os::unix::fs::FileExt;
+    let name = arg("name");
+    let path = format!("/dev/shm/{name}");
+    let started = Instant::now();
+    say("polling", 1);
+    // The channel's magic, where the writer stores it: the first word of the data region.
+    let mut magic = [0u8; 8];
+    loop {
+        assert!(started.elapsed() < CHILD_TIMEOUT, "no channel magic");
+        if let Ok(file) = std::fs::File::open(&path) {
+            if file
+                .read_exact_at(&mut magic, mmf::header::HEADER_LEN as u64)
+                .is_ok()
+                && &magic == b"mmfchan1"
+            {
+                break;
+            }
+        }
+        thread::sleep(Duration::from_micros(100));
+    }
+    say("magic_ns", mmf::channel::monotonic_ns());
+    // With the default open timeout: the writer may still be prefaulting its slots.
+    let mut reader =
+        FrameReader::open(&name).expect("open the channel while its writer creates it");
+    let frame = reader.wait_next(CHILD_TIMEOUT).expect("the first frame");
+    assert_eq!((frame.seq(), frame.len()), (1, 4096));
+    assert!(frame.iter().all(|&b| b == 0x5a), "frame bytes");
+    say("received", frame.seq());
+}
+
+/// A reader opening a large channel while its writer is still creating it attaches as soon as
+/// the control block is ready, without waiting for the writer to prefault every slot (which
+/// takes about a second per GiB, so a channel over 1 GiB used to fail to open with the default
+/// timeout): the reader's open returns before the writer's create does. Real processes: the
+/// reader is a child, the writer this process.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_reader_opens_a_large_channel_while_its_writer_prefaults_the_slots() {
+    // 256 MiB of slots, whose prefault takes the writer a few hundred milliseconds: the
+    // margin by which the magic must come before the end of `create`.
+    const LARGE_FRAME: usize = 32 << 20;
+    const LARGE_SLOTS: usize = 8;
+    let name = unique_name("chan-large");
+    let mut child = common::child("early-reader").arg("name", &name).spawn();
+    // Create only once the child polls for the magic, so it sees it as early as it can.
+    child.expect("polling", CHILD_TIMEOUT);
+    let begun = mmf::channel::monotonic_ns();
+    let mut writer = FrameWriter::create(
+        &name,
+        FrameSpec::new(LARGE_FRAME)
+            .max_readers(1)
+            .slots(LARGE_SLOTS),
+    )
+    .unwrap();
+    let created = mmf::channel::monotonic_ns();
+    let magic = child
+        .expect("magic_ns", CHILD_TIMEOUT)
+        .parse::<u64>()
+        .unwrap();
+    eprintln!(
+        "create took {} ms; the magic was there {} ms into it",
+        (created - begun) / 1_000_000,
+        magic.saturating_sub(begun) / 1_000_000
+    );
+    assert!(
+        magic < created,
+        "the magic appeared {} us after the writer's create returned: it waited for the prefault",
+        (magic - created) / 1000
+    );
+    writer.publish(&[0x5a; 4096]).unwrap();
+    child.expect("received", CHILD_TIMEOUT);
+    child.finish(CHILD_TIMEOUT);
+}
+
+/// Reader child: opens with the open timeout it is given, and says so.
+fn patient_reader_role() {
+    let timeout = Duration::from_millis(arg_u64("timeout_ms"));
+    say("opening", 1);
+    FrameReaderOptions::new(arg("name"))
+        .open_timeout(timeout)
+        .open()
+        .expect("open within the timeout given");
+    say("opened", 1);
+}
+
+/// `FrameReaderOptions::open_timeout` bounds the wait for a writer that has not finished
+/// creating its channel: the default gives up after 1 s with `NotReady`, a reader given
+/// longer waits and opens once the writer is done. The slow writer is a finished one whose
+/// magic the test takes away and puts back (as the creator stores it: second word first).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_reader_given_a_long_open_timeout_waits_for_a_slow_writer() {
+    use std::os::unix::fs::FileExt;
+    let name = unique_name("chan-slow");
+    let _writer = FrameWriter::create(&name, FrameSpec::new(64)).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/dev/shm/{name}"))
+        .unwrap();
+    // The magic is the first field of the control block, at the start of the data region.
+    let magic_at = mmf::header::HEADER_LEN as u64;
+    let mut magic = [0u8; 8];
+    file.read_exact_at(&mut magic, magic_at).unwrap();
+    file.write_all_at(&[0; 8], magic_at).unwrap();
+
+    let started = Instant::now();
+    match FrameReader::open(&name) {
+        Err(Error::NotReady { .. }) => {}
+        other => panic!("expected NotReady with the default timeout, got {other:?}"),
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= mmf::DEFAULT_OPEN_TIMEOUT && waited < 2 * mmf::DEFAULT_OPEN_TIMEOUT,
+        "the default open timeout is 1 s, waited {waited:?}"
+    );
+
+    let mut child = common::child("patient-reader")
+        .arg("name", &name)
+        .arg("timeout_ms", 20_000)
+        .spawn();
+    child.expect("opening", CHILD_TIMEOUT);
+    // Longer than the default timeout, well within the child's.
+    thread::sleep(mmf::DEFAULT_OPEN_TIMEOUT + Duration::from_millis(500));
+    file.write_all_at(&magic[4..], magic_at + 4).unwrap();
+    file.write_all_at(&magic[..4], magic_at).unwrap();
+    child.expect("opened", CHILD_TIMEOUT);
+    child.finish(CHILD_TIMEOUT);
 }
 
 /// Reader child: takes the first frame, then sleeps in wait_next until the writer drops.

@@ -467,6 +467,39 @@ fn truncation_below_the_header_fails_every_copy_in_process() {
     assert!(is_lost(ro.read_at(0, &mut buf), needed));
 }
 
+/// A handle that found the slot table full is untracked: on the private zero page that
+/// replaces a vanished header its lock is simply free, so without a check after acquiring it
+/// would hand out guards over a lock that excludes nobody (and over vanished data). Every
+/// acquisition must release that lock and report `Truncated` instead, as it does for tracked
+/// handles (whose slot is not theirs on the zero page).
+#[test]
+fn untracked_handle_locks_after_the_header_is_lost_are_truncated() {
+    let name = unique_name("untracked");
+    let creator = Mmf::create(&name, 3 * PAGE).unwrap();
+    // The creator holds one slot; these take every other one, so the next handle is untracked.
+    let tracked: Vec<Mmf> = (1..mmf::lock::SLOTS)
+        .map(|_| Mmf::open(&name).unwrap())
+        .collect();
+    let untracked = Mmf::open(&name).unwrap();
+    let needed = HEADER_LEN + 3 * PAGE as u64;
+    // Before the loss the untracked handle locks as usual.
+    drop(untracked.try_write().expect("untracked write lock"));
+    drop(untracked.read().expect("untracked read lock"));
+    truncate(&name, 0);
+    let is_lost = |error: Option<Error>| matches!(error, Some(Error::Truncated { found: 0, needed: n, .. }) if n == needed);
+    let timeout = Duration::from_millis(50);
+    for handle in [&untracked, &creator, &tracked[0]] {
+        for _ in 0..2 {
+            assert!(is_lost(common::lock_error(handle.try_read())));
+            assert!(is_lost(common::lock_error(handle.try_write())));
+            assert!(is_lost(common::lock_error(handle.read())));
+            assert!(is_lost(common::lock_error(handle.write())));
+            assert!(is_lost(common::lock_error(handle.read_timeout(timeout))));
+            assert!(is_lost(common::lock_error(handle.write_timeout(timeout))));
+        }
+    }
+}
+
 /// Child: opens the segment (installing mmf's handler), then reads an invalid address.
 fn crasher(name: &str) {
     let _segment = Mmf::open(name).unwrap();

@@ -85,7 +85,7 @@ mod linux {
     use std::ptr;
     use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
     use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicUsize};
-    use std::sync::{Once, OnceLock};
+    use std::sync::Once;
 
     use super::Fault;
     use crate::header::HEADER_LEN;
@@ -371,9 +371,40 @@ mod linux {
 
     // ---- the handler --------------------------------------------------------------------------
 
-    /// The disposition before ours, to chain to. Set once, right after installing.
-    static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
+    /// The disposition before ours, to chain to: a leaked `Box`, null until published. It is
+    /// published *before* our handler is installed, so the handler never runs without it.
+    static PREVIOUS: AtomicPtr<libc::sigaction> = AtomicPtr::new(ptr::null_mut());
 
+    /// Makes `action` the disposition [`chain`] hands foreign signals to. Outside signal
+    /// context only (it allocates); the box is leaked so that a handler running on another
+    /// thread can keep reading the old one (at most two are published per process).
+    fn publish_previous(action: libc::sigaction) {
+        let leaked = Box::into_raw(Box::new(action));
+        // Release: the handler's Acquire load in `chain` sees the whole value.
+        PREVIOUS.store(leaked, Release);
+    }
+
+    /// Installs [`on_sigbus`], with no moment in which it could run without knowing the
+    /// handler to chain to.
+    ///
+    /// A single `sigaction(SIGBUS, &ours, &mut old)` is atomic in the kernel but not for us:
+    /// the kernel installs our handler and only then copies `old` out, and we can only publish
+    /// it after the call returns. A SIGBUS in between — sent by `kill` to another thread, or
+    /// raised by a fault there — would find nothing to chain to and take the default action,
+    /// killing the process instead of reaching the application's handler. So the previous
+    /// disposition is read and published first, with a query that changes nothing, and only
+    /// then is ours installed. Any SIGBUS that reaches `on_sigbus` is delivered after the
+    /// installing call changed the disposition, which comes after the publishing store in
+    /// this thread's order; the kernel changes the disposition and picks it for a delivery
+    /// under the same lock (`sighand->siglock` on Linux), which orders our store before any
+    /// handler run that sees the new disposition, on any thread.
+    ///
+    /// What remains is another thread changing the disposition between our query and our
+    /// install: the installing call then displaces that thread's handler, not the one we
+    /// published, and we publish the displaced one instead. A SIGBUS in that short gap goes to
+    /// the handler the other thread replaced — still an application's handler, never the
+    /// default action by mistake. Two threads installing handlers for one signal at once are
+    /// unordered anyway; no library can do better than pass on what it displaced.
     fn install_handler() {
         static INSTALL: Once = Once::new();
         INSTALL.call_once(|| {
@@ -390,15 +421,28 @@ mod linux {
             // SAFETY: `sa_mask` is a valid sigset_t owned by `action`.
             unsafe { libc::sigemptyset(&mut action.sa_mask) };
             // SAFETY: as above, all-zero is a valid sigaction, overwritten by the call.
-            let mut previous: libc::sigaction = unsafe { std::mem::zeroed() };
-            // SAFETY: both pointers are to live sigaction values; the handler is an
-            // `extern "C" fn` with the SA_SIGINFO signature.
-            let rc = unsafe { libc::sigaction(libc::SIGBUS, &action, &mut previous) };
+            let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: a null new action only queries; `current` is a live sigaction value.
+            let rc = unsafe { libc::sigaction(libc::SIGBUS, ptr::null(), &mut current) };
             // sigaction can only fail for an invalid signal or pointer, neither possible here;
             // without the handler, truncation stays fatal as it was.
+            debug_assert_eq!(rc, 0, "sigaction(SIGBUS) query failed");
+            if rc != 0 {
+                return;
+            }
+            publish_previous(current);
+            // SAFETY: as above.
+            let mut displaced: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: both pointers are to live sigaction values; the handler is an
+            // `extern "C" fn` with the SA_SIGINFO signature.
+            let rc = unsafe { libc::sigaction(libc::SIGBUS, &action, &mut displaced) };
             debug_assert_eq!(rc, 0, "sigaction(SIGBUS) failed");
-            if rc == 0 {
-                let _ = PREVIOUS.set(previous);
+            if rc == 0
+                && (displaced.sa_sigaction != current.sa_sigaction
+                    || displaced.sa_flags != current.sa_flags)
+            {
+                // Another thread installed a handler since our query (see above).
+                publish_previous(displaced);
             }
         });
     }
@@ -476,7 +520,12 @@ mod linux {
 
     /// Hands a signal we do not handle to whoever handled it before us.
     fn chain(sig: c_int, info: *mut libc::siginfo_t, context: *mut c_void) {
-        let Some(previous) = PREVIOUS.get() else {
+        // Acquire: pairs with the Release store in `publish_previous`.
+        let previous = PREVIOUS.load(Acquire);
+        // SAFETY: non-null values are leaked Boxes (publish_previous), valid forever and
+        // never written after publication.
+        let Some(previous) = (unsafe { previous.as_ref() }) else {
+            // Unreachable: installing publishes first (install_handler). Defensive only.
             return default_action(sig, info);
         };
         let handler = previous.sa_sigaction;
