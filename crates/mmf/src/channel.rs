@@ -146,6 +146,7 @@ use crate::error::{Error, Result};
 use crate::header::KIND_FRAME_CHANNEL;
 use crate::segment::{Mmf, MmfOptions};
 use crate::sys::{Hold, Liveness, OsProcess, Process, ProcessId};
+use crate::trust::TrustedOwners;
 
 mod clock;
 pub use clock::monotonic_ns;
@@ -863,11 +864,21 @@ impl FrameReader {
     /// channel's writer has dropped or its process has died (wait for a new writer, then open
     /// again); [`Error::ChannelFull`] if `max_readers` live readers are open;
     /// [`Error::Corrupt`] for an inconsistent control block; everything [`Mmf::open`] can
-    /// return.
+    /// return, such as [`Error::UntrustedOwner`] for a channel created by a user other than
+    /// this process's (or root): see [`open_trusting`](Self::open_trusting).
     pub fn open(name: &str) -> Result<FrameReader> {
+        Self::open_trusting(name, TrustedOwners::new())
+    }
+
+    /// Opens channel `name` as [`open`](Self::open) does, also accepting a channel created
+    /// by one of `owners` (Unix; e.g. a camera service running as its own user). Without
+    /// them, a channel whose owner is neither this process's user nor root is refused with
+    /// [`Error::UntrustedOwner`] before anything is mapped.
+    pub fn open_trusting(name: &str, owners: TrustedOwners) -> Result<FrameReader> {
         let mmf = MmfOptions::new(name)
             .kind(KIND_FRAME_CHANNEL)
             .prefault(true)
+            .trusted_owners(owners)
             .open()?;
         if mmf.len() < CONTROL_LEN {
             return Err(Error::corrupt(format!(
