@@ -243,7 +243,13 @@ fn loom(root: &Path) -> Result {
 
 /// Integration suites of mmf (`crates/mmf/tests/<name>.rs`) that run on Linux only: they
 /// forge or truncate `/dev/shm` objects, or catch SIGBUS.
-const LINUX_ONLY_SUITES: &[&str] = &["linux_shm", "namespaces", "scribble", "truncation"];
+const LINUX_ONLY_SUITES: &[&str] = &[
+    "hostile",
+    "linux_shm",
+    "namespaces",
+    "scribble",
+    "truncation",
+];
 /// Integration suites that run on Windows only.
 const WINDOWS_ONLY_SUITES: &[&str] = &["windows"];
 
