@@ -274,11 +274,12 @@ impl OsSegment for Segment {
     fn create(name: &str, len: usize, opts: &OsOptions) -> Result<Self> {
         let os = os_name(name);
         let mode = Mode::from_bits_truncate(opts.mode as _);
+        // No OPEN_FLAGS needed: with O_CREAT | O_EXCL, open(2) fails with EEXIST on anything
+        // already under the name, a symbolic link (dangling or not) or a FIFO included, and
+        // rustix adds O_CLOEXEC.
         let fd = shm::open(
             os.as_str(),
-            // O_EXCL alone already refuses a symbolic link or FIFO under the name (EEXIST);
-            // OPEN_FLAGS for the same descriptor flags as every other open.
-            shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR | OPEN_FLAGS,
+            shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR,
             mode,
         )
         .map_err(|e| error("shm_open", name, e))?;
