@@ -267,6 +267,7 @@ fn loom(root: &Path) -> Result {
 /// Integration suites of mmf (`crates/mmf/tests/<name>.rs`) that run on Linux only: they
 /// forge or truncate `/dev/shm` objects, or catch SIGBUS.
 const LINUX_ONLY_SUITES: &[&str] = &[
+    "hostile",
     "linux_shm",
     "namespaces",
     "scribble",

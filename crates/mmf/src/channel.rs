@@ -146,6 +146,7 @@ use crate::error::{Error, Result};
 use crate::header::KIND_FRAME_CHANNEL;
 use crate::segment::{Mmf, MmfOptions};
 use crate::sys::{Hold, Liveness, OsProcess, Process, ProcessId};
+use crate::trust::TrustedOwners;
 
 mod clock;
 pub use clock::monotonic_ns;
@@ -882,6 +883,7 @@ struct Pinned {
 pub struct FrameReaderOptions {
     name: String,
     open_timeout: Duration,
+    trusted: TrustedOwners,
 }
 
 impl FrameReaderOptions {
@@ -890,7 +892,15 @@ impl FrameReaderOptions {
         FrameReaderOptions {
             name: name.into(),
             open_timeout: crate::segment::DEFAULT_OPEN_TIMEOUT,
+            trusted: TrustedOwners::new(),
         }
+    }
+
+    /// Also accept a channel created by one of `owners` (Unix; by default only this
+    /// process's user and root): see [`MmfOptions::trusted_owners`].
+    pub fn trusted_owners(mut self, owners: TrustedOwners) -> Self {
+        self.trusted = owners;
+        self
     }
 
     /// How long [`open`](Self::open) waits, in all, for a writer that is still creating the
@@ -906,7 +916,7 @@ impl FrameReaderOptions {
 
     /// Opens the channel (see [`FrameReader::open`] for the errors).
     pub fn open(&self) -> Result<FrameReader> {
-        FrameReader::open_with(&self.name, self.open_timeout)
+        FrameReader::open_with(self)
     }
 }
 
@@ -919,18 +929,30 @@ impl FrameReader {
     /// again); [`Error::ChannelFull`] if `max_readers` live readers are open;
     /// [`Error::Corrupt`] for an inconsistent control block; [`Error::NotReady`] if the
     /// writer did not finish creating the channel within the timeout; everything
-    /// [`Mmf::open`] can return.
+    /// [`Mmf::open`] can return, such as [`Error::UntrustedOwner`] for a channel created by a
+    /// user other than this process's (or root): see [`open_trusting`](Self::open_trusting).
     pub fn open(name: &str) -> Result<FrameReader> {
         FrameReaderOptions::new(name).open()
     }
 
-    fn open_with(name: &str, open_timeout: Duration) -> Result<FrameReader> {
+    /// Opens channel `name` as [`open`](Self::open) does, also accepting a channel created
+    /// by one of `owners` (Unix; e.g. a camera service running as its own user). Without
+    /// them, a channel whose owner is neither this process's user nor root is refused with
+    /// [`Error::UntrustedOwner`] before anything is mapped. The same as
+    /// [`FrameReaderOptions::trusted_owners`].
+    pub fn open_trusting(name: &str, owners: TrustedOwners) -> Result<FrameReader> {
+        FrameReaderOptions::new(name).trusted_owners(owners).open()
+    }
+
+    fn open_with(options: &FrameReaderOptions) -> Result<FrameReader> {
+        let (name, open_timeout) = (options.name.as_str(), options.open_timeout);
         // One timeout for both waits: the segment's header, then the channel's magic.
         let start = Instant::now();
         let mmf = MmfOptions::new(name)
             .kind(KIND_FRAME_CHANNEL)
             .prefault(true)
             .open_timeout(open_timeout)
+            .trusted_owners(options.trusted.clone())
             .open()?;
         if mmf.len() < CONTROL_LEN {
             return Err(Error::corrupt(format!(

@@ -105,6 +105,32 @@ pub enum Error {
         name: String,
     },
 
+    /// Something other than a shared-memory object sits under the name: a FIFO, a symbolic
+    /// link, a directory, a socket… (Linux: `/dev/shm/<name>`). `mmf` never creates these, so
+    /// another program (or another user) put it there; opening it could block forever (a
+    /// FIFO) or reach an object elsewhere (a symbolic link), so it is refused unopened.
+    #[error("segment {name:?} is a {kind}, not a shared memory object; mmf never creates one, so another program or user put it there: find out who, remove it, and create the segment again")]
+    NotRegularFile {
+        /// The segment name.
+        name: String,
+        /// What was found instead (`"FIFO"`, `"symbolic link"`, `"directory"`, …).
+        kind: &'static str,
+    },
+
+    /// The segment belongs to a user this process does not trust (see
+    /// [`TrustedOwners`](crate::TrustedOwners)): anyone can create a name first, so a
+    /// stranger's object may be a trap (forged data, reads of what this process writes,
+    /// truncation under it). Nothing was mapped.
+    #[error("segment {name:?} is owned by user {owner} (group {group}), which this process does not trust; if that user is meant to provide it, accept it with MmfOptions::trust_owner({owner}) or trust_group({group}) (TrustedOwners for FrameReader::open_trusting), otherwise remove it and create the segment again")]
+    UntrustedOwner {
+        /// The segment name.
+        name: String,
+        /// The object's owner (user id).
+        owner: u32,
+        /// The object's group (group id).
+        group: u32,
+    },
+
     /// The segment was made by an `mmf` with a layout this version cannot read.
     #[error("segment layout version {found} is not supported (this build reads version {supported}); use matching mmf versions in all processes")]
     IncompatibleVersion {
@@ -267,6 +293,8 @@ impl From<Error> for io::Error {
             Error::NotReady { .. } | Error::Timeout { .. } => K::TimedOut,
             Error::WouldBlock => K::WouldBlock,
             Error::Poisoned | Error::Revoked => K::Other,
+            Error::UntrustedOwner { .. } => K::PermissionDenied,
+            Error::NotRegularFile { .. } => K::InvalidData,
             Error::NotMmf { .. }
             | Error::IncompatibleVersion { .. }
             | Error::LockMismatch { .. }

@@ -25,8 +25,35 @@
 //! | OS | architectures | backing object | how a blocked process waits | lifetime | tested how |
 //! |----|---------------|----------------|-----------------------------|----------|------------|
 //! | Linux | x86_64, i686, aarch64 | POSIX shm (`/dev/shm`) | bounded spin, then shared futex on the lock word | until removed (creator removes on drop by default) | x86_64 and i686: unit tests, every integration suite but `windows`, doc tests; x86_64 also Miri and loom on the lock and header; aarch64 under qemu-user (children started through the emulator): unit tests (but the 4 lock wake-up tests that find a sleeping thread by its system call in `/proc`, where qemu shows its own), every integration suite but `windows`, `truncation` and `scribble`, doc tests (qemu on x86_64 keeps x86's memory order, so this checks the Arm build, not Arm's weaker ordering; on aarch64 a copy that races with a truncation is not caught and raises `SIGBUS`) |
-//! | Windows | x86_64, i686 | pagefile-backed section (`Local\` or `Global\` name) | bounded spin, then a named semaphore per segment (`<name>#mmf-wake`), signalled only when the header's sleeper count is non-zero; each kernel wait capped at 1 s | until the last handle closes | x86_64 under wine 8: unit tests, the `channel`, `multiprocess`, `robust`, `segment_api` and `windows` suites, doc tests (not `linux_shm`, `scribble`, `truncation`: they forge or truncate `/dev/shm` objects); i686 built, not run |
+//! | Windows | x86_64, i686 | pagefile-backed section (`Local\` or `Global\` name) | bounded spin, then a named semaphore per segment (`<name>#mmf-wake`), signalled only when the header's sleeper count is non-zero; each kernel wait capped at 1 s | until the last handle closes | x86_64 under wine 8: unit tests, the `channel`, `multiprocess`, `robust`, `segment_api` and `windows` suites, doc tests (not `hostile`, `linux_shm`, `scribble`, `truncation`: they forge or truncate `/dev/shm` objects); i686 built, not run |
 //! | macOS, FreeBSD | x86_64 | POSIX shm | bounded spin, then 0.5 ms sleeps re-checking the word | until removed | compiled (`cargo check`) only |
+//!
+//! # Trust model
+//!
+//! Shared memory lives in a namespace every local user can write to (`/dev/shm`, `Local\` and
+//! `Global\`), and every process that maps a region can change all of it. What `mmf` promises, to
+//! whom, and what each promise rests on:
+//!
+//! | who | trusted for | what protects you from the others |
+//! |---|---|---|
+//! | your processes, using `mmf` with write access | to follow the lock | the lock itself; a holder that dies is recovered, a holder wrongly taken for dead cannot release someone else's lock (`Error::Revoked`, poisoning) |
+//! | read-only handles (`open_read_only`) | nothing: they cannot write | the kernel (a read-only mapping); they copy optimistically and never block a writer |
+//! | frame-channel readers | not to truncate or scribble (today they map the channel read-write) | their pins are checked by generation, dead readers are reclaimed; **not yet**: a reader that truncates the channel's file can kill the writer (issue 11, open) |
+//! | other users | nothing | on Linux, opening refuses an object owned by another user unless you name it ([`MmfOptions::trust_owner`], [`trust_group`](MmfOptions::trust_group); root is trusted) and refuses anything that is not a regular file (FIFO, symlink, directory: `Error::NotRegularFile`), with `O_NOFOLLOW` and `O_NONBLOCK`; new objects are created with mode 0600 by default. **Not yet on Windows**: sections and the wake semaphore carry the default security descriptor and are opened without an owner check |
+//! | other PID namespaces (containers sharing `/dev/shm`) | as much as processes of your own namespace | liveness is the kernel's byte lock, which means the same in every namespace (Linux); the pid fallback (macOS, FreeBSD) must not be shared across namespaces |
+//! | a peer that truncates or scribbles the region | nothing | every header field is validated and bounds-checked; the mapping length comes from the validated header, never from the file's size; copies catch `SIGBUS` and report `Error::Truncated`; header garbage gives typed errors |
+//!
+//! **The guards' soundness contract.** `ReadGuard`, `WriteGuard` and `Frame` hand out `&[u8]` and
+//! `&mut [u8]`, which Rust assumes nobody else changes while they live. That holds exactly as long
+//! as every process with write access to the region follows the lock, which is the contract of
+//! [`Mmf`] ("Shared-memory contract"). It is the same contract memmap2
+//! states for files (`MmapMut` is unsound if another process modifies the file) and the one
+//! `shared_memory`, `iceoryx2` and Boost.Interprocess rely on: the guards stay safe functions, and
+//! the contract is stated on them, rather than making every access `unsafe`. A process that
+//! breaks it (writes without the lock) can make your process read bytes that change under a
+//! shared borrow, which the optimiser may assume cannot happen; with untrusted peers use the copy
+//! API (`read_at`, `read_to_vec`, `write_at`), which copies with the fault-catching routine and
+//! never hands out a borrow of shared memory, and validate what you read.
 //!
 //! See [`Mmf`] for names, lifetime and the shared-memory contract, [`header`] for the byte
 //! layout of the region, and [`lock`] for the lock and how to bring your own.
@@ -55,6 +82,8 @@ mod sync;
 #[cfg(not(loom))]
 #[allow(unsafe_code)]
 mod sys;
+#[cfg(not(loom))]
+mod trust;
 
 #[cfg(not(loom))]
 pub use channel::{
@@ -69,3 +98,5 @@ pub use segment::{
 };
 #[cfg(not(loom))]
 pub use sys::Namespace;
+#[cfg(not(loom))]
+pub use trust::TrustedOwners;

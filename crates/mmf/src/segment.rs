@@ -15,6 +15,7 @@ use crate::lock::{
 };
 use crate::name;
 use crate::sys::{self, Access, Namespace, OsOptions, OsProcess, OsSegment, OsWaiter};
+use crate::trust::TrustedOwners;
 
 /// Default time [`MmfOptions::open`] waits for a creator to finish initialising.
 pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -173,6 +174,7 @@ impl MmfOptions {
                 prefault: false,
                 namespace: Namespace::Local,
                 large_pages: false,
+                trusted: TrustedOwners::new(),
             },
             persist: false,
             open_timeout: DEFAULT_OPEN_TIMEOUT,
@@ -270,6 +272,29 @@ impl<L: RawRwLock> MmfOptions<L> {
         self
     }
 
+    /// Also accept existing segments owned by user `uid` (Unix; see [`TrustedOwners`]). By
+    /// default `open`, `open_read_only` and `open_or_create` accept only segments owned by
+    /// this process's effective user or by root, and refuse others with
+    /// [`Error::UntrustedOwner`]: anyone can create a name before its real creator does.
+    /// Ignored on Windows for now.
+    pub fn trust_owner(mut self, uid: u32) -> Self {
+        self.os.trusted = std::mem::take(&mut self.os.trusted).user(uid);
+        self
+    }
+
+    /// Also accept existing segments whose group is `gid`, whoever owns them, i.e. made by
+    /// any member of that group (Unix; see [`TrustedOwners`]). Ignored on Windows for now.
+    pub fn trust_group(mut self, gid: u32) -> Self {
+        self.os.trusted = std::mem::take(&mut self.os.trusted).group(gid);
+        self
+    }
+
+    /// Replaces the set of trusted owners (see [`trust_owner`](Self::trust_owner)).
+    pub fn trusted_owners(mut self, owners: TrustedOwners) -> Self {
+        self.os.trusted = owners;
+        self
+    }
+
     /// Use lock type `L2` instead of the default [`SharedRwLock`]. Every process must open
     /// the segment with the same lock type ([`Error::LockMismatch`] otherwise).
     pub fn lock<L2: RawRwLock>(self) -> MmfOptions<L2> {
@@ -330,6 +355,17 @@ impl<L: RawRwLock> MmfOptions<L> {
     }
 
     /// Opens an existing segment read-write; its size comes from its header.
+    ///
+    /// Maps exactly the header and the data length the header states, however large the
+    /// object has grown since (another process can enlarge it with `ftruncate`), so nobody
+    /// can make an opener map or prefault more than the segment's real size.
+    ///
+    /// Refuses, before mapping anything: a segment whose owner is not trusted
+    /// ([`Error::UntrustedOwner`]; see [`trust_owner`](Self::trust_owner)), and something
+    /// other than a shared-memory object under the name, such as a FIFO or a symbolic link
+    /// ([`Error::NotRegularFile`], returned at once rather than blocking). These checks apply
+    /// to [`open_read_only`](Self::open_read_only) and
+    /// [`open_or_create`](Self::open_or_create) too.
     pub fn open(&self) -> Result<Mmf<L>> {
         self.open_with(Access::ReadWrite)
     }
@@ -347,7 +383,8 @@ impl<L: RawRwLock> MmfOptions<L> {
 
     /// Opens the segment if it exists, or creates it with `size` data bytes.
     ///
-    /// An existing segment of another size is [`Error::SizeMismatch`].
+    /// An existing segment of another size is [`Error::SizeMismatch`]; one owned by an
+    /// untrusted user is [`Error::UntrustedOwner`] (see [`open`](Self::open)).
     pub fn open_or_create(&self, size: usize) -> Result<Mmf<L>> {
         name::validate(&self.name)?;
         total_len(size)?;
@@ -397,18 +434,19 @@ impl<L: RawRwLock> MmfOptions<L> {
                         name: self.name.clone(),
                     });
                 }
+                // Only the header is mapped yet: the data length it states is checked
+                // against the object's size, and that length (not the size, which another
+                // process may have raised) is what gets mapped below.
+                let object_len = usize::try_from(segment.object_len()?).unwrap_or(usize::MAX);
                 // SAFETY: the mapping is page aligned and at least HEADER_LEN bytes long
                 // (checked above); the reference does not outlive this iteration.
                 let header = unsafe { Header::from_ptr(segment.as_ptr()) };
-                let validated = header.validate(segment.len(), &self.name);
+                let validated = header.validate(object_len, &self.name);
                 if fault.header_lost() {
                     // Validation read a private zero page standing in for a vanished header.
                     return Err(truncated(&self.name, segment, HEADER_LEN));
                 }
                 if let Some(layout) = validated? {
-                    // The mapping length was the size at open; the object may have shrunk
-                    // since (the header's pages being intact says nothing about the data's).
-                    check_size(&self.name, segment, HEADER_LEN + layout.data_len)?;
                     if layout.flags != self.kind {
                         return Err(Error::WrongKind {
                             name: self.name.clone(),
@@ -422,7 +460,17 @@ impl<L: RawRwLock> MmfOptions<L> {
                             found: layout.lock_kind,
                         });
                     }
-                    let (fault, segment) = mapped.take().expect("checked Some above");
+                    let (header_fault, mut segment) = mapped.take().expect("checked Some above");
+                    // The SIGBUS handler must forget the header mapping before it goes (a
+                    // registration that does nothing where faults are not caught).
+                    #[allow(clippy::drop_non_drop)]
+                    drop(header_fault);
+                    let total = HEADER_LEN + layout.data_len;
+                    segment.remap(total, access, &self.os, &self.name)?;
+                    let fault = sys::fault::Registration::new(segment.as_ptr(), segment.len());
+                    // The object may have shrunk since validation (the header's pages being
+                    // intact says nothing about the data's).
+                    check_size(&self.name, &segment, total)?;
                     let mut mmf = Mmf {
                         fault,
                         segment,
@@ -561,6 +609,13 @@ impl<L: RawRwLock> Mmf<L> {
     #[doc(hidden)]
     pub fn mapping_ptr_for_tests(&self) -> *const u8 {
         self.segment.as_ptr()
+    }
+
+    /// Length of the whole mapping (header included). Not API: for tests that check an
+    /// opener maps what the header says, not what the object's size says.
+    #[doc(hidden)]
+    pub fn mapping_len_for_tests(&self) -> usize {
+        self.segment.len()
     }
 
     pub(crate) fn header(&self) -> &Header {

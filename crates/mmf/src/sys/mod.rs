@@ -47,6 +47,8 @@ pub(crate) struct OsOptions {
     pub namespace: Namespace,
     /// Back the segment with large (huge) pages.
     pub large_pages: bool,
+    /// Whose existing objects `open` accepts.
+    pub trusted: crate::trust::TrustedOwners,
 }
 
 /// A named shared-memory object, mapped into this process.
@@ -55,9 +57,29 @@ pub(crate) trait OsSegment: Sized + Send + Sync {
     /// Fails with `AlreadyExists` (touching nothing) if the name is taken.
     fn create(name: &str, len: usize, opts: &OsOptions) -> Result<Self>;
 
-    /// Opens and maps an existing object. `Ok(None)` means it exists but has no size yet
-    /// (its creator is between creating and sizing it); the caller retries.
+    /// Opens an existing object and maps at least its first `HEADER_LEN` bytes, or all of it
+    /// if it is shorter, so that the caller can validate the header before mapping the rest
+    /// with [`remap`](Self::remap): how much to map comes from the header, never from the
+    /// object's size, which any process with write access can raise (on POSIX a sparse
+    /// `ftruncate` costs nothing until the pages are touched, and prefaulting touches them).
+    /// Refuses objects that are not shared memory ([`Error::NotRegularFile`]) or whose owner
+    /// `opts.trusted` does not accept ([`Error::UntrustedOwner`]).
+    ///
+    /// `Ok(None)` means it exists but has no size yet (its creator is between creating and
+    /// sizing it); the caller retries.
+    ///
+    /// [`Error::NotRegularFile`]: crate::Error::NotRegularFile
+    /// [`Error::UntrustedOwner`]: crate::Error::UntrustedOwner
     fn open(name: &str, access: Access, opts: &OsOptions) -> Result<Option<Self>>;
+
+    /// Replaces the mapping made by [`open`](Self::open) by one of exactly `len` bytes (on
+    /// Windows: at least `len`, the whole section) with `access`, prefaulted and with large
+    /// pages as `opts` asks. Pointers into the old mapping are invalid afterwards.
+    fn remap(&mut self, len: usize, access: Access, opts: &OsOptions, name: &str) -> Result<()>;
+
+    /// The object's size now (Unix: `fstat`, which another process may change at any time;
+    /// Windows: the section's size, fixed at its creation).
+    fn object_len(&self) -> Result<u64>;
 
     /// Length of the mapping in bytes.
     fn len(&self) -> usize;

@@ -15,14 +15,16 @@ use super::{
     Access, Hold, Liveness, Namespace, OsOptions, OsProcess, OsSegment, OsWaiter, ProcessId,
 };
 use crate::error::{Error, Result};
+use crate::header::HEADER_LEN;
 
 /// A mapped POSIX shared-memory object.
 pub(crate) struct Segment {
     /// Kept open for `fstat` (identity checks) and, on Linux, for the open-file-description
     /// locks that tell other processes this handle is alive (`hold_byte`). Every handle opens
     /// its own (`shm_open`), so every handle has its own open file description; rustix's
-    /// `shm::open` sets `FD_CLOEXEC`, as POSIX requires of `shm_open`, so an `exec` closes it
-    /// and releases those locks. Closing it would not unmap anything.
+    /// `shm::open` sets `FD_CLOEXEC`, as POSIX requires of `shm_open` (and [`OPEN_FLAGS`]
+    /// asks again), so an `exec` closes it and releases those locks. Closing it would not
+    /// unmap anything.
     fd: OwnedFd,
     ptr: NonNull<u8>,
     len: usize,
@@ -73,6 +75,90 @@ fn error(op: &'static str, name: &str, errno: Errno) -> Error {
     }
 }
 
+/// Flags added to every `shm_open`, which (opening `/dev/shm/<name>` on Linux) is an
+/// `open(2)` of a path in a directory every user can write to:
+///
+/// - `O_NOFOLLOW`: a symbolic link planted under the name fails with `ELOOP` instead of
+///   leading us to an object (or a file) elsewhere;
+/// - `O_NONBLOCK`: a FIFO planted under the name opens at once instead of blocking until a
+///   writer appears (forever, past any open timeout); `fstat` then refuses it. On a regular
+///   file the flag changes nothing (tmpfs never blocks, and `mmap` ignores it), so it stays
+///   set;
+/// - `O_CLOEXEC`: see [`Segment::fd`].
+///
+/// glibc's `shm_open` adds `O_NOFOLLOW | O_CLOEXEC` itself (sysdeps/posix/shm_open.c), musl
+/// and LLVM's libc add all three, but rustix's Linux backend makes the `open` system call
+/// directly and adds only `O_CLOEXEC`; so we ask for them here. Linux and Android only: there
+/// the name is a path; other systems keep shm objects out of the file system (FreeBSD's
+/// `shm_open` refuses flags it does not know with `EINVAL`), and the `fstat` check below
+/// still applies.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const OPEN_FLAGS: shm::OFlags =
+    shm::OFlags::from_bits_retain((libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC) as _);
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const OPEN_FLAGS: shm::OFlags = shm::OFlags::empty();
+
+/// What a non-regular file under a segment name is, for [`Error::NotRegularFile`].
+fn file_kind(file_type: fs::FileType) -> &'static str {
+    match file_type {
+        fs::FileType::RegularFile => "regular file",
+        fs::FileType::Directory => "directory",
+        fs::FileType::Symlink => "symbolic link",
+        fs::FileType::Fifo => "FIFO (named pipe)",
+        fs::FileType::Socket => "socket",
+        fs::FileType::CharacterDevice => "character device",
+        fs::FileType::BlockDevice => "block device",
+        _ => "file of unknown type",
+    }
+}
+
+fn not_regular(name: &str, kind: &'static str) -> Error {
+    Error::NotRegularFile {
+        name: name.to_owned(),
+        kind,
+    }
+}
+
+/// Opens the existing object `name` with `access` (`RDONLY` or `RDWR`) and returns it with
+/// its `fstat`, refusing anything but a regular file (a shm object is one) with
+/// [`Error::NotRegularFile`]. Every open of an existing name goes through here.
+fn open_existing(name: &str, access: shm::OFlags) -> Result<(OwnedFd, fs::Stat)> {
+    let fd = shm::open(os_name(name).as_str(), access | OPEN_FLAGS, Mode::empty()).map_err(
+        |e| match e {
+            // O_NOFOLLOW's answer for a symbolic link as the last component (open(2)).
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Errno::LOOP => not_regular(name, "symbolic link"),
+            // A directory opened for writing (a read-only open succeeds; fstat catches it).
+            Errno::ISDIR => not_regular(name, "directory"),
+            // A socket, or a device file without a driver (open(2)).
+            Errno::NXIO => not_regular(name, "socket or device file"),
+            other => error("shm_open", name, other),
+        },
+    )?;
+    let stat = fs::fstat(&fd).map_err(|e| error("fstat", name, e))?;
+    match fs::FileType::from_raw_mode(stat.st_mode) {
+        fs::FileType::RegularFile => Ok((fd, stat)),
+        other => Err(not_regular(name, file_kind(other))),
+    }
+}
+
+/// [`Error::UntrustedOwner`] unless `trusted` accepts the owner of the object `stat`
+/// describes.
+fn check_owner(name: &str, stat: &fs::Stat, trusted: &crate::trust::TrustedOwners) -> Result<()> {
+    let me = rustix::process::geteuid().as_raw();
+    #[allow(clippy::unnecessary_cast)]
+    let (owner, group) = (stat.st_uid as u32, stat.st_gid as u32);
+    if trusted.accepts(me, owner, group) {
+        Ok(())
+    } else {
+        Err(Error::UntrustedOwner {
+            name: name.to_owned(),
+            owner,
+            group,
+        })
+    }
+}
+
 /// `mmap` flags: always shared; populated up front if asked (Linux only; elsewhere the
 /// pages are touched by `prefault`).
 fn map_flags(prefault: bool) -> MapFlags {
@@ -84,24 +170,21 @@ fn map_flags(prefault: bool) -> MapFlags {
     MapFlags::SHARED
 }
 
-impl Segment {
-    fn map(fd: OwnedFd, len: usize, access: Access, opts: &OsOptions, name: &str) -> Result<Self> {
-        let prot = match access {
-            Access::ReadWrite => ProtFlags::READ | ProtFlags::WRITE,
-            Access::ReadOnly => ProtFlags::READ,
-        };
-        // SAFETY: a fresh mapping at a kernel-chosen address (null hint) cannot alias any
-        // existing Rust object; `fd` is a valid open descriptor and `len` is non-zero.
-        let raw = unsafe {
-            mm::mmap(
-                std::ptr::null_mut(),
-                len,
-                prot,
-                map_flags(opts.prefault),
-                &fd,
-                0,
-            )
-        }
+/// Maps the first `len` bytes of `fd` shared, with `access`, populated if `prefault`.
+fn map_fd(
+    fd: &OwnedFd,
+    len: usize,
+    access: Access,
+    prefault: bool,
+    name: &str,
+) -> Result<NonNull<u8>> {
+    let prot = match access {
+        Access::ReadWrite => ProtFlags::READ | ProtFlags::WRITE,
+        Access::ReadOnly => ProtFlags::READ,
+    };
+    // SAFETY: a fresh mapping at a kernel-chosen address (null hint) cannot alias any
+    // existing Rust object; `fd` is a valid open descriptor and `len` is non-zero.
+    let raw = unsafe { mm::mmap(std::ptr::null_mut(), len, prot, map_flags(prefault), fd, 0) }
         .map_err(|e| match e {
             Errno::NOMEM | Errno::OVERFLOW => Error::InvalidSize {
                 size: len as u64,
@@ -109,16 +192,26 @@ impl Segment {
             },
             other => error("mmap", name, other),
         })?;
-        let ptr =
-            NonNull::new(raw.cast::<u8>()).ok_or_else(|| Error::corrupt("mmap returned null"))?;
+    NonNull::new(raw.cast::<u8>()).ok_or_else(|| Error::corrupt("mmap returned null"))
+}
+
+impl Segment {
+    fn map(fd: OwnedFd, len: usize, access: Access, opts: &OsOptions, name: &str) -> Result<Self> {
+        let ptr = map_fd(&fd, len, access, opts.prefault, name)?;
         let segment = Segment { fd, ptr, len };
+        segment.apply_options(opts)?;
+        Ok(segment)
+    }
+
+    /// Large pages and, where `MAP_POPULATE` does not exist, prefaulting by hand.
+    fn apply_options(&self, opts: &OsOptions) -> Result<()> {
         if opts.large_pages {
-            segment.advise_huge_pages()?;
+            self.advise_huge_pages()?;
         }
         if opts.prefault && !cfg!(any(target_os = "linux", target_os = "android")) {
-            segment.touch_pages();
+            self.touch_pages();
         }
-        Ok(segment)
+        Ok(())
     }
 
     /// Asks for transparent huge pages on this shmem mapping (Linux).
@@ -181,6 +274,9 @@ impl OsSegment for Segment {
     fn create(name: &str, len: usize, opts: &OsOptions) -> Result<Self> {
         let os = os_name(name);
         let mode = Mode::from_bits_truncate(opts.mode as _);
+        // No OPEN_FLAGS needed: with O_CREAT | O_EXCL, open(2) fails with EEXIST on anything
+        // already under the name, a symbolic link (dangling or not) or a FIFO included, and
+        // rustix adds O_CLOEXEC.
         let fd = shm::open(
             os.as_str(),
             shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR,
@@ -226,17 +322,38 @@ impl OsSegment for Segment {
             Access::ReadWrite => shm::OFlags::RDWR,
             Access::ReadOnly => shm::OFlags::RDONLY,
         };
-        let fd = shm::open(os_name(name).as_str(), flags, Mode::empty())
-            .map_err(|e| error("shm_open", name, e))?;
-        let size = fs::fstat(&fd).map_err(|e| error("fstat", name, e))?.st_size;
-        if size <= 0 {
+        let (fd, stat) = open_existing(name, flags)?;
+        // Before anything is mapped: a stranger's object is not even read.
+        check_owner(name, &stat, &opts.trusted)?;
+        if stat.st_size <= 0 {
             return Ok(None);
         }
-        let len = usize::try_from(size).map_err(|_| Error::InvalidSize {
-            size: size as u64,
-            reason: "it is larger than this platform can map",
-        })?;
-        Segment::map(fd, len, access, opts, name).map(Some)
+        // The header page only, neither prefaulted nor on large pages: `remap` maps what the
+        // validated header says, with the caller's options. A shorter object is mapped whole
+        // (the caller refuses it as too short to hold a header).
+        let len = usize::try_from(stat.st_size).map_or(HEADER_LEN, |size| size.min(HEADER_LEN));
+        let ptr = map_fd(&fd, len, access, false, name)?;
+        Ok(Some(Segment { fd, ptr, len }))
+    }
+
+    fn remap(&mut self, len: usize, access: Access, opts: &OsOptions, name: &str) -> Result<()> {
+        // The new mapping first, so that a failure leaves `self` as it was. Mapping past the
+        // object's end is allowed (touching those pages would fault, and MAP_POPULATE skips
+        // them); the caller compares the object's size with `len` afterwards.
+        let ptr = map_fd(&self.fd, len, access, opts.prefault, name)?;
+        // SAFETY: ptr/len describe the mapping made by `open`, which the caller no longer
+        // uses (its fault registration is gone, and nothing borrows its memory: no `Mmf`
+        // exists yet); it is replaced below, so `drop` never unmaps it again.
+        let result = unsafe { mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+        // munmap of a mapping we made can only fail on a bug; the new mapping is usable anyway.
+        debug_assert!(result.is_ok(), "munmap failed: {result:?}");
+        self.ptr = ptr;
+        self.len = len;
+        self.apply_options(opts)
+    }
+
+    fn object_len(&self) -> Result<u64> {
+        self.current_len()
     }
 
     fn len(&self) -> usize {
@@ -310,9 +427,9 @@ impl OsSegment for Segment {
     }
 
     fn remove_if_same(&self, name: &str, namespace: Namespace) -> Result<()> {
-        let os = os_name(name);
-        let current = shm::open(os.as_str(), shm::OFlags::RDONLY, Mode::empty())
-            .map_err(|e| error("shm_open", name, e))?;
+        // Hardened like every open: a FIFO planted under the name after ours was removed
+        // would otherwise block this (the creator's drop) forever.
+        let (current, _) = open_existing(name, shm::OFlags::RDONLY)?;
         if Self::identity(&current)? == Self::identity(&self.fd)? {
             Self::remove(name, namespace)
         } else {

@@ -416,9 +416,31 @@ impl OsSegment for Segment {
                 code => error("OpenFileMappingW", name, opts.namespace, code),
             });
         };
+        // TODO(issue 11, Windows part): compare the section's owner SID with
+        // `opts.trusted` (and give sections and the wake semaphore explicit security
+        // descriptors); until then every owner is accepted, as documented on TrustedOwners.
+        let _ = &opts.trusted;
         // A section gets its size when it is created, so unlike POSIX shm there is no window
         // in which it exists without one: never `Ok(None)`.
         Segment::map(section, access, opts, name).map(Some)
+    }
+
+    /// The view already covers the whole section, which validation found at least `len`
+    /// bytes long, and was prefaulted in `open`. A section's size is fixed at creation, so no
+    /// peer can enlarge it after the creator chose it; mapping the whole of it maps what
+    /// the creator made.
+    fn remap(&mut self, len: usize, _access: Access, _opts: &OsOptions, _name: &str) -> Result<()> {
+        if len > self.len {
+            return Err(Error::corrupt(format!(
+                "the header claims {len} bytes but the section holds only {}",
+                self.len
+            )));
+        }
+        Ok(())
+    }
+
+    fn object_len(&self) -> Result<u64> {
+        Ok(self.len as u64)
     }
 
     fn len(&self) -> usize {
