@@ -1080,6 +1080,18 @@ impl SharedRwLock {
         }
     }
 
+    /// Takes back a write claim that found readers inside (`try_lock_exclusive`): out of
+    /// line, to keep the uncontended path short. [`NotAcquired::Revoked`] if the claim was
+    /// taken from us meanwhile.
+    #[cold]
+    fn withdraw_claim(area: &LockArea, ctx: &Context<'_>) -> NotAcquired {
+        if Self::release_writer(area, ctx) {
+            NotAcquired::Unavailable
+        } else {
+            NotAcquired::Revoked
+        }
+    }
+
     /// A writer that finds its write lock gone (taken by a recoverer that judged it dead)
     /// marks the data untrustworthy: what it wrote may have interleaved with the next
     /// writer's. The lock word's other bits (someone else's `WRITER` perhaps) stay as they
@@ -1523,11 +1535,7 @@ unsafe impl RawRwLock for SharedRwLock {
             return Err(NotAcquired::Unavailable);
         }
         if Self::readers_present(area) {
-            return Err(if Self::release_writer(area, ctx) {
-                NotAcquired::Unavailable
-            } else {
-                NotAcquired::Revoked
-            });
+            return Err(Self::withdraw_claim(area, ctx));
         }
         Ok(Acquired::from_word(s))
     }
