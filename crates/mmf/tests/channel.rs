@@ -24,6 +24,7 @@ fn child() {
         "waiter" => waiter_role(),
         "writer" => writer_role(),
         "gone-waiter" => gone_waiter_role(),
+        #[cfg(target_os = "linux")]
         "early-reader" => early_reader_role(),
         "patient-reader" => patient_reader_role(),
         "camera-consumer" => {
@@ -869,9 +870,11 @@ fn writer_role() {
     thread::sleep(Duration::from_secs(600));
 }
 
-/// Reader child: opens the large channel as soon as its name exists (the parent creates it
-/// after starting us), says when the open returned (`monotonic_ns`, one clock for every
-/// process), then takes the first frame.
+/// Reader child: says it is polling, then watches the channel's file until the writer's
+/// magic appears and says when (`monotonic_ns`, one clock for every process), then opens
+/// the channel with the default timeout and takes the first frame. Linux: it reads the
+/// object's bytes in `/dev/shm`.
+#[cfg(target_os = "linux")]
 fn early_reader_role() {
     use std::os::unix::fs::FileExt;
     let name = arg("name");
