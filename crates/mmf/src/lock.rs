@@ -1102,19 +1102,22 @@ impl SharedRwLock {
         Self::control(area, LOCK).fetch_or(POISONED, Release);
     }
 
-    /// The slow half of `lock_shared`: spin, recover, sleep, until the read lock is ours or
-    /// the deadline passes.
+    /// The slow half of `lock_shared`, which made the `first` attempt: spin, recover, sleep,
+    /// until the read lock is ours or the deadline passes.
     #[cold]
     fn lock_shared_slow(
         area: &LockArea,
         ctx: &Context<'_>,
         deadline: Option<Instant>,
+        first: Enter,
     ) -> Result<Acquired, NotAcquired> {
         let lock = Self::control(area, LOCK);
         let mut spin = SpinWait::new();
         let mut recovery = Recovery::new(ctx.recovery_interval);
+        // The fast path's attempt is this loop's first round.
+        let mut attempt = Some(first);
         loop {
-            let s = match Self::enter(area, ctx) {
+            let s = match attempt.take().unwrap_or_else(|| Self::enter(area, ctx)) {
                 Enter::Acquired(acquired) => return Ok(acquired),
                 Enter::Blocked(s) => s,
                 Enter::Revoked => return Err(NotAcquired::Revoked),
@@ -1503,7 +1506,7 @@ unsafe impl RawRwLock for SharedRwLock {
         match Self::enter(area, ctx) {
             Enter::Acquired(acquired) => Ok(acquired),
             Enter::Revoked => Err(NotAcquired::Revoked),
-            Enter::Blocked(_) | Enter::Saturated => Self::lock_shared_slow(area, ctx, deadline),
+            first => Self::lock_shared_slow(area, ctx, deadline, first),
         }
     }
 
