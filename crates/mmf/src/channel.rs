@@ -645,10 +645,10 @@ impl FrameWriter {
                 // SAFETY: offset < stride, so the byte lies inside slot `slot`, inside our
                 // read-write mapping.
                 let byte = unsafe { base.add(offset) };
-                // SAFETY: as above, the byte is mapped writable. Readers may be open (the
-                // magic is out) but read no slot until a publish names it in `latest`, and
-                // that SeqCst store orders these writes before their reads; the zero written
-                // is what the fresh object holds anyway.
+                // Readers may be open (the magic is out) but read no slot until a publish
+                // names it in `latest`, and that SeqCst store orders these writes before
+                // their reads; the zero written is what the fresh object holds anyway.
+                // SAFETY: as above, the byte is mapped writable; no reader reads it yet.
                 unsafe { std::ptr::write_volatile(byte, 0) };
             }
         }

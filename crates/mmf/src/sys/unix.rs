@@ -464,11 +464,12 @@ fn ofd_lock(
     lock.l_whence = libc::SEEK_SET as libc::c_short;
     lock.l_start = offset as libc::off64_t;
     lock.l_len = 1;
-    // SAFETY: `fd` is our open descriptor; `lock` is a valid, writable flock64 that outlives
-    // the call, which is what F_OFD_SETLK/F_OFD_GETLK read (and GETLK writes) through the
-    // third argument of this system call on this word size (see above).
-    let ret =
-        unsafe { libc::syscall(SYS_FCNTL, fd.as_raw_fd(), cmd, std::ptr::addr_of_mut!(lock)) };
+    let (raw_fd, lock_ptr) = (fd.as_raw_fd(), std::ptr::addr_of_mut!(lock));
+    // F_OFD_SETLK/F_OFD_GETLK read (and GETLK writes) a flock64 through the third argument
+    // of this system call on this word size (see above).
+    // SAFETY: `raw_fd` is our open descriptor; `lock_ptr` points to a valid, writable
+    // flock64 that outlives the call.
+    let ret = unsafe { libc::syscall(SYS_FCNTL, raw_fd, cmd, lock_ptr) };
     if ret == -1 {
         Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::INVAL))
     } else {
