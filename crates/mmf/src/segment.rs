@@ -931,15 +931,19 @@ impl<L: RawRwLock> Mmf<L> {
 
     /// [`Error::Truncated`] once this handle's header page has vanished (see
     /// `sys::fault`): its lock then lives on a private page and no longer excludes anyone.
+    #[inline]
     fn check_header_intact(&self) -> Result<()> {
+        // Called on every lock acquisition: one relaxed load here, the error out of line.
         if self.fault.header_lost() {
-            return Err(truncated(
-                &self.name,
-                &self.segment,
-                HEADER_LEN + self.data_len,
-            ));
+            return Err(self.header_lost_error());
         }
         Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn header_lost_error(&self) -> Error {
+        truncated(&self.name, &self.segment, HEADER_LEN + self.data_len)
     }
 
     /// Copies between the data region and a caller's buffer through the fault-catching

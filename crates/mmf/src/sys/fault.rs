@@ -354,6 +354,7 @@ mod linux {
         /// Whether the header page vanished (the object was cut below [`HEADER_LEN`] bytes)
         /// and was replaced by a private zero page: the lock of this handle no longer excludes
         /// other processes, so nothing may be read or written through it.
+        #[inline]
         pub(crate) fn header_lost(&self) -> bool {
             // Relaxed: a stale `false` only lets one more copy run, which then faults on the
             // (equally vanished) data pages and reports the truncation itself.
@@ -594,6 +595,7 @@ mod fallback {
             Registration
         }
 
+        #[inline]
         pub(crate) fn header_lost(&self) -> bool {
             false
         }
