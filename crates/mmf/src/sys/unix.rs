@@ -84,7 +84,14 @@ fn error(op: &'static str, name: &str, errno: Errno) -> Error {
 ///   writer appears (forever, past any open timeout); `fstat` then refuses it. On a regular
 ///   file the flag changes nothing (tmpfs never blocks, and `mmap` ignores it), so it stays
 ///   set;
-/// - `O_CLOEXEC`: see [`Segment::fd`].
+/// - `O_CLOEXEC`: see [`Segment::fd`];
+/// - `O_NOCTTY`: a terminal device under the name must not become our controlling terminal.
+///
+/// A device node under the name is opened before `fstat` refuses it, and opening some devices
+/// has effects of its own (a tape rewinds). We accept that rather than open with `O_PATH` and
+/// reopen through `/proc/self/fd` (which needs `/proc`): creating a device node takes
+/// `CAP_MKNOD` in the initial user namespace (a user namespace may not create one), so only
+/// root can plant one, and root is trusted anyway (see [`TrustedOwners`](crate::TrustedOwners)).
 ///
 /// glibc's `shm_open` adds `O_NOFOLLOW | O_CLOEXEC` itself (sysdeps/posix/shm_open.c), musl
 /// and LLVM's libc add all three, but rustix's Linux backend makes the `open` system call
@@ -93,8 +100,9 @@ fn error(op: &'static str, name: &str, errno: Errno) -> Error {
 /// `shm_open` refuses flags it does not know with `EINVAL`), and the `fstat` check below
 /// still applies.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-const OPEN_FLAGS: shm::OFlags =
-    shm::OFlags::from_bits_retain((libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC) as _);
+const OPEN_FLAGS: shm::OFlags = shm::OFlags::from_bits_retain(
+    (libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY) as _,
+);
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 const OPEN_FLAGS: shm::OFlags = shm::OFlags::empty();
 
