@@ -89,7 +89,7 @@ mod trust;
 pub use channel::{
     Frame, FrameInfo, FrameMeta, FrameReader, FrameReaderOptions, FrameSpec, FrameWriter,
 };
-pub use error::{Error, LockError, LockResult, PoisonError, Result};
+pub use error::{Error, LockError, LockResult, Owner, PoisonError, Result};
 pub use lock::{Acquired, Context, LockArea, NotAcquired, RawRwLock, SharedRwLock, Waiter};
 pub use name::MAX_NAME_LEN;
 #[cfg(not(loom))]
