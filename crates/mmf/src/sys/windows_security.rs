@@ -214,6 +214,10 @@ unsafe fn sid_string(sid: PSID) -> std::result::Result<String, WIN32_ERROR> {
 /// The canonical string form of SID text `text` (`S-1-1-0` for `s-1-1-0` or `WD`), or `None`
 /// if Windows does not parse it as a SID.
 pub(super) fn canonical_sid(text: &str) -> Option<String> {
+    // Wine 8 parses "" as the null SID S-1-0-0; an empty name is a mistake, not a SID.
+    if text.trim().is_empty() {
+        return None;
+    }
     let wide: Vec<u16> = text.encode_utf16().chain(std::iter::once(0)).collect();
     let mut sid: PSID = ptr::null_mut();
     // SAFETY: `wide` is NUL-terminated and outlives the call; `sid` is a valid out pointer
@@ -366,5 +370,53 @@ pub(super) fn check_owner(
             name: object.to_owned(),
             owner: Owner::Sid(owner.unwrap_or_else(|| "(no owner)".to_owned())),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sid_text_is_canonicalised_and_garbage_is_not_a_sid() {
+        assert_eq!(canonical_sid("S-1-1-0").as_deref(), Some("S-1-1-0"));
+        assert_eq!(canonical_sid("s-1-5-18").as_deref(), Some("S-1-5-18"));
+        assert_eq!(
+            canonical_sid("WD").as_deref(),
+            Some("S-1-1-0"),
+            "SDDL alias"
+        );
+        for bad in ["", "S-1-banana", "S-", "1-5-18", "uid 1000"] {
+            assert_eq!(canonical_sid(bad), None, "{bad:?}");
+        }
+        let named = TrustedOwners::new().sid("s-1-5-18").sid("BA");
+        assert_eq!(trusted_sids(&named).unwrap(), ["S-1-5-18", "S-1-5-32-544"]);
+        let bad = TrustedOwners::new().sid("S-1-5-18").sid("nope");
+        assert!(matches!(trusted_sids(&bad), Err(Error::InvalidSid { sid }) if sid == "nope"));
+    }
+
+    #[test]
+    fn the_descriptor_text_follows_the_mode_table() {
+        let (u, g) = ("S-1-5-21-1-2-3-1000", "S-1-5-21-1-2-3-513");
+        assert_eq!(
+            sddl(0o600, SECTION, u, g),
+            format!("O:{u}G:{g}D:P(A;;0xf001f;;;{u})")
+        );
+        assert_eq!(
+            sddl(0o640, SEMAPHORE, u, g),
+            format!("O:{u}G:{g}D:P(A;;0x1f0003;;;{u})(A;;0x120000;;;{g})")
+        );
+        assert_eq!(
+            sddl(0o606, SECTION, u, g),
+            format!("O:{u}G:{g}D:P(A;;0xf001f;;;{u})(A;;0x20007;;;WD)")
+        );
+        assert_eq!(SECTION.for_bits(0o1), 0, "execute alone grants nothing");
+        assert_eq!(
+            SEMAPHORE.for_bits(0o2),
+            SEMAPHORE.for_bits(0o6),
+            "w implies r"
+        );
+        // The descriptor Windows builds from it for this process parses.
+        Descriptor::new(0o644, SECTION).unwrap();
     }
 }
