@@ -121,14 +121,21 @@ pub enum Error {
     /// [`TrustedOwners`](crate::TrustedOwners)): anyone can create a name first, so a
     /// stranger's object may be a trap (forged data, reads of what this process writes,
     /// truncation under it). Nothing was mapped.
-    #[error("segment {name:?} is owned by user {owner} (group {group}), which this process does not trust; if that user is meant to provide it, accept it with MmfOptions::trust_owner({owner}) or trust_group({group}) (TrustedOwners for FrameReader::open_trusting), otherwise remove it and create the segment again")]
+    #[error("segment {name:?} is owned by {owner}, which this process does not trust; if that owner is meant to provide it, accept it with {remedy}, otherwise {removal} and create the segment again", remedy = owner.remedy(), removal = owner.removal())]
     UntrustedOwner {
-        /// The segment name.
+        /// The segment name; on Windows, `<name>#mmf-wake` when it is the segment's wake
+        /// semaphore whose owner was refused.
         name: String,
-        /// The object's owner (user id).
-        owner: u32,
-        /// The object's group (group id).
-        group: u32,
+        /// Who owns the object.
+        owner: Owner,
+    },
+
+    /// A SID named with [`TrustedOwners::sid`](crate::TrustedOwners::sid) that Windows does
+    /// not parse (checked on every create and open on Windows; never on Unix).
+    #[error("{sid:?} is not a valid Windows SID; name trusted owners by their SID in string form, e.g. \"S-1-5-21-1004336348-1177238915-682003330-512\" (`whoami /user` shows yours)")]
+    InvalidSid {
+        /// The text as given.
+        sid: String,
     },
 
     /// The segment was made by an `mmf` with a layout this version cannot read.
@@ -253,6 +260,56 @@ pub enum Error {
     },
 }
 
+/// Who owns a shared-memory object, as [`Error::UntrustedOwner`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Owner {
+    /// A POSIX shared-memory object's owner and group.
+    Unix {
+        /// The owner's user id.
+        user: u32,
+        /// The object's group id.
+        group: u32,
+    },
+    /// A Windows kernel object's owner, as a SID in string form (`S-1-5-21-…`), or
+    /// `"(no owner)"` for a descriptor without one.
+    Sid(String),
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::Unix { user, group } => write!(f, "user {user} (group {group})"),
+            Owner::Sid(sid) => write!(f, "SID {sid}"),
+        }
+    }
+}
+
+impl Owner {
+    /// The option that accepts this owner, for the error message.
+    fn remedy(&self) -> String {
+        match self {
+            Owner::Unix { user, group } => format!(
+                "MmfOptions::trust_owner({user}) or trust_group({group}) (TrustedOwners for FrameReader::open_trusting)"
+            ),
+            Owner::Sid(sid) => format!(
+                "MmfOptions::trust_sid({sid:?}) (TrustedOwners::sid for FrameReader::open_trusting)"
+            ),
+        }
+    }
+
+    /// How to get rid of the stranger's object, for the error message.
+    fn removal(&self) -> &'static str {
+        match self {
+            Owner::Unix { .. } => "remove it",
+            // A Windows object lives exactly as long as its handles; nothing can delete it.
+            Owner::Sid(_) => {
+                "end the processes holding it (a Windows object lives as long as its handles)"
+            }
+        }
+    }
+}
+
 impl Error {
     pub(crate) fn os(op: &'static str, source: io::Error) -> Self {
         Error::Os { op, source }
@@ -294,6 +351,7 @@ impl From<Error> for io::Error {
             Error::WouldBlock => K::WouldBlock,
             Error::Poisoned | Error::Revoked => K::Other,
             Error::UntrustedOwner { .. } => K::PermissionDenied,
+            Error::InvalidSid { .. } => K::InvalidInput,
             Error::NotRegularFile { .. } => K::InvalidData,
             Error::NotMmf { .. }
             | Error::IncompatibleVersion { .. }
@@ -468,6 +526,43 @@ mod tests {
             "wrapped, so the kind comes from the source"
         );
         assert_eq!(err.kind(), io::Error::from_raw_os_error(28).kind());
+    }
+
+    #[test]
+    fn untrusted_owner_messages_name_the_option_that_accepts_the_owner() {
+        let unix = Error::UntrustedOwner {
+            name: "cam0".into(),
+            owner: Owner::Unix {
+                user: 65534,
+                group: 44,
+            },
+        }
+        .to_string();
+        for part in [
+            "user 65534 (group 44)",
+            "trust_owner(65534)",
+            "trust_group(44)",
+            "remove it",
+        ] {
+            assert!(unix.contains(part), "{part:?} missing from: {unix}");
+        }
+        let sid = "S-1-5-21-1-2-3-1001";
+        let windows = Error::UntrustedOwner {
+            name: "cam0#mmf-wake".into(),
+            owner: Owner::Sid(sid.into()),
+        }
+        .to_string();
+        for part in [
+            "\"cam0#mmf-wake\"",
+            "SID S-1-5-21-1-2-3-1001",
+            "trust_sid(\"S-1-5-21-1-2-3-1001\")",
+            "TrustedOwners::sid",
+        ] {
+            assert!(windows.contains(part), "{part:?} missing from: {windows}");
+        }
+        assert!(!windows.contains("trust_owner"), "{windows}");
+        let err: io::Error = Error::InvalidSid { sid: "S-x".into() }.into();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 
     #[test]

@@ -39,7 +39,7 @@
 //! | your processes, using `mmf` with write access | to follow the lock | the lock itself; a holder that dies is recovered, a holder wrongly taken for dead cannot release someone else's lock (`Error::Revoked`, poisoning) |
 //! | read-only handles (`open_read_only`) | nothing: they cannot write | the kernel (a read-only mapping); they copy optimistically and never block a writer |
 //! | frame-channel readers | not to truncate or scribble (today they map the channel read-write) | their pins are checked by generation, dead readers are reclaimed; **not yet**: a reader that truncates the channel's file can kill the writer (issue 11, open) |
-//! | other users | nothing | on Linux, opening refuses an object owned by another user unless you name it ([`MmfOptions::trust_owner`], [`trust_group`](MmfOptions::trust_group); root is trusted) and refuses anything that is not a regular file (FIFO, symlink, directory: `Error::NotRegularFile`), with `O_NOFOLLOW` and `O_NONBLOCK`; new objects are created with mode 0600 by default. **Not yet on Windows**: sections and the wake semaphore carry the default security descriptor and are opened without an owner check |
+//! | other users | nothing | on Linux, opening refuses an object owned by another user unless you name it ([`MmfOptions::trust_owner`], [`trust_group`](MmfOptions::trust_group); root is trusted) and refuses anything that is not a regular file (FIFO, symlink, directory: `Error::NotRegularFile`), with `O_NOFOLLOW` and `O_NONBLOCK`; new objects are created with mode 0600 by default. On Windows, the section and the segment's wake semaphore get a protected DACL built from the mode (owner bits: the creating user, always full control; group bits: the token's primary group; other bits: Everyone; `r` lets map and wait, `w` also write and wake) and are owned by the creating user; every open, and a create that finds the semaphore's name taken, reads the object's owner SID and refuses a stranger (`Error::UntrustedOwner`) unless named ([`MmfOptions::trust_sid`]; the user itself, LocalSystem and Administrators are trusted). Wine 8, the test platform, honours all of this, including DACL checks on sections; it cannot show a second user (the rights others get are checked in the DACL read back), and it gives objects made with the default descriptor no owner, so there they are refused |
 //! | other PID namespaces (containers sharing `/dev/shm`) | as much as processes of your own namespace | liveness is the kernel's byte lock, which means the same in every namespace (Linux); the pid fallback (macOS, FreeBSD) must not be shared across namespaces |
 //! | a peer that truncates or scribbles the region | nothing | every header field is validated and bounds-checked; the mapping length comes from the validated header, never from the file's size; copies catch `SIGBUS` and report `Error::Truncated`; header garbage gives typed errors |
 //!
@@ -89,7 +89,7 @@ mod trust;
 pub use channel::{
     Frame, FrameInfo, FrameMeta, FrameReader, FrameReaderOptions, FrameSpec, FrameWriter,
 };
-pub use error::{Error, LockError, LockResult, PoisonError, Result};
+pub use error::{Error, LockError, LockResult, Owner, PoisonError, Result};
 pub use lock::{Acquired, Context, LockArea, NotAcquired, RawRwLock, SharedRwLock, Waiter};
 pub use name::MAX_NAME_LEN;
 #[cfg(not(loom))]

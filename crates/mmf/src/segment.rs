@@ -208,8 +208,18 @@ impl<L: RawRwLock> fmt::Debug for MmfOptions<L> {
 
 impl<L: RawRwLock> MmfOptions<L> {
     /// Unix permission bits for a new segment (default `0o600`, owner only). Applied exactly,
-    /// regardless of the umask. Ignored on Windows, where the default security descriptor
-    /// (creator, SYSTEM, administrators) applies.
+    /// regardless of the umask.
+    ///
+    /// Windows: the bits become the DACL of the section and of the segment's wake semaphore
+    /// (a protected DACL, no inherited entries; the object's owner is the creating token's
+    /// user). The owner class maps to the creating user, who always gets full control; the
+    /// group class to the token's primary group; the other class to Everyone (`S-1-1-0`). `r`
+    /// grants mapping the section for reading (`SECTION_MAP_READ | SECTION_QUERY`) and waiting
+    /// on the semaphore (`SYNCHRONIZE`), both with `READ_CONTROL` so that the opener can check
+    /// the owner; `w` grants those and also `SECTION_MAP_WRITE` and `SEMAPHORE_MODIFY_STATE`
+    /// (Windows cannot map write-only pages); `x` grants nothing. A class whose bits are all
+    /// clear gets no entry: `0o600` lets only the creating user in, `0o644` lets everyone map
+    /// it read-only.
     pub fn mode(mut self, mode: u32) -> Self {
         self.os.mode = mode & 0o777;
         self
@@ -276,16 +286,24 @@ impl<L: RawRwLock> MmfOptions<L> {
     /// default `open`, `open_read_only` and `open_or_create` accept only segments owned by
     /// this process's effective user or by root, and refuse others with
     /// [`Error::UntrustedOwner`]: anyone can create a name before its real creator does.
-    /// Ignored on Windows for now.
+    /// Ignored on Windows, which names owners by SID ([`trust_sid`](Self::trust_sid)).
     pub fn trust_owner(mut self, uid: u32) -> Self {
         self.os.trusted = std::mem::take(&mut self.os.trusted).user(uid);
         self
     }
 
     /// Also accept existing segments whose group is `gid`, whoever owns them, i.e. made by
-    /// any member of that group (Unix; see [`TrustedOwners`]). Ignored on Windows for now.
+    /// any member of that group (Unix; see [`TrustedOwners`]). Ignored on Windows.
     pub fn trust_group(mut self, gid: u32) -> Self {
         self.os.trusted = std::mem::take(&mut self.os.trusted).group(gid);
+        self
+    }
+
+    /// Also accept existing segments owned by Windows SID `sid`, in string form
+    /// (`"S-1-5-21-…"`; see [`TrustedOwners::sid`]). By default only the calling user,
+    /// LocalSystem and `BUILTIN\Administrators` are trusted. Ignored on Unix.
+    pub fn trust_sid(mut self, sid: impl Into<String>) -> Self {
+        self.os.trusted = std::mem::take(&mut self.os.trusted).sid(sid);
         self
     }
 
@@ -327,7 +345,7 @@ impl<L: RawRwLock> MmfOptions<L> {
         })?;
         // Built before the header is published, so that a failure here leaves nothing behind
         // (the Mmf's drop removes the name).
-        let waiter = sys::Waiter::new(&self.name, self.os.namespace, true);
+        let waiter = sys::Waiter::new(&self.name, &self.os, true, Access::ReadWrite);
         let mut mmf = Mmf {
             fault: sys::fault::Registration::new(segment.as_ptr(), segment.len()),
             segment,
@@ -474,7 +492,7 @@ impl<L: RawRwLock> MmfOptions<L> {
                     let mut mmf = Mmf {
                         fault,
                         segment,
-                        waiter: sys::Waiter::new(&self.name, self.os.namespace, false)?,
+                        waiter: sys::Waiter::new(&self.name, &self.os, false, access)?,
                         name: self.name.clone(),
                         namespace: self.os.namespace,
                         data_len: layout.data_len,

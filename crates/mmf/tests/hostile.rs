@@ -118,8 +118,13 @@ macro_rules! skip_unless_nobody_can_run {
 #[track_caller]
 fn assert_untrusted<T: std::fmt::Debug>(what: &str, result: mmf::Result<T>) {
     match result {
-        Err(e @ Error::UntrustedOwner { owner, group, .. }) => {
-            assert_eq!((owner, group), (NOBODY, NOBODY), "{what}");
+        Err(Error::UntrustedOwner { name, owner }) => {
+            let expected = mmf::Owner::Unix {
+                user: NOBODY,
+                group: NOBODY,
+            };
+            assert_eq!(owner, expected, "{what}");
+            let e = Error::UntrustedOwner { name, owner };
             let message = e.to_string();
             assert!(
                 message.contains("trust_owner(65534)"),

@@ -40,7 +40,8 @@ pub(crate) enum Access {
 /// Options the OS layer needs; the public builder translates into this.
 #[derive(Debug, Clone)]
 pub(crate) struct OsOptions {
-    /// Unix permission bits for a new segment.
+    /// Unix permission bits for a new segment (Windows: translated into its DACL, see
+    /// `windows_security.rs`).
     pub mode: u32,
     /// Fault every page in at map time.
     pub prefault: bool,
@@ -113,8 +114,11 @@ pub(crate) trait OsSegment: Sized + Send + Sync {
 
 /// Sleeping on a word of a segment, across processes.
 pub(crate) trait OsWaiter: Sized + Send + Sync {
-    /// The waiter for segment `name`; `create` is true for the segment's creator.
-    fn new(name: &str, namespace: Namespace, create: bool) -> Result<Self>;
+    /// The waiter for segment `name`; `create` is true for the segment's creator, `access` is
+    /// how the segment was mapped (a read-only handle never wakes anybody). Where the waiter
+    /// is a kernel object of its own (Windows), it is created with `opts.mode` and its owner
+    /// checked against `opts.trusted` like the segment's.
+    fn new(name: &str, opts: &OsOptions, create: bool, access: Access) -> Result<Self>;
 
     /// Sleeps while `word == expected`, until woken or `deadline`; may return spuriously.
     /// `sleepers` is the header's count of sleeping processes, for platforms that need it.

@@ -161,8 +161,7 @@ fn check_owner(name: &str, stat: &fs::Stat, trusted: &crate::trust::TrustedOwner
     } else {
         Err(Error::UntrustedOwner {
             name: name.to_owned(),
-            owner,
-            group,
+            owner: crate::error::Owner::Unix { user: owner, group },
         })
     }
 }
@@ -521,7 +520,7 @@ impl Waiter {
 }
 
 impl OsWaiter for Waiter {
-    fn new(_name: &str, _namespace: Namespace, _create: bool) -> Result<Self> {
+    fn new(_name: &str, _opts: &OsOptions, _create: bool, _access: Access) -> Result<Self> {
         Ok(Waiter(()))
     }
 

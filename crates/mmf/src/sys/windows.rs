@@ -8,6 +8,10 @@
 //! Object names are `Local\<name>` or `Global\<name>`; the semaphore of segment `<name>` is
 //! `…\<name>#mmf-wake`. Segment names never contain `#` (see `name.rs`), so the two kinds of
 //! object can never collide in the one kernel namespace they share.
+//!
+//! Both objects are created with an explicit security descriptor built from the segment's
+//! Unix mode, and every open checks the object's owner before using it: see
+//! `windows_security.rs` for the mapping table and `trust.rs` for whom an opener trusts.
 
 use std::ffi::c_void;
 use std::mem::size_of;
@@ -39,7 +43,7 @@ use windows_sys::Win32::System::Memory::{
 };
 use windows_sys::Win32::System::SystemInformation::{GetSystemInfo, SYSTEM_INFO};
 use windows_sys::Win32::System::Threading::{
-    CreateSemaphoreW, GetCurrentProcess, GetExitCodeProcess, GetProcessTimes, OpenProcess,
+    CreateSemaphoreExW, GetCurrentProcess, GetExitCodeProcess, GetProcessTimes, OpenProcess,
     OpenProcessToken, OpenSemaphoreW, ReleaseSemaphore, WaitForSingleObject, INFINITE,
     PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_SYNCHRONIZE, SEMAPHORE_MODIFY_STATE,
     SYNCHRONIZATION_SYNCHRONIZE,
@@ -49,6 +53,11 @@ use super::{
     Access, Hold, Liveness, Namespace, OsOptions, OsProcess, OsSegment, OsWaiter, ProcessId,
 };
 use crate::error::{Error, Result};
+
+/// Security descriptors from the Unix mode, and owner checks.
+#[path = "windows_security.rs"]
+mod security;
+use security::{Descriptor, READ_CONTROL};
 
 /// The calling thread's last Win32 error.
 fn last_error() -> WIN32_ERROR {
@@ -343,16 +352,21 @@ impl OsSegment for Segment {
         }
         let os = object_name(name, opts.namespace, "");
         let size = size as u64;
+        // A typo in a trusted SID fails every create and open alike, not only the open that
+        // meets a stranger's object.
+        security::trusted_sids(&opts.trusted)?;
+        let descriptor = Descriptor::new(opts.mode, security::SECTION)?;
+        let attributes = descriptor.attributes();
         // CreateFileMappingW reports "it already existed" only through the last error of a
         // successful call; clear it so a stale value cannot be mistaken for that.
         clear_last_error();
-        // SAFETY: INVALID_HANDLE_VALUE asks for a pagefile-backed section; null security
-        // attributes mean the default descriptor; `os` is a NUL-terminated UTF-16 string that
-        // outlives the call. Never executable: PAGE_READWRITE.
+        // SAFETY: INVALID_HANDLE_VALUE asks for a pagefile-backed section; `attributes` points
+        // to `descriptor`, alive until after the call; `os` is a NUL-terminated UTF-16 string
+        // that outlives the call. Never executable: PAGE_READWRITE.
         let raw = unsafe {
             CreateFileMappingW(
                 INVALID_HANDLE_VALUE,
-                ptr::null(),
+                &attributes,
                 protect,
                 (size >> 32) as u32,
                 size as u32,
@@ -404,9 +418,11 @@ impl OsSegment for Segment {
             Access::ReadOnly => FILE_MAP_READ,
         };
         let os = object_name(name, opts.namespace, "");
+        // READ_CONTROL too, to read the owner below: every descriptor this crate makes grants
+        // it with read access, and default descriptors grant it to their owner.
         // SAFETY: `os` is a NUL-terminated UTF-16 string that outlives the call; the handle is
         // not inheritable.
-        let raw = unsafe { OpenFileMappingW(access, FALSE, os.as_ptr()) };
+        let raw = unsafe { OpenFileMappingW(access | READ_CONTROL, FALSE, os.as_ptr()) };
         let Some(section) = own(raw) else {
             return Err(match last_error() {
                 // The name belongs to a kernel object of another type.
@@ -416,10 +432,10 @@ impl OsSegment for Segment {
                 code => error("OpenFileMappingW", name, opts.namespace, code),
             });
         };
-        // TODO(issue 11, Windows part): compare the section's owner SID with
-        // `opts.trusted` (and give sections and the wake semaphore explicit security
-        // descriptors); until then every owner is accepted, as documented on TrustedOwners.
-        let _ = &opts.trusted;
+        // Before mapping anything: a stranger's section may be a trap (see trust.rs).
+        security::check_owner(section.as_raw_handle(), name, &opts.trusted, |op, code| {
+            error(op, name, opts.namespace, code)
+        })?;
         // A section gets its size when it is created, so unlike POSIX shm there is no window
         // in which it exists without one: never `Ok(None)`.
         Segment::map(section, access, opts, name).map(Some)
@@ -503,6 +519,9 @@ impl Drop for Segment {
     }
 }
 
+/// Suffix of the name of a segment's wake semaphore (`<name>#mmf-wake`).
+const WAKE_SUFFIX: &str = "#mmf-wake";
+
 /// Longest single kernel wait. Normally a sleeper is woken by a token long before this; the
 /// cap bounds the delay (rather than leaving a process asleep for ever) if a wake-up is lost
 /// anyway, which takes one of two rare events: another process corrupted `os_waiters`, or a
@@ -534,48 +553,94 @@ impl Waiter {
     #[cfg(test)]
     pub(crate) fn for_tests() -> Self {
         // SAFETY: null attributes and a null name make a private semaphore; 0 initial tokens,
-        // at most i32::MAX.
-        let raw = unsafe { CreateSemaphoreW(ptr::null(), 0, i32::MAX, ptr::null()) };
+        // at most i32::MAX; no flags; the access is what `wait` and `wake_all` use.
+        let raw = unsafe {
+            CreateSemaphoreExW(
+                ptr::null(),
+                0,
+                i32::MAX,
+                ptr::null(),
+                0,
+                SEMAPHORE_MODIFY_STATE | SYNCHRONIZATION_SYNCHRONIZE,
+            )
+        };
         Waiter {
-            semaphore: own(raw).expect("CreateSemaphoreW for tests"),
+            semaphore: own(raw).expect("CreateSemaphoreExW for tests"),
         }
     }
 }
 
 impl OsWaiter for Waiter {
-    fn new(name: &str, namespace: Namespace, _create: bool) -> Result<Self> {
-        // Creator and openers alike create-or-open: by the time an opener gets here the
-        // creator may have closed everything, semaphore included, while the section lives on
-        // through other handles. A semaphore left over from an earlier segment of the same
-        // name (its last user still closing) only carries stale tokens, which are harmless.
-        let os = object_name(name, namespace, "#mmf-wake");
-        // SAFETY: null attributes mean the default descriptor; 0 initial tokens, at most
-        // i32::MAX; `os` is a NUL-terminated UTF-16 string that outlives the call.
-        let raw = unsafe { CreateSemaphoreW(ptr::null(), 0, i32::MAX, os.as_ptr()) };
-        if let Some(semaphore) = own(raw) {
-            return Ok(Waiter { semaphore });
-        }
-        let code = last_error();
-        if code != ERROR_ACCESS_DENIED {
-            return Err(error("CreateSemaphoreW", name, namespace, code));
-        }
-        // Refused: either the semaphore exists with a descriptor that does not grant "all
-        // access", or it is a Global\ name we may not create. Ask for only what we use.
-        // SAFETY: as above; the handle is not inheritable.
-        let raw = unsafe {
-            OpenSemaphoreW(
-                SEMAPHORE_MODIFY_STATE | SYNCHRONIZATION_SYNCHRONIZE,
-                FALSE,
-                os.as_ptr(),
-            )
+    fn new(name: &str, opts: &OsOptions, create: bool, access: Access) -> Result<Self> {
+        let namespace = opts.namespace;
+        let os = object_name(name, namespace, WAKE_SUFFIX);
+        let object = format!("{name}{WAKE_SUFFIX}");
+        // Only what is used: waiting (SYNCHRONIZE), waking (MODIFY_STATE) for a handle that
+        // can take the lock, and READ_CONTROL for the owner check. The creator asks for the
+        // same, so that finding the name taken by a semaphore whose DACL grants that much is
+        // reported by its owner, not by the rights it lacks.
+        let rights = match access {
+            Access::ReadWrite => {
+                SEMAPHORE_MODIFY_STATE | SYNCHRONIZATION_SYNCHRONIZE | READ_CONTROL
+            }
+            Access::ReadOnly => SYNCHRONIZATION_SYNCHRONIZE | READ_CONTROL,
         };
-        match own(raw) {
-            Some(semaphore) => Ok(Waiter { semaphore }),
-            None => Err(match last_error() {
-                ERROR_FILE_NOT_FOUND => error("CreateSemaphoreW", name, namespace, code),
-                other => error("OpenSemaphoreW", name, namespace, other),
-            }),
+        if !create {
+            // SAFETY: `os` is a NUL-terminated UTF-16 string that outlives the call; the
+            // handle is not inheritable.
+            let raw = unsafe { OpenSemaphoreW(rights, FALSE, os.as_ptr()) };
+            match own(raw) {
+                Some(semaphore) => {
+                    security::check_owner(
+                        semaphore.as_raw_handle(),
+                        &object,
+                        &opts.trusted,
+                        |op, code| error(op, name, namespace, code),
+                    )?;
+                    return Ok(Waiter { semaphore });
+                }
+                // The creator may have closed everything, semaphore included, while the
+                // section lives on through other handles (ours among them): make it anew,
+                // as the creator would have, but with this opener's mode and as its owner.
+                None if last_error() == ERROR_FILE_NOT_FOUND => {}
+                None => return Err(error("OpenSemaphoreW", name, namespace, last_error())),
+            }
         }
+        let descriptor = Descriptor::new(opts.mode, security::SEMAPHORE)?;
+        let attributes = descriptor.attributes();
+        // "It already existed" comes only through the last error of a successful call.
+        clear_last_error();
+        // SAFETY: `attributes` points to `descriptor`, alive until after the call; 0 initial
+        // tokens, at most i32::MAX; `os` is a NUL-terminated UTF-16 string that outlives the
+        // call; no flags (the parameter is reserved).
+        let raw = unsafe { CreateSemaphoreExW(&attributes, 0, i32::MAX, os.as_ptr(), 0, rights) };
+        let code = last_error();
+        let Some(semaphore) = own(raw) else {
+            return Err(match code {
+                // The name belongs to a kernel object of another type.
+                ERROR_INVALID_HANDLE => Error::AlreadyExists { name: object },
+                // It exists and its DACL refuses us what we need: a stranger's is reported as
+                // such (if we may read its owner), a trusted owner's as the refusal it is.
+                ERROR_ACCESS_DENIED => match untrusted_semaphore(&os, &object, opts) {
+                    Some(untrusted) => untrusted,
+                    None => error("CreateSemaphoreExW", name, namespace, code),
+                },
+                code => error("CreateSemaphoreExW", name, namespace, code),
+            });
+        };
+        if code == ERROR_ALREADY_EXISTS {
+            // Somebody made it first, and our descriptor was not applied. A leftover of an
+            // earlier segment of the same name (its last user still closing) only carries
+            // stale tokens, which are harmless; a squatter's could be signalled or drained
+            // at will, or lock us out later by its DACL: keep it only if its owner is trusted.
+            security::check_owner(
+                semaphore.as_raw_handle(),
+                &object,
+                &opts.trusted,
+                |op, code| error(op, name, namespace, code),
+            )?;
+        }
+        Ok(Waiter { semaphore })
     }
 
     fn wait(
@@ -633,6 +698,24 @@ impl OsWaiter for Waiter {
         // The only expected failure is ERROR_TOO_MANY_POSTS: the semaphore already holds
         // nearly i32::MAX tokens, which is more than enough for every sleeper.
         let _ = ok;
+    }
+}
+
+/// [`Error::UntrustedOwner`] if the semaphore `os` (displayed as `object`) exists, lets us
+/// read its owner, and `opts.trusted` refuses that owner; `None` otherwise.
+fn untrusted_semaphore(os: &[u16], object: &str, opts: &OsOptions) -> Option<Error> {
+    // SAFETY: `os` is a NUL-terminated UTF-16 string that outlives the call; the handle is
+    // not inheritable.
+    let semaphore = own(unsafe { OpenSemaphoreW(READ_CONTROL, FALSE, os.as_ptr()) })?;
+    let checked = security::check_owner(
+        semaphore.as_raw_handle(),
+        object,
+        &opts.trusted,
+        |op, code| error(op, object, opts.namespace, code),
+    );
+    match checked {
+        Err(e @ Error::UntrustedOwner { .. }) => Some(e),
+        _ => None,
     }
 }
 
@@ -765,7 +848,7 @@ mod tests {
             "Local\\cam0"
         );
         assert_eq!(
-            to_string(object_name("cam0", Namespace::Global, "#mmf-wake")),
+            to_string(object_name("cam0", Namespace::Global, WAKE_SUFFIX)),
             "Global\\cam0#mmf-wake"
         );
     }
