@@ -1950,6 +1950,40 @@ mod tests {
         }
     }
 
+    /// A pin cleared behind the reader's back (any reader may write the table) lets the
+    /// writer reuse the slot of a frame the reader still holds: `verify` says so, with the
+    /// frame's sequence number, while it said nothing before the writer got there.
+    #[test]
+    fn verify_reports_a_frame_overwritten_after_its_pin_was_cleared() {
+        let name = name("verify");
+        let spec = FrameSpec::new(FRAME_MAX).max_readers(1).slots(3);
+        let mut writer = FrameWriter::create(&name, spec).unwrap();
+        let first = publish_next(&mut writer);
+        let mut reader = FrameReader::open(&name).unwrap();
+        let frame = reader.latest().unwrap().unwrap();
+        assert_eq!(frame.seq(), first);
+        // Held: the writer keeps off it however far it runs.
+        for _ in 0..6 {
+            publish_next(&mut writer);
+        }
+        assert_eq!(&frame[..], frame_bytes(first));
+        assert!(
+            frame.verify().is_ok(),
+            "a pinned frame is never overwritten"
+        );
+        // Another process clears the pin; the writer rescans and reuses the slot.
+        let entry = &writer.channel.readers()[frame.reader.entry];
+        entry.pin.store(NO_SLOT, Relaxed);
+        for _ in 0..6 {
+            publish_next(&mut writer);
+        }
+        assert_ne!(&frame[..], frame_bytes(first), "the slot was reused");
+        assert!(matches!(
+            frame.verify(),
+            Err(Error::FrameOverwritten { seq }) if seq == first
+        ));
+    }
+
     #[test]
     fn types_have_the_thread_bounds_we_document() {
         fn send_sync<T: Send + Sync>() {}

@@ -681,6 +681,41 @@ mod tests {
         }
     }
 
+    /// A companion object's mapping (`MmfOptions::companion`) is patchable as a whole: after
+    /// another process cuts the object to nothing, a plain atomic load anywhere in it, past
+    /// the first page included, reads zero instead of raising a fatal SIGBUS, and the handle
+    /// reports the loss; writes land on the private page and stay readable. Every Linux
+    /// architecture (aarch64 runs it under qemu-user, which delivers the SIGBUS too).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_truncated_patchable_mapping_reads_zeros_and_reports_the_loss() {
+        use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+        let name = format!("mmfu-patch-{}+readers", std::process::id());
+        let table = crate::MmfOptions::new(&name)
+            .companion()
+            .create(3 * 4096)
+            .unwrap();
+        let word = |offset: usize| {
+            assert!(offset + 4 <= table.len() && offset % 4 == 0);
+            // SAFETY: offset + 4 <= len, 4-aligned, inside the mapping `table` keeps alive;
+            // the region holds only plain bytes, valid as an AtomicU32.
+            unsafe { &*table.data_ptr().add(offset).cast::<AtomicU32>() }
+        };
+        let far = 2 * 4096 + 8; // past the header page and the first data page
+        word(far).store(7, Relaxed);
+        assert!(!table.mapping_lost());
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/dev/shm/{name}"))
+            .unwrap();
+        file.set_len(0).unwrap();
+        assert_eq!(word(far).load(Relaxed), 0, "the lost page reads as zero");
+        assert!(table.mapping_lost(), "the loss is reported");
+        word(far).store(9, Relaxed);
+        assert_eq!(word(far).load(Relaxed), 9, "the private page is writable");
+        assert_eq!(word(0).load(Relaxed), 0, "the whole mapping was replaced");
+    }
+
     #[test]
     fn copy_copies_every_length_and_alignment() {
         let src: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 3) as u8).collect();
