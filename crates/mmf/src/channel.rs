@@ -24,10 +24,18 @@
 //!
 //! # Design
 //!
-//! A channel is an ordinary segment (same naming, permissions, lifetime, header checks) whose
-//! header `flags` word says [`KIND_FRAME_CHANNEL`]: [`Mmf::open`](crate::Mmf::open) on it, or
-//! [`FrameReader::open`] on a plain segment, fails with [`Error::WrongKind`]. Its data region
-//! holds a control block and `slots` frame slots of `max_frame_len` bytes each (page aligned).
+//! A channel is two ordinary segments (same naming rules, permissions, lifetime, header
+//! checks). The channel object `name`, whose header `flags` word says [`KIND_FRAME_CHANNEL`]
+//! ([`Mmf::open`](crate::Mmf::open) on it, or [`FrameReader::open`] on a plain segment, fails
+//! with [`Error::WrongKind`]), holds a control block and `slots` frame slots of
+//! `max_frame_len` bytes each (page aligned): only the writer can write it, readers map it
+//! read-only. The reader table `name+readers` ([`reader_table_name`], kind
+//! [`KIND_FRAME_READERS`]) holds what readers write: their entries, pins and the count of
+//! sleeping readers; writer and readers map it read-write. The `+` lies outside the user
+//! alphabet, so no user's segment can take that name. The writer creates both (the table
+//! before it publishes the control block, so a reader that finds the channel finds the
+//! table) and removes both when it drops; [`Mmf::remove`](crate::Mmf::remove) on the
+//! channel's name removes both.
 //!
 //! **Slots.** A channel created for `R` readers (`FrameSpec::max_readers`, 1 to
 //! [`MAX_READERS`]) has at least `R + 2` slots: by default exactly `R + 2`, raised to
@@ -43,7 +51,7 @@
 //! at most `R` pins plus the latest exclude at most `R + 1` slots, so one is always free, and
 //! publishing never waits, whatever readers do — hold a frame forever, die holding it, or
 //! write garbage into their pin word (one entry holds one value, so it excludes at most one
-//! slot). Past the bound: the `R + 1`-th concurrent [`FrameReader::open`] fails with
+//! slot; a value that names no slot excludes nothing). Past the bound: the `R + 1`-th concurrent [`FrameReader::open`] fails with
 //! [`Error::ChannelFull`] (after reclaiming entries of dead readers).
 //!
 //! **Never torn.** A reader publishes a pin (the slot it wants), then checks the slot is
@@ -64,18 +72,24 @@
 //! [`FrameReader::set_spin`]; skipped while frames arrive more slowly than that, resumed when
 //! one arrives within it), then sleeps in the kernel on the `latest` word through the
 //! segment's waiter (a shared futex on Linux, the segment's named semaphore on Windows). A
-//! sleeping reader counts itself in `parked`; the writer makes the wake-up system call only
-//! when that count is non-zero, so publishing to busy readers costs no system call.
+//! sleeping reader counts itself in the table's `parked`; the writer makes the wake-up system
+//! call only when that count is non-zero, so publishing to busy readers costs no system call.
+//! Each kernel sleep lasts at most 1 s before the reader looks again, so a reader that
+//! zeroes `parked` (see **Trust**) delays other readers' wake-ups by at most that.
 //!
 //! **Liveness.** Whether a writer or a reader can still touch the channel is the kernel's
 //! answer, as for the segment's lock (see [`lock`](crate::lock), "Owner death"): on Linux
-//! the writer holds an open-file-description lock on byte 40 of the control block (the first
-//! byte of `writer_pid`), and the owner of reader entry `i` on byte `256 + 64i` (the first
-//! byte of its claim word), each through its own handle's descriptor, from before it
+//! the writer holds an open-file-description write lock on byte 40 of the control block (the
+//! first byte of `writer_pid`), and the owner of reader entry `i` one on byte `64 + 64i` of
+//! the reader table (the first byte of its claim word), each through its own handle's
+//! descriptor, from before it
 //! publishes its identity until after it gives the entry up; the kernel drops them when the
 //! process exits, is killed, or execs. A reader or writer that asks another whether it is
-//! alive asks the kernel about that byte (`F_OFD_GETLK`), which means the same in every PID
-//! namespace, so a reader in another container does not take a live writer for dead. The
+//! alive asks the kernel about that byte (`F_OFD_GETLK`, probing with a read lock, which
+//! only write locks conflict with: a reader can read-lock the writer's byte through its
+//! read-only descriptor, but that never makes a dead writer look alive), which means the same
+//! in every PID namespace, so a reader in another container does not take a live writer for
+//! dead. The
 //! pid and start time are still recorded, for the platforms without such locks (macOS,
 //! FreeBSD) and the `*_held` flag says which answer applies; there the limits of the
 //! lock's fallback apply (no PID namespaces, a zombie leader counts as dead on Linux).
@@ -93,7 +107,8 @@
 //! **Untrusted memory.** Everything read from the region is checked: the geometry once at
 //! open against the real mapping length (then only the local copy is used), slot indices and
 //! frame lengths on every read. Garbage yields [`Error::Corrupt`], never a panic or an
-//! out-of-bounds access. A writer killed in the middle of publishing leaves `latest` busy:
+//! out-of-bounds access. The writer validates nothing it reads from the reader table beyond
+//! that: a pin is only compared with slot numbers, a claim word only with what was there. A writer killed in the middle of publishing leaves `latest` busy:
 //! [`FrameReader::latest`] then gives [`Error::WriterGone`] after a few milliseconds of
 //! retrying, rather than spinning forever.
 //!
@@ -108,20 +123,56 @@
 //! channel again once a new writer has created it (after a writer crash on Linux the name is
 //! still there: the new writer must [`Mmf::remove`](crate::Mmf::remove) it first).
 //!
-//! # Control block layout (version 3, at the start of the data region)
+//! # Trust
 //!
-//! Version 3 (this one) decides liveness by kernel locks on the bytes named below and has
-//! the `held` flags; version 2 asked by pid only (and was fooled across PID namespaces).
-//! Version 2 allowed more than `max_readers + 2` slots and had the writer-dropped bit in
-//! `latest`; version 1 required exactly `max_readers + 2` slots and had a 26-bit sequence
-//! there. Readers and writers of different versions refuse each other's channels
-//! with [`Error::IncompatibleVersion`].
+//! What each role can count on, whatever the others do (Linux; see the end for other
+//! systems):
+//!
+//! - **The writer** cannot be crashed, blocked or corrupted by readers: they have no write
+//!   access to the channel object (its mode has no group or other write bit; readers of
+//!   the writer's own user open it read-only too), so they cannot truncate it or change
+//!   frames, metadata or `latest`. What it reads from the reader table is only compared,
+//!   and all-zero bytes are a valid table; if a reader truncates the table, the `SIGBUS`
+//!   handler (`sys::fault`) maps private zero pages over the writer's mapping of it and the
+//!   access runs again there, on any instruction, at no cost on the hot path:
+//!   publishing goes on, but the writer no longer sees pins or sleepers
+//!   ([`FrameWriter::reader_table_lost`]). A reader that holds read locks on the writer's
+//!   liveness byte cannot make a dead writer look alive (see **Liveness**).
+//! - **A reader** (any process the channel's mode lets open it, [`FrameSpec::mode`]) gets
+//!   frames that only the writer wrote, and typed errors for everything else. It cannot
+//!   stop other readers from being readers, but it can write the whole reader table, so
+//!   it can: take or free other readers' entries (they get [`Error::ReaderEvicted`] on
+//!   their next call, and never touch the entry again); clear their pins, so the writer may
+//!   overwrite a frame another reader still holds, which [`Frame::verify`] reports as
+//!   [`Error::FrameOverwritten`] (each slot carries the sequence number of the frame
+//!   being written into it, in the control block, stamped before the first byte); fill the
+//!   table ([`Error::ChannelFull`]) or scribble its header (opens fail with typed errors);
+//!   truncate it (every reader of it gets [`Error::ReaderEvicted`] from then on); make the
+//!   writer call wake on every publish, or none (sleepers look again after 1 s at most).
+//!   Call [`Frame::verify`] after consuming a frame whenever not every reader is trusted;
+//!   while nobody writes the table behind the crate's back it never fails.
+//! - **A process of the writer's user** is fully trusted: it may open the channel object
+//!   read-write and change anything (the segment's shared-memory contract, [`crate::Mmf`]).
+//!
+//! A reader of another user account opens with [`FrameReader::open_trusting`]. On macOS
+//! and FreeBSD there is no `SIGBUS` handler: a reader that truncates the table still kills
+//! the writer (and readers) there, and liveness falls back to process ids.
+//!
+//! # Control block layout (version 4, at the start of the channel's data region)
+//!
+//! Version 4 (this one) moved everything readers write (entries, pins, `parked`) to the
+//! reader table, which readers map read-write while the channel is read-only for them, and
+//! added the slot stamps. Version 3 decided liveness by kernel locks and had the `held`
+//! flags; version 2 asked by pid only (and was fooled across PID namespaces), allowed more
+//! than `max_readers + 2` slots and had the writer-dropped bit in `latest`; version 1
+//! required exactly `max_readers + 2` slots. Readers and writers of different versions
+//! refuse each other's channels with [`Error::IncompatibleVersion`].
 //!
 //! All words are native-endian `u32`, 64-bit values are (low, high) pairs.
 //!
 //! | offset | size | field | meaning |
 //! |-------:|-----:|-------|---------|
-//! | 0 | 8 | `magic` | `b"mmfchan1"`, stored (Release) once every other field is set, before the slots are prefaulted |
+//! | 0 | 8 | `magic` | `b"mmfchan1"`, stored (Release) once every other field is set and the reader table exists, before the slots are prefaulted |
 //! | 8 | 4 | `version` | [`CHANNEL_VERSION`] |
 //! | 12 | 4 | `slot_count` | `max_readers + 2` ..= [`MAX_SLOTS`] |
 //! | 16 | 4 | `max_readers` | 1..=[`MAX_READERS`] |
@@ -131,9 +182,19 @@
 //! | 52 | 4 | `writer_held` | 1 if the writer holds the lock on byte 40: readers ask the kernel, not the pid |
 //! | 64 | 4 | `latest` | bits 0..6: slot of the newest frame (63: none yet, 62: metadata being rewritten); bit 6: the writer has dropped; bits 7..32: its sequence number mod 2^25. Also the futex word readers sleep on |
 //! | 68 | 44 | newest frame's metadata | seq, timestamp, len (2 words each), width, height, pixel format, tag (2 words) |
-//! | 128 | 4 | `parked` | readers sleeping in `wait_next` |
-//! | 256 | 64 × 32 | reader entries | claim word (its first byte is the owner's kernel-lock byte), pid, start time (2 words), pin, parked flag, `held` (as `writer_held`, for the entry's byte) |
-//! | 8192 | `slot_stride` × `slot_count` | frame slots | page aligned |
+//! | 256 | 8 × [`MAX_SLOTS`] | slot stamps | per slot, the sequence number of the frame in it or being written into it (0: none yet), stored before its first byte (see [`Frame::verify`]) |
+//! | 4096 | `slot_stride` × `slot_count` | frame slots | page aligned |
+//!
+//! # Reader table layout (version 4, the data region of `name+readers`)
+//!
+//! 2112 data bytes whatever `max_readers` (entries past it are unused). All-zero bytes
+//! mean: every entry free, no pin, nobody parked; which is what a table truncated and
+//! regrown by a reader holds, and what a fresh one does.
+//!
+//! | offset | size | field | meaning |
+//! |-------:|-----:|-------|---------|
+//! | 0 | 4 | `parked` | readers sleeping in `wait_next` (the writer wakes them only when non-zero) |
+//! | 64 + 64i | 64 | reader entry `i` | claim word (bits 0..2: 0 free, 1 busy, 2 owned; bits 2..: generation; its first byte is the owner's kernel-lock byte), pid, start time (2 words), pin (slot + 1, 0: none), parked flag, `held` (as `writer_held`, for the entry's byte) |
 
 use std::hint;
 use std::mem::{offset_of, size_of};

@@ -25,7 +25,7 @@
 //! | OS | architectures | backing object | how a blocked process waits | lifetime | tested how |
 //! |----|---------------|----------------|-----------------------------|----------|------------|
 //! | Linux | x86_64, i686, aarch64 | POSIX shm (`/dev/shm`) | bounded spin, then shared futex on the lock word | until removed (creator removes on drop by default) | x86_64 and i686: unit tests, every integration suite but `windows`, doc tests; x86_64 also Miri and loom on the lock and header; aarch64 under qemu-user (children started through the emulator): unit tests (but the 4 lock wake-up tests that find a sleeping thread by its system call in `/proc`, where qemu shows its own), every integration suite but `windows`, `truncation`, `scribble` and `sigbus_install`, doc tests (qemu on x86_64 keeps x86's memory order, so this checks the Arm build, not Arm's weaker ordering; on aarch64 a copy that races with a truncation is not caught and raises `SIGBUS`) |
-//! | Windows | x86_64, i686 | pagefile-backed section (`Local\` or `Global\` name) | bounded spin, then a named semaphore per segment (`<name>#mmf-wake`), signalled only when the header's sleeper count is non-zero; each kernel wait capped at 1 s | until the last handle closes | x86_64 under wine 8: unit tests, the `channel`, `multiprocess`, `robust`, `segment_api` and `windows` suites, doc tests (not `hostile`, `linux_shm`, `namespaces`, `scribble`, `sigbus_install`, `truncation`: they forge, truncate or squat `/dev/shm` objects, test Linux's PID namespaces, or interpose `sigaction`); i686 built, not run |
+//! | Windows | x86_64, i686 | pagefile-backed section (`Local\` or `Global\` name) | bounded spin, then a named semaphore per segment (`<name>#mmf-wake`), signalled only when the header's sleeper count is non-zero; each kernel wait capped at 1 s | until the last handle closes | x86_64 under wine 8: unit tests, the `channel`, `multiprocess`, `robust`, `segment_api` and `windows` suites, doc tests (not `hostile`, `hostile_reader`, `linux_shm`, `namespaces`, `scribble`, `sigbus_install`, `truncation`: they forge, truncate or squat `/dev/shm` objects, test Linux's PID namespaces, or interpose `sigaction`); i686 built, not run |
 //! | macOS, FreeBSD | x86_64 | POSIX shm | bounded spin, then 0.5 ms sleeps re-checking the word | until removed | compiled (`cargo check`) only |
 //!
 //! # Trust model
@@ -38,7 +38,7 @@
 //! |---|---|---|
 //! | your processes, using `mmf` with write access | to follow the lock | the lock itself; a holder that dies is recovered, a holder wrongly taken for dead cannot release someone else's lock (`Error::Revoked`, poisoning) |
 //! | read-only handles (`open_read_only`) | nothing: they cannot write | the kernel (a read-only mapping); they copy optimistically and never block a writer |
-//! | frame-channel readers | not to truncate or scribble (today they map the channel read-write) | their pins are checked by generation, dead readers are reclaimed; **not yet**: a reader that truncates the channel's file can kill the writer (issue 11, open) |
+//! | frame-channel readers (whoever the channel's mode lets read) | nothing but their own reads | the frames and the writer's control block are mapped read-only (the channel is created without group or other write bits), so readers cannot crash, block or corrupt the writer or change a frame; what they write (entries, pins, the sleeper count) is a separate reader table, `<name>+readers`, where garbage is only compared and a truncation is patched over with private zero pages (Linux). A reader can still evict or unpin other readers (they get `Error::ReaderEvicted`, or `Error::FrameOverwritten` from [`Frame::verify`]), fill the table, or delay their wake-ups by up to 1 s; on macOS and FreeBSD one that truncates the table kills the writer |
 //! | other users | nothing | on Linux, opening refuses an object owned by another user unless you name it ([`MmfOptions::trust_owner`], [`trust_group`](MmfOptions::trust_group); root is trusted) and refuses anything that is not a regular file (FIFO, symlink, directory: `Error::NotRegularFile`), with `O_NOFOLLOW` and `O_NONBLOCK`; new objects are created with mode 0600 by default. **Not yet on Windows**: sections and the wake semaphore carry the default security descriptor and are opened without an owner check |
 //! | other PID namespaces (containers sharing `/dev/shm`) | as much as processes of your own namespace | liveness is the kernel's byte lock, which means the same in every namespace (Linux); the pid fallback (macOS, FreeBSD) must not be shared across namespaces |
 //! | a peer that truncates or scribbles the region | nothing | every header field is validated and bounds-checked; the mapping length comes from the validated header, never from the file's size; copies catch `SIGBUS` and report `Error::Truncated`; header garbage gives typed errors |
@@ -53,7 +53,10 @@
 //! breaks it (writes without the lock) can make your process read bytes that change under a
 //! shared borrow, which the optimiser may assume cannot happen; with untrusted peers use the copy
 //! API (`read_at`, `read_to_vec`, `write_at`), which copies with the fault-catching routine and
-//! never hands out a borrow of shared memory, and validate what you read.
+//! never hands out a borrow of shared memory, and validate what you read. For a `Frame` the
+//! only process with write access to the frames is the writer, but a reader that clears another
+//! reader's pin makes the writer reuse that reader's slot while its `Frame` lives: with untrusted
+//! readers, copy out of the frame and trust the copy only after [`Frame::verify`] passes.
 //!
 //! See [`Mmf`] for names, lifetime and the shared-memory contract, [`header`] for the byte
 //! layout of the region, and [`lock`] for the lock and how to bring your own.

@@ -18,6 +18,13 @@
 //!   interrupted atomic run again on the zero page. From then on every copy method of that
 //!   handle fails with [`Error::Truncated`] without touching the lock: a private page would
 //!   no longer exclude other processes.
+//! - **Patchable mappings** (a frame channel's reader table, which every reader may write
+//!   and so truncate) are handled like a header, but as a whole: a registration made with
+//!   [`Registration::patchable`] has every page of its mapping replaced by private zero pages
+//!   on a fault anywhere in it, at any instruction, and reports
+//!   [`header_lost`](Registration::header_lost). Such memory is only accessed with atomics,
+//!   and all-zero bytes must be a valid state of it; then plain atomics on it are safe
+//!   however others truncate the object, at no cost until a fault happens.
 //! - **Anything else** — a fault elsewhere in the program, a fault in the data region from a
 //!   guard's slice, a hardware memory error (`BUS_MCEERR_*`), a `SIGBUS` sent with `kill` —
 //!   goes to the handler that was installed before ours (Rust's own stack-overflow handler,
@@ -38,11 +45,16 @@
 //!
 //! # Where this applies
 //!
-//! Linux on x86_64 and i686 ([`CATCHES_FAULTS`] is `true`). Other Unix systems and other
-//! architectures fall back to a plain copy preceded by an `fstat` size check in the caller:
-//! a shrink *before* the copy is reported as [`Error::Truncated`], one that races with the copy
-//! still raises `SIGBUS`. On Windows a pagefile-backed section cannot be shrunk at all, so the
-//! plain copy is exact there.
+//! The copy routine and its fixup: Linux on x86_64 and i686 ([`CATCHES_FAULTS`] is `true`).
+//! Other Unix systems and other architectures fall back to a plain copy preceded by an `fstat`
+//! size check in the caller: a shrink *before* the copy is reported as [`Error::Truncated`], one
+//! that races with the copy still raises `SIGBUS`. The handler itself, with the header and
+//! whole-mapping patches (which need no instruction pointer), runs on Linux on every
+//! architecture; on aarch64 it is tested under qemu-user, which delivers the guest a
+//! `SIGBUS` with `BUS_ADRERR` and the faulting address, and retries the access after the
+//! handler's `mmap`. macOS and FreeBSD have no handler: a truncation there raises a fatal
+//! `SIGBUS` on any access to the lost pages. On Windows a pagefile-backed section cannot be
+//! shrunk at all, so the plain copy is exact there.
 //!
 //! [`Error::Truncated`]: crate::Error::Truncated
 
