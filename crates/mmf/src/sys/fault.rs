@@ -709,9 +709,12 @@ mod tests {
             .unwrap();
         let word = |offset: usize| {
             assert!(offset + 4 <= table.len() && offset % 4 == 0);
-            // SAFETY: offset + 4 <= len, 4-aligned, inside the mapping `table` keeps alive;
+            // wrapping_add: computing the address needs no unsafe; offset + 4 <= len keeps it
+            // inside the data region.
+            let at = table.data_ptr().wrapping_add(offset).cast::<AtomicU32>();
+            // SAFETY: 4-aligned and inside the mapping `table` keeps alive (asserted above);
             // the region holds only plain bytes, valid as an AtomicU32.
-            unsafe { &*table.data_ptr().add(offset).cast::<AtomicU32>() }
+            unsafe { &*at }
         };
         let far = 2 * 4096 + 8; // past the header page and the first data page
         word(far).store(7, Relaxed);
