@@ -1351,7 +1351,10 @@ impl FrameReader {
     /// copies nothing. May return the same frame as last time.
     ///
     /// [`Error::WouldBlock`] if the newest frame's metadata stays mid-update for milliseconds
-    /// (a writer killed while publishing); [`Error::Corrupt`] for garbage in the channel.
+    /// (a writer killed while publishing); [`Error::Corrupt`] for garbage in the channel;
+    /// [`Error::ReaderEvicted`], from then on, once another process has taken this reader's
+    /// entry or truncated the reader table (module docs, "Trust"; the same for every method
+    /// that takes a frame).
     pub fn latest(&mut self) -> Result<Option<Frame<'_>>> {
         match self.pin()? {
             Some(pinned) => Ok(Some(self.frame(pinned))),
