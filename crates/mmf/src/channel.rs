@@ -1193,6 +1193,8 @@ impl FrameReader {
                 )))
             }
             // The writer dropped (removing both names) since we opened the channel.
+            // SeqCst (also Acquire): as in `Channel::writer_gone`, pairs with the writer's
+            // SeqCst fetch_or in its Drop, which comes before it removes the table's name.
             Err(Error::NotFound { .. })
                 if control_of(&mmf).latest.load(SeqCst) & LATEST_CLOSED != 0 =>
             {
@@ -1303,6 +1305,15 @@ impl FrameReader {
         ours
     }
 
+    /// [`Error::ReaderEvicted`] unless the entry is still ours (see `entry_is_ours`).
+    fn check_entry(&self) -> Result<()> {
+        if self.entry_is_ours() {
+            Ok(())
+        } else {
+            Err(self.evicted_error())
+        }
+    }
+
     fn evicted_error(&self) -> Error {
         Error::ReaderEvicted {
             name: self.name().to_owned(),
@@ -1356,6 +1367,7 @@ impl FrameReader {
     /// entry or truncated the reader table (module docs, "Trust"; the same for every method
     /// that takes a frame).
     pub fn latest(&mut self) -> Result<Option<Frame<'_>>> {
+        self.check_entry()?;
         match self.pin()? {
             Some(pinned) => Ok(Some(self.frame(pinned))),
             None => Ok(None),
@@ -1368,6 +1380,7 @@ impl FrameReader {
     /// frame. (A writer *process* that died is not noticed here, to keep polling cheap: see
     /// [`writer_alive`](Self::writer_alive).)
     pub fn try_next(&mut self) -> Result<Option<Frame<'_>>> {
+        self.check_entry()?;
         let pinned = match self.pin_newer()? {
             Some(pinned) => Some(pinned),
             None => self.last_frame_if_writer_gone(false)?,
@@ -1426,6 +1439,9 @@ impl FrameReader {
     fn wait_pin_inner(&mut self, start: Instant, deadline: Option<Instant>) -> Result<Pinned> {
         let mut spinning = self.spin_now && !self.spin.is_zero();
         let mut spins: u32 = 0;
+        // Once here and after every sleep (not per spin): an evicted reader is told at once,
+        // not only when a frame arrives.
+        self.check_entry()?;
         loop {
             // Relaxed: only a hint whether pinning is worth trying; `pin` orders properly.
             let seen = self.channel.control().latest.load(Relaxed);
@@ -1458,6 +1474,7 @@ impl FrameReader {
                 });
             }
             self.sleep_while_latest_is(seen, deadline);
+            self.check_entry()?;
         }
     }
 
@@ -2046,6 +2063,31 @@ mod tests {
             frame.verify(),
             Err(Error::FrameOverwritten { seq }) if seq == first
         ));
+    }
+
+    /// An evicted reader waiting for a frame that does not come is told at once, not when
+    /// its wait runs out (nor never, were it to sleep on).
+    #[test]
+    fn an_evicted_reader_waiting_for_frames_is_told_at_once() {
+        let name = name("evicted");
+        let mut writer = FrameWriter::create(&name, FrameSpec::new(64).max_readers(1)).unwrap();
+        publish_next(&mut writer);
+        let mut reader = FrameReader::open(&name).unwrap();
+        drop(reader.wait_next(Duration::from_secs(10)).unwrap());
+        // Another process frees the entry behind the reader's back.
+        writer.channel.readers()[reader.entry]
+            .claim
+            .store(0, Relaxed);
+        let start = Instant::now();
+        assert!(matches!(
+            reader.wait_next(Duration::from_secs(10)),
+            Err(Error::ReaderEvicted { .. })
+        ));
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[test]
