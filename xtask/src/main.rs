@@ -268,6 +268,7 @@ fn loom(root: &Path) -> Result {
 /// forge or truncate `/dev/shm` objects, or catch SIGBUS.
 const LINUX_ONLY_SUITES: &[&str] = &[
     "hostile",
+    "hostile_reader",
     "linux_shm",
     "namespaces",
     "scribble",

@@ -23,7 +23,8 @@ commands:
   read <name> [--offset N] [--len N] [--hex]
         copy bytes to standard output (default: the whole data region)
   write <name> [--offset N]           copy standard input into the segment
-  remove <name>                       remove the name (open handles keep working)
+  remove <name>                       remove the name, and a frame channel's reader table
+                                      with it (open handles keep working)
   list                                list mmf segments (Linux: scans /dev/shm)
   help                                print this text
 
@@ -280,6 +281,11 @@ fn list() -> Result<(), Failure> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir("/dev/shm")? {
         let entry = entry?;
+        // A frame channel's reader table (`<name>+readers`) is part of its channel, listed
+        // (and removed, `Mmf::remove`) under the channel's name; user names have no `+`.
+        if entry.file_name().to_string_lossy().contains('+') {
+            continue;
+        }
         let mut magic = [0u8; 8];
         // Objects we cannot read, or shorter than a magic, are simply not ours to list.
         let is_mmf = std::fs::File::open(entry.path())

@@ -97,3 +97,34 @@ fn create_write_read_list_remove_round_trip() {
     let out = mmf(&["info", &name], b"");
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// A frame channel is two objects, the channel and its reader table (`<name>+readers`):
+/// `list` shows the channel only, and `remove` removes both, so a new writer can create the
+/// channel again after one that crashed.
+#[cfg(target_os = "linux")]
+#[test]
+fn list_and_remove_treat_a_channel_and_its_reader_table_as_one() {
+    let name = format!("mmf-cli-chan-{}", std::process::id());
+    let table = mmf::channel::reader_table_name(&name);
+    let writer = mmf::FrameWriter::create(&name, mmf::FrameSpec::new(64)).unwrap();
+    assert!(std::path::Path::new(&format!("/dev/shm/{table}")).exists());
+
+    let out = mmf(&["list"], b"");
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(listed.lines().any(|l| l == name), "{listed}");
+    assert!(
+        !listed.contains('+'),
+        "the reader table is listed: {listed}"
+    );
+
+    let out = mmf(&["remove", &name], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    for gone in [&name, &table] {
+        assert!(
+            !std::path::Path::new(&format!("/dev/shm/{gone}")).exists(),
+            "{gone} is still there"
+        );
+    }
+    drop(writer);
+    let _again = mmf::FrameWriter::create(&name, mmf::FrameSpec::new(64)).unwrap();
+}

@@ -24,10 +24,18 @@
 //!
 //! # Design
 //!
-//! A channel is an ordinary segment (same naming, permissions, lifetime, header checks) whose
-//! header `flags` word says [`KIND_FRAME_CHANNEL`]: [`Mmf::open`](crate::Mmf::open) on it, or
-//! [`FrameReader::open`] on a plain segment, fails with [`Error::WrongKind`]. Its data region
-//! holds a control block and `slots` frame slots of `max_frame_len` bytes each (page aligned).
+//! A channel is two ordinary segments (same naming rules, permissions, lifetime, header
+//! checks). The channel object `name`, whose header `flags` word says [`KIND_FRAME_CHANNEL`]
+//! ([`Mmf::open`](crate::Mmf::open) on it, or [`FrameReader::open`] on a plain segment, fails
+//! with [`Error::WrongKind`]), holds a control block and `slots` frame slots of
+//! `max_frame_len` bytes each (page aligned): only the writer can write it, readers map it
+//! read-only. The reader table `name+readers` ([`reader_table_name`], kind
+//! [`KIND_FRAME_READERS`]) holds what readers write: their entries, pins and the count of
+//! sleeping readers; writer and readers map it read-write. The `+` lies outside the user
+//! alphabet, so no user's segment can take that name. The writer creates both (the table
+//! before it publishes the control block, so a reader that finds the channel finds the
+//! table) and removes both when it drops; [`Mmf::remove`](crate::Mmf::remove) on the
+//! channel's name removes both.
 //!
 //! **Slots.** A channel created for `R` readers (`FrameSpec::max_readers`, 1 to
 //! [`MAX_READERS`]) has at least `R + 2` slots: by default exactly `R + 2`, raised to
@@ -43,7 +51,7 @@
 //! at most `R` pins plus the latest exclude at most `R + 1` slots, so one is always free, and
 //! publishing never waits, whatever readers do — hold a frame forever, die holding it, or
 //! write garbage into their pin word (one entry holds one value, so it excludes at most one
-//! slot). Past the bound: the `R + 1`-th concurrent [`FrameReader::open`] fails with
+//! slot; a value that names no slot excludes nothing). Past the bound: the `R + 1`-th concurrent [`FrameReader::open`] fails with
 //! [`Error::ChannelFull`] (after reclaiming entries of dead readers).
 //!
 //! **Never torn.** A reader publishes a pin (the slot it wants), then checks the slot is
@@ -64,18 +72,24 @@
 //! [`FrameReader::set_spin`]; skipped while frames arrive more slowly than that, resumed when
 //! one arrives within it), then sleeps in the kernel on the `latest` word through the
 //! segment's waiter (a shared futex on Linux, the segment's named semaphore on Windows). A
-//! sleeping reader counts itself in `parked`; the writer makes the wake-up system call only
-//! when that count is non-zero, so publishing to busy readers costs no system call.
+//! sleeping reader counts itself in the table's `parked`; the writer makes the wake-up system
+//! call only when that count is non-zero, so publishing to busy readers costs no system call.
+//! Each kernel sleep lasts at most 1 s before the reader looks again, so a reader that
+//! zeroes `parked` (see **Trust**) delays other readers' wake-ups by at most that.
 //!
 //! **Liveness.** Whether a writer or a reader can still touch the channel is the kernel's
 //! answer, as for the segment's lock (see [`lock`](crate::lock), "Owner death"): on Linux
-//! the writer holds an open-file-description lock on byte 40 of the control block (the first
-//! byte of `writer_pid`), and the owner of reader entry `i` on byte `256 + 64i` (the first
-//! byte of its claim word), each through its own handle's descriptor, from before it
+//! the writer holds an open-file-description write lock on byte 40 of the control block (the
+//! first byte of `writer_pid`), and the owner of reader entry `i` one on byte `64 + 64i` of
+//! the reader table (the first byte of its claim word), each through its own handle's
+//! descriptor, from before it
 //! publishes its identity until after it gives the entry up; the kernel drops them when the
 //! process exits, is killed, or execs. A reader or writer that asks another whether it is
-//! alive asks the kernel about that byte (`F_OFD_GETLK`), which means the same in every PID
-//! namespace, so a reader in another container does not take a live writer for dead. The
+//! alive asks the kernel about that byte (`F_OFD_GETLK`, probing with a read lock, which
+//! only write locks conflict with: a reader can read-lock the writer's byte through its
+//! read-only descriptor, but that never makes a dead writer look alive), which means the same
+//! in every PID namespace, so a reader in another container does not take a live writer for
+//! dead. The
 //! pid and start time are still recorded, for the platforms without such locks (macOS,
 //! FreeBSD) and the `*_held` flag says which answer applies; there the limits of the
 //! lock's fallback apply (no PID namespaces, a zombie leader counts as dead on Linux).
@@ -93,7 +107,8 @@
 //! **Untrusted memory.** Everything read from the region is checked: the geometry once at
 //! open against the real mapping length (then only the local copy is used), slot indices and
 //! frame lengths on every read. Garbage yields [`Error::Corrupt`], never a panic or an
-//! out-of-bounds access. A writer killed in the middle of publishing leaves `latest` busy:
+//! out-of-bounds access. The writer validates nothing it reads from the reader table beyond
+//! that: a pin is only compared with slot numbers, a claim word only with what was there. A writer killed in the middle of publishing leaves `latest` busy:
 //! [`FrameReader::latest`] then gives [`Error::WriterGone`] after a few milliseconds of
 //! retrying, rather than spinning forever.
 //!
@@ -108,20 +123,56 @@
 //! channel again once a new writer has created it (after a writer crash on Linux the name is
 //! still there: the new writer must [`Mmf::remove`](crate::Mmf::remove) it first).
 //!
-//! # Control block layout (version 3, at the start of the data region)
+//! # Trust
 //!
-//! Version 3 (this one) decides liveness by kernel locks on the bytes named below and has
-//! the `held` flags; version 2 asked by pid only (and was fooled across PID namespaces).
-//! Version 2 allowed more than `max_readers + 2` slots and had the writer-dropped bit in
-//! `latest`; version 1 required exactly `max_readers + 2` slots and had a 26-bit sequence
-//! there. Readers and writers of different versions refuse each other's channels
-//! with [`Error::IncompatibleVersion`].
+//! What each role can count on, whatever the others do (Linux; see the end for other
+//! systems):
+//!
+//! - **The writer** cannot be crashed, blocked or corrupted by readers: they have no write
+//!   access to the channel object (its mode has no group or other write bit; readers of
+//!   the writer's own user open it read-only too), so they cannot truncate it or change
+//!   frames, metadata or `latest`. What it reads from the reader table is only compared,
+//!   and all-zero bytes are a valid table; if a reader truncates the table, the `SIGBUS`
+//!   handler (`sys::fault`) maps private zero pages over the writer's mapping of it and the
+//!   access runs again there, on any instruction, at no cost on the hot path:
+//!   publishing goes on, but the writer no longer sees pins or sleepers
+//!   ([`FrameWriter::reader_table_lost`]). A reader that holds read locks on the writer's
+//!   liveness byte cannot make a dead writer look alive (see **Liveness**).
+//! - **A reader** (any process the channel's mode lets open it, [`FrameSpec::mode`]) gets
+//!   frames that only the writer wrote, and typed errors for everything else. It cannot
+//!   stop other readers from being readers, but it can write the whole reader table, so
+//!   it can: take or free other readers' entries (they get [`Error::ReaderEvicted`] on
+//!   their next call, and never touch the entry again); clear their pins, so the writer may
+//!   overwrite a frame another reader still holds, which [`Frame::verify`] reports as
+//!   [`Error::FrameOverwritten`] (each slot carries the sequence number of the frame
+//!   being written into it, in the control block, stamped before the first byte); fill the
+//!   table ([`Error::ChannelFull`]) or scribble its header (opens fail with typed errors);
+//!   truncate it (every reader of it gets [`Error::ReaderEvicted`] from then on); make the
+//!   writer call wake on every publish, or none (sleepers look again after 1 s at most).
+//!   Call [`Frame::verify`] after consuming a frame whenever not every reader is trusted;
+//!   while nobody writes the table behind the crate's back it never fails.
+//! - **A process of the writer's user** is fully trusted: it may open the channel object
+//!   read-write and change anything (the segment's shared-memory contract, [`crate::Mmf`]).
+//!
+//! A reader of another user account opens with [`FrameReader::open_trusting`]. On macOS
+//! and FreeBSD there is no `SIGBUS` handler: a reader that truncates the table still kills
+//! the writer (and readers) there, and liveness falls back to process ids.
+//!
+//! # Control block layout (version 4, at the start of the channel's data region)
+//!
+//! Version 4 (this one) moved everything readers write (entries, pins, `parked`) to the
+//! reader table, which readers map read-write while the channel is read-only for them, and
+//! added the slot stamps. Version 3 decided liveness by kernel locks and had the `held`
+//! flags; version 2 asked by pid only (and was fooled across PID namespaces), allowed more
+//! than `max_readers + 2` slots and had the writer-dropped bit in `latest`; version 1
+//! required exactly `max_readers + 2` slots. Readers and writers of different versions
+//! refuse each other's channels with [`Error::IncompatibleVersion`].
 //!
 //! All words are native-endian `u32`, 64-bit values are (low, high) pairs.
 //!
 //! | offset | size | field | meaning |
 //! |-------:|-----:|-------|---------|
-//! | 0 | 8 | `magic` | `b"mmfchan1"`, stored (Release) once every other field is set, before the slots are prefaulted |
+//! | 0 | 8 | `magic` | `b"mmfchan1"`, stored (Release) once every other field is set and the reader table exists, before the slots are prefaulted |
 //! | 8 | 4 | `version` | [`CHANNEL_VERSION`] |
 //! | 12 | 4 | `slot_count` | `max_readers + 2` ..= [`MAX_SLOTS`] |
 //! | 16 | 4 | `max_readers` | 1..=[`MAX_READERS`] |
@@ -131,19 +182,29 @@
 //! | 52 | 4 | `writer_held` | 1 if the writer holds the lock on byte 40: readers ask the kernel, not the pid |
 //! | 64 | 4 | `latest` | bits 0..6: slot of the newest frame (63: none yet, 62: metadata being rewritten); bit 6: the writer has dropped; bits 7..32: its sequence number mod 2^25. Also the futex word readers sleep on |
 //! | 68 | 44 | newest frame's metadata | seq, timestamp, len (2 words each), width, height, pixel format, tag (2 words) |
-//! | 128 | 4 | `parked` | readers sleeping in `wait_next` |
-//! | 256 | 64 × 32 | reader entries | claim word (its first byte is the owner's kernel-lock byte), pid, start time (2 words), pin, parked flag, `held` (as `writer_held`, for the entry's byte) |
-//! | 8192 | `slot_stride` × `slot_count` | frame slots | page aligned |
+//! | 256 | 8 × [`MAX_SLOTS`] | slot stamps | per slot, the sequence number of the frame in it or being written into it (0: none yet), stored before its first byte (see [`Frame::verify`]) |
+//! | 4096 | `slot_stride` × `slot_count` | frame slots | page aligned |
+//!
+//! # Reader table layout (version 4, the data region of `name+readers`)
+//!
+//! 2112 data bytes whatever `max_readers` (entries past it are unused). All-zero bytes
+//! mean: every entry free, no pin, nobody parked; which is what a table truncated and
+//! regrown by a reader holds, and what a fresh one does.
+//!
+//! | offset | size | field | meaning |
+//! |-------:|-----:|-------|---------|
+//! | 0 | 4 | `parked` | readers sleeping in `wait_next` (the writer wakes them only when non-zero) |
+//! | 64 + 64i | 64 | reader entry `i` | claim word (bits 0..2: 0 free, 1 busy, 2 owned; bits 2..: generation; its first byte is the owner's kernel-lock byte), pid, start time (2 words), pin (slot + 1, 0: none), parked flag, `held` (as `writer_held`, for the entry's byte) |
 
 use std::hint;
 use std::mem::{offset_of, size_of};
 use std::ops::Deref;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
-use std::sync::atomic::{fence, AtomicU32};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::header::KIND_FRAME_CHANNEL;
+use crate::header::{KIND_FRAME_CHANNEL, KIND_FRAME_READERS};
 use crate::segment::{Mmf, MmfOptions};
 use crate::sys::{Hold, Liveness, OsProcess, Process, ProcessId};
 use crate::trust::TrustedOwners;
@@ -160,22 +221,32 @@ pub const MAX_SLOTS: usize = 62;
 pub const SMALL_FRAME_SLOTS: usize = 16;
 /// Memory budget under which the default slot count is raised to [`SMALL_FRAME_SLOTS`].
 pub const SMALL_FRAME_SLOTS_BYTES: usize = 1 << 20;
-/// Version of the control block layout.
-pub const CHANNEL_VERSION: u32 = 3;
-/// Byte of the data region on which the writer holds its kernel lock: the first byte of
-/// `writer_pid`.
+/// Version of the control block layout (and of the reader table that goes with it).
+pub const CHANNEL_VERSION: u32 = 4;
+/// Byte of the channel's data region on which the writer holds its kernel lock: the first
+/// byte of `writer_pid`.
 const WRITER_BYTE: usize = 40;
-/// Byte of the data region on which the owner of reader entry `index` holds its kernel lock:
-/// the first byte of the entry's claim word.
+/// Byte of the reader table's data region on which the owner of reader entry `index` holds
+/// its kernel lock: the first byte of the entry's claim word.
 fn reader_byte(index: usize) -> usize {
-    256 + 64 * index
+    offset_of!(ReaderTable, readers) + size_of::<ReaderEntry>() * index
 }
 /// Bytes before the first frame slot.
-const CONTROL_LEN: usize = 8192;
+const CONTROL_LEN: usize = 4096;
+/// Data bytes of a reader table: the whole [`ReaderTable`], for any `max_readers`.
+const TABLE_LEN: usize = size_of::<ReaderTable>();
 /// Slots start on page boundaries (4096 is the smallest page size we run on).
 const SLOT_ALIGN: usize = 4096;
-/// `pin` value meaning "no slot".
-const NO_SLOT: u32 = u32::MAX;
+/// `pin` value meaning "no slot" (a pin stores slot + 1, so that all-zero bytes, what a
+/// truncated and regrown table holds, pin nothing).
+const NO_SLOT: u32 = 0;
+/// Suffix of the reader table's name: `+` is outside the user alphabet (see [`crate::Mmf`],
+/// "Names"), so no user's segment can be called that.
+const TABLE_SUFFIX: &str = "+readers";
+/// Longest a reader sleeps in the kernel before it looks at `latest` again, woken or not: a
+/// reader that scribbles the table's `parked` count to 0 stops the writer's wake-ups, and
+/// this bounds the delay it causes (Windows caps each kernel wait the same way anyway).
+const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// Bits of the `latest` word that hold the slot.
 const LATEST_SLOT: u32 = 63;
 /// Shift of the sequence number in the `latest` word.
@@ -214,7 +285,7 @@ struct ReaderEntry {
     claim: AtomicU32,
     pid: AtomicU32,
     start: [AtomicU32; 2],
-    /// The slot this reader has pinned, or [`NO_SLOT`].
+    /// The slot this reader has pinned plus 1, or [`NO_SLOT`].
     pin: AtomicU32,
     /// 1 while this reader is counted in `parked`.
     parked: AtomicU32,
@@ -251,14 +322,25 @@ struct Control {
     _reserved1: [AtomicU32; 2],
     latest: AtomicU32,
     desc: FrameDesc,
-    _reserved2: [AtomicU32; 4],
-    parked: AtomicU32,
-    _reserved3: [AtomicU32; 31],
-    readers: [ReaderEntry; MAX_READERS],
-    _reserved4: [AtomicU32; (CONTROL_LEN - 256 - 64 * MAX_READERS) / 4],
+    _reserved2: [AtomicU32; 36],
+    /// Per slot: the sequence number of the frame in it or being written into it, stored
+    /// before the writer touches the slot (see [`Frame::verify`]).
+    stamps: [[AtomicU32; 2]; MAX_SLOTS],
+    _reserved3: [AtomicU32; (CONTROL_LEN - 256 - 8 * MAX_SLOTS) / 4],
 }
 
-// Other binaries read these bytes: pin every offset of the table in the module docs.
+/// The reader table: the data region of the second object, `<name>+readers`, which every
+/// reader maps read-write (module docs, "Reader table layout"). All-zero bytes are a valid
+/// table: every entry free, no pin, nobody parked.
+#[repr(C, align(64))]
+struct ReaderTable {
+    /// Readers sleeping in `wait_next`.
+    parked: AtomicU32,
+    _reserved0: [AtomicU32; 15],
+    readers: [ReaderEntry; MAX_READERS],
+}
+
+// Other binaries read these bytes: pin every offset of the tables in the module docs.
 const _: () = {
     assert!(size_of::<ReaderEntry>() == 64);
     assert!(size_of::<FrameDesc>() == 44);
@@ -270,14 +352,17 @@ const _: () = {
     assert!(offset_of!(Control, max_frame_len) == 24);
     assert!(offset_of!(Control, slot_stride) == 32);
     assert!(offset_of!(Control, writer_pid) == 40);
+    assert!(offset_of!(Control, writer_held) == 52);
     assert!(offset_of!(Control, latest) == 64);
     assert!(offset_of!(Control, desc) == 68);
-    assert!(offset_of!(Control, parked) == 128);
-    assert!(offset_of!(Control, readers) == 256);
-    assert!(offset_of!(ReaderEntry, pin) == 16);
-    assert!(offset_of!(ReaderEntry, held) == 24);
-    assert!(offset_of!(Control, writer_held) == 52);
+    assert!(offset_of!(Control, stamps) == 256);
     assert!(offset_of!(FrameDesc, tag) == 36);
+    assert!(size_of::<ReaderTable>() == 64 + 64 * MAX_READERS);
+    assert!(offset_of!(ReaderTable, parked) == 0);
+    assert!(offset_of!(ReaderTable, readers) == 64);
+    assert!(offset_of!(ReaderEntry, pin) == 16);
+    assert!(offset_of!(ReaderEntry, parked) == 20);
+    assert!(offset_of!(ReaderEntry, held) == 24);
 };
 
 fn load64(pair: &[AtomicU32; 2]) -> u64 {
@@ -318,7 +403,13 @@ pub struct FrameSpec {
     /// [`SMALL_FRAME_SLOTS_BYTES`]. More slots cost memory and make small frames faster (see
     /// the [module docs](self)); they never change what readers see.
     pub slots: usize,
-    /// Unix permission bits (default `0o600`; see [`MmfOptions::mode`]).
+    /// Who may open the channel as a reader, as Unix permission bits (default `0o600`):
+    /// `0o600` this user only, `0o640` also the group, `0o644` everyone. Read bits are
+    /// what count: the frames are created without group or other write (or execute) bits,
+    /// whatever is asked, because readers never get write access to them; the reader table
+    /// gets write access for every class that may read (module docs, "Trust"). On Windows
+    /// the bits are translated into the objects' security descriptors. Readers in another
+    /// user account open with [`FrameReader::open_trusting`].
     pub mode: u32,
 }
 
@@ -353,6 +444,31 @@ impl FrameSpec {
         self.slots = slots;
         self
     }
+
+    /// Sets who may read, as permission bits (see [`mode`](Self::mode)).
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Permission bits of the channel object (frames and control block): the owner reads
+    /// and writes, the classes `mode` lets read may only read.
+    fn channel_mode(&self) -> u32 {
+        0o600 | (self.mode & 0o044)
+    }
+
+    /// Permission bits of the reader table: every class that may read the frames may also
+    /// write here (a reader claims an entry and pins through it).
+    fn table_mode(&self) -> u32 {
+        let read = self.mode & 0o044;
+        0o600 | read | (read >> 1)
+    }
+}
+
+/// The OS name of the reader table of channel `channel`: `<channel>+readers` (module docs,
+/// "Reader table layout"). [`Mmf::remove`](crate::Mmf::remove) removes it with the channel.
+pub fn reader_table_name(channel: &str) -> String {
+    format!("{channel}{TABLE_SUFFIX}")
 }
 
 /// User fields published with a frame; the channel does not interpret them.
@@ -471,18 +587,43 @@ impl Geometry {
     }
 }
 
-/// The shared segment plus the validated geometry: what writer and reader have in common.
+/// The channel object and the reader table, plus the validated geometry: what writer and
+/// reader have in common. The writer maps `mmf` read-write, readers read-only; both map
+/// `table` read-write.
 struct Channel {
     mmf: Mmf,
+    table: Mmf,
     geometry: Geometry,
+}
+
+/// The control block at the start of a channel object's data region.
+fn control_of(mmf: &Mmf) -> &Control {
+    // SAFETY: the data region is page aligned, at least CONTROL_LEN long (checked at create
+    // and open, before this is called) and lives as long as `mmf`; Control is only atomics,
+    // valid for every bit pattern and safe to share across processes. On a reader's
+    // read-only mapping it is only ever loaded from, never stored to.
+    unsafe { &*mmf.data_ptr().cast::<Control>() }
 }
 
 impl Channel {
     fn control(&self) -> &Control {
-        // SAFETY: the data region is page aligned, at least CONTROL_LEN long (checked at create
-        // and open, before a Channel exists) and lives as long as `self.mmf`; Control is only
-        // atomics, valid for every bit pattern and safe to share across processes.
-        unsafe { &*self.mmf.data_ptr().cast::<Control>() }
+        control_of(&self.mmf)
+    }
+
+    fn table(&self) -> &ReaderTable {
+        // SAFETY: the table's data region is page aligned, at least TABLE_LEN long (checked
+        // at create and open, before a Channel exists) and lives as long as `self.table`;
+        // ReaderTable is only atomics, valid for every bit pattern (a peer may write any),
+        // and its mapping is patchable (MmfOptions::companion): if another process
+        // truncates the object, the pages turn into private zero pages instead of faulting.
+        unsafe { &*self.table.data_ptr().cast::<ReaderTable>() }
+    }
+
+    /// Who wakes whom: the reader table's waiter, whose OS state (Windows: the semaphore's
+    /// sleeper count in its header) readers may write, unlike the channel's. Readers sleep
+    /// on `latest` in the channel object all the same.
+    fn waiter(&self) -> crate::lock::Waiter<'_> {
+        self.table.waiter()
     }
 
     /// Whether the writer has dropped (always checked: one load of a line that changes only
@@ -519,12 +660,12 @@ impl Channel {
     }
 
     fn readers(&self) -> &[ReaderEntry] {
-        &self.control().readers[..self.geometry.max_readers as usize]
+        &self.table().readers[..self.geometry.max_readers as usize]
     }
 
     /// Releases the entries of readers whose process has died; returns how many.
     fn reclaim_dead_readers(&self) -> usize {
-        let control = self.control();
+        let table = self.table();
         let mut reclaimed = 0;
         for (index, entry) in self.readers().iter().enumerate() {
             // Acquire: pairs with the Release store of CLAIM_OWNED in `FrameReader::claim`,
@@ -543,7 +684,7 @@ impl Channel {
             // fails (the generation changed). Our own handle holds no reader byte, unless it
             // is this entry's owner, which a reader never sweeps while it holds an entry.
             let byte = (entry.held.load(Relaxed) != 0).then(|| reader_byte(index));
-            if self.mmf.data_holder_liveness(owner, byte) != Liveness::Dead {
+            if self.table.data_holder_liveness(owner, byte) != Liveness::Dead {
                 continue;
             }
             // The generation makes this CAS fail if the dead owner's entry was already
@@ -560,7 +701,7 @@ impl Channel {
             if entry.parked.swap(0, Relaxed) != 0 {
                 // The dead reader was counted as sleeping; stop waking on its behalf.
                 // Relaxed: the count only decides whether the writer calls wake.
-                let _ = control
+                let _ = table
                     .parked
                     .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
             }
@@ -599,6 +740,9 @@ impl FrameWriter {
     /// `spec.max_readers` readers. Every slot is faulted in now, so the first frames cost
     /// what later ones do.
     ///
+    /// Two objects are created: the channel `name` (mode [`FrameSpec::mode`] without any
+    /// group or other write bit) and its reader table `name+readers` (see the module docs).
+    ///
     /// Errors: [`Error::InvalidSize`] for a zero or unmappable `max_frame_len` or a
     /// `max_readers` outside 1..=[`MAX_READERS`]; everything [`Mmf::create`] can return.
     pub fn create(name: &str, spec: FrameSpec) -> Result<FrameWriter> {
@@ -607,11 +751,19 @@ impl FrameWriter {
         // even published: the loop at the end does it, after readers can attach.
         let mmf = MmfOptions::new(name)
             .kind(KIND_FRAME_CHANNEL)
-            .mode(spec.mode)
+            .mode(spec.channel_mode())
             .create(total)?;
-        let channel = Channel { mmf, geometry };
+        // Before the magic: a reader that sees the magic finds the table. A failure drops
+        // `mmf`, which removes the channel's name again.
+        let table = Self::create_table(name, &spec)?;
+        let channel = Channel {
+            mmf,
+            table,
+            geometry,
+        };
         let control = channel.control();
-        // The segment is zero-filled: every entry is CLAIM_FREE; pins and latest need NO_SLOT.
+        // Both objects are zero-filled: every entry is free and unpinned, nobody is parked,
+        // no slot is stamped (frames count from 1); `latest` needs LATEST_NONE.
         control.version.store(CHANNEL_VERSION, Relaxed);
         control.slot_count.store(geometry.slots, Relaxed);
         control.max_readers.store(geometry.max_readers, Relaxed);
@@ -625,9 +777,6 @@ impl FrameWriter {
         let held = channel.mmf.hold_data_byte(WRITER_BYTE) == Hold::Held;
         control.writer_held.store(u32::from(held), Relaxed);
         control.latest.store(LATEST_NONE, Relaxed);
-        for entry in &control.readers {
-            entry.pin.store(NO_SLOT, Relaxed);
-        }
         // The magic goes before the prefault below, which takes about a second per GiB of
         // slots: readers may open meanwhile instead of waiting for it (and timing out on a
         // large channel). The control block is complete here, and a reader touches no slot
@@ -664,6 +813,27 @@ impl FrameWriter {
         })
     }
 
+    /// Creates the reader table of channel `name`, whose name the caller has just created
+    /// exclusively: a table already under the table's name is a leftover of an earlier
+    /// channel (a writer that crashed, whose channel name was removed on its own), removed
+    /// and replaced once.
+    fn create_table(name: &str, spec: &FrameSpec) -> Result<Mmf> {
+        let options = MmfOptions::new(reader_table_name(name))
+            .kind(KIND_FRAME_READERS)
+            .companion()
+            .mode(spec.table_mode());
+        match options.create(TABLE_LEN) {
+            Err(Error::AlreadyExists { .. }) => {
+                <crate::sys::Segment as crate::sys::OsSegment>::remove(
+                    &reader_table_name(name),
+                    crate::sys::Namespace::Local,
+                )?;
+                options.create(TABLE_LEN)
+            }
+            other => other,
+        }
+    }
+
     /// The channel's name.
     pub fn name(&self) -> &str {
         self.channel.mmf.name()
@@ -677,6 +847,14 @@ impl FrameWriter {
     /// Readers the channel was created for.
     pub fn max_readers(&self) -> usize {
         self.channel.geometry.max_readers as usize
+    }
+
+    /// Whether the reader table was truncated by another process and the writer now works
+    /// on private zero pages in its place: it publishes on, but sees no reader's pin and
+    /// wakes no sleeping reader any more (readers get typed errors; see the module docs,
+    /// "Trust"). Recreate the channel to serve readers again.
+    pub fn reader_table_lost(&self) -> bool {
+        self.channel.table.mapping_lost()
     }
 
     /// Sequence number of the last frame published (0 before the first; frames count from 1).
@@ -713,6 +891,13 @@ impl FrameWriter {
     pub fn publish_with(&mut self, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<u64> {
         let slot = self.take_free_slot()?;
         let max = self.max_frame_len();
+        let seq = self.seq + 1;
+        // Stamp the slot before writing into it, seqlock-writer style: Relaxed stores, then a
+        // Release fence that orders them before every write `fill` makes; pairs with the
+        // Acquire fence in `Frame::verify`, so a reader that read any byte of this frame
+        // (through a pin some other process cleared) sees the new stamp.
+        store64(&self.channel.control().stamps[slot as usize], seq);
+        fence(Release);
         // SAFETY: slot < slots, so its max_frame_len bytes lie in our read-write mapping; no
         // reader reads it (neither `latest` nor pinned: take_free_slot, module docs), and
         // `&mut self` makes this the only borrow in this process.
@@ -726,7 +911,6 @@ impl FrameWriter {
                 max: max as u64,
             });
         }
-        let seq = self.seq + 1;
         let control = self.channel.control();
         // Seqlock write: mark the metadata as changing, then rewrite it. Relaxed + Release
         // fence: the busy value is ordered before the metadata stores below; pairs with the
@@ -750,8 +934,10 @@ impl FrameWriter {
         // with the reader's SeqCst increment of `parked` then load of `latest` in wait_next
         // against our load of `parked` below: either it sees this value, or we see its count.
         control.latest.store(latest_word(slot, seq), SeqCst);
-        if control.parked.load(SeqCst) != 0 {
-            self.channel.mmf.waiter().wake_all(&control.latest);
+        // Whatever a peer scribbled here costs at most a needless wake-up call, or (a zero)
+        // a sleeping reader's wait until MAX_SLEEP.
+        if self.channel.table().parked.load(SeqCst) != 0 {
+            self.channel.waiter().wake_all(&control.latest);
         }
         self.seq = seq;
         self.latest = slot;
@@ -810,9 +996,11 @@ impl FrameWriter {
             // SeqCst: see take_free_slot and the store of `latest` in publish_with; also
             // Acquire, pairing with the reader's Release unpin, so its reads of the slot end
             // before we write it.
-            let pin = entry.pin.load(SeqCst);
-            if pin < slots {
-                taken |= 1 << pin;
+            // A pin stores slot + 1: NO_SLOT (0) wraps to u32::MAX, and garbage >= slots
+            // excludes nothing.
+            let pinned = entry.pin.load(SeqCst).wrapping_sub(1);
+            if pinned < slots {
+                taken |= 1 << pinned;
             }
         }
         // slots <= MAX_SLOTS = 62, so the shift cannot overflow.
@@ -828,7 +1016,7 @@ impl Drop for FrameWriter {
         // Release): pairs with the load in Channel::writer_gone; every frame published before
         // is visible to a reader that sees the flag.
         control.latest.fetch_or(LATEST_CLOSED, SeqCst);
-        self.channel.mmf.waiter().wake_all(&control.latest);
+        self.channel.waiter().wake_all(&control.latest);
     }
 }
 
@@ -851,6 +1039,9 @@ pub struct FrameReader {
     channel: Channel,
     entry: usize,
     generation: u32,
+    /// Set once this reader found its entry taken (or its table mapping lost): from then on
+    /// it never touches the entry again, which may be another reader's now.
+    evicted: AtomicBool,
     last_seq: Option<u64>,
     received: u64,
     skipped: u64,
@@ -946,36 +1137,29 @@ impl FrameReader {
 
     fn open_with(options: &FrameReaderOptions) -> Result<FrameReader> {
         let (name, open_timeout) = (options.name.as_str(), options.open_timeout);
-        // One timeout for both waits: the segment's header, then the channel's magic.
+        // One timeout for all three waits: the segment's header, the channel's magic, the
+        // table's header.
         let start = Instant::now();
+        // Read-only, always: a reader never stores into the frames or the control block,
+        // and cannot (module docs, "Trust").
         let mmf = MmfOptions::new(name)
             .kind(KIND_FRAME_CHANNEL)
             .prefault(true)
             .open_timeout(open_timeout)
             .trusted_owners(options.trusted.clone())
-            .open()?;
+            .open_read_only()?;
         if mmf.len() < CONTROL_LEN {
             return Err(Error::corrupt(format!(
                 "frame channel data region of {} bytes cannot hold its control block",
                 mmf.len()
             )));
         }
-        let data_len = mmf.len();
-        // A placeholder geometry with no slots and no readers until the real one is read.
-        let mut channel = Channel {
-            mmf,
-            geometry: Geometry {
-                slots: 0,
-                max_readers: 0,
-                max_frame_len: 0,
-                stride: 0,
-            },
-        };
         loop {
+            let control = control_of(&mmf);
             // Acquire: pairs with the creator's Release store of magic[0] after every other
-            // control field.
-            let m0 = channel.control().magic[0].load(Acquire);
-            let m1 = channel.control().magic[1].load(Relaxed);
+            // control field (and after creating the reader table).
+            let m0 = control.magic[0].load(Acquire);
+            let m1 = control.magic[1].load(Relaxed);
             if [m0, m1] == magic_words() {
                 break;
             }
@@ -993,7 +1177,38 @@ impl FrameReader {
             }
             std::thread::sleep(Duration::from_micros(200));
         }
-        channel.geometry = Geometry::read(channel.control(), data_len)?;
+        let geometry = Geometry::read(control_of(&mmf), mmf.len())?;
+        let table = MmfOptions::new(reader_table_name(name))
+            .kind(KIND_FRAME_READERS)
+            .companion()
+            .open_timeout(open_timeout.saturating_sub(start.elapsed()))
+            .trusted_owners(options.trusted.clone())
+            .open();
+        let table = match table {
+            Ok(table) if table.len() >= TABLE_LEN => table,
+            Ok(table) => {
+                return Err(Error::corrupt(format!(
+                    "frame channel reader table of {} bytes cannot hold {TABLE_LEN}",
+                    table.len()
+                )))
+            }
+            // The writer dropped (removing both names) since we opened the channel.
+            // SeqCst (also Acquire): as in `Channel::writer_gone`, pairs with the writer's
+            // SeqCst fetch_or in its Drop, which comes before it removes the table's name.
+            Err(Error::NotFound { .. })
+                if control_of(&mmf).latest.load(SeqCst) & LATEST_CLOSED != 0 =>
+            {
+                return Err(Error::WriterGone {
+                    name: name.to_owned(),
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        let channel = Channel {
+            mmf,
+            table,
+            geometry,
+        };
         if channel.writer_gone(true) {
             return Err(Error::WriterGone {
                 name: name.to_owned(),
@@ -1013,6 +1228,7 @@ impl FrameReader {
             channel,
             entry,
             generation,
+            evicted: AtomicBool::new(false),
             last_seq: None,
             received: 0,
             skipped: 0,
@@ -1042,7 +1258,7 @@ impl FrameReader {
             // The byte before the entry turns owned (see `reclaim_dead_readers`). Busy: the
             // previous owner freed the entry but has not released its byte yet; give the
             // entry back (nobody else touches a busy entry) and try the next.
-            let held = match channel.mmf.hold_data_byte(reader_byte(index)) {
+            let held = match channel.table.hold_data_byte(reader_byte(index)) {
                 Hold::Held => 1,
                 Hold::Unsupported => 0,
                 Hold::Busy => {
@@ -1068,6 +1284,40 @@ impl FrameReader {
     fn entry(&self) -> &ReaderEntry {
         // In bounds: `entry` came from enumerating `readers()` at open.
         &self.channel.readers()[self.entry]
+    }
+
+    /// Whether the entry is still this reader's: its claim word unchanged since `claim`, and
+    /// the table still the shared one. A peer with write access to the table can break
+    /// both (module docs, "Trust"); once broken, stays broken.
+    fn entry_is_ours(&self) -> bool {
+        // Relaxed: process-local flag.
+        if self.evicted.load(Relaxed) {
+            return false;
+        }
+        // Relaxed: only compared; a claim that changes right after is caught by the next
+        // check, or by `Frame::verify`.
+        let ours = self.entry().claim.load(Relaxed) == (self.generation | CLAIM_OWNED)
+            && !self.channel.table.mapping_lost();
+        if !ours {
+            // Relaxed: process-local flag.
+            self.evicted.store(true, Relaxed);
+        }
+        ours
+    }
+
+    /// [`Error::ReaderEvicted`] unless the entry is still ours (see `entry_is_ours`).
+    fn check_entry(&self) -> Result<()> {
+        if self.entry_is_ours() {
+            Ok(())
+        } else {
+            Err(self.evicted_error())
+        }
+    }
+
+    fn evicted_error(&self) -> Error {
+        Error::ReaderEvicted {
+            name: self.name().to_owned(),
+        }
     }
 
     /// The channel's name.
@@ -1112,8 +1362,12 @@ impl FrameReader {
     /// copies nothing. May return the same frame as last time.
     ///
     /// [`Error::WouldBlock`] if the newest frame's metadata stays mid-update for milliseconds
-    /// (a writer killed while publishing); [`Error::Corrupt`] for garbage in the channel.
+    /// (a writer killed while publishing); [`Error::Corrupt`] for garbage in the channel;
+    /// [`Error::ReaderEvicted`], from then on, once another process has taken this reader's
+    /// entry or truncated the reader table (module docs, "Trust"; the same for every method
+    /// that takes a frame).
     pub fn latest(&mut self) -> Result<Option<Frame<'_>>> {
+        self.check_entry()?;
         match self.pin()? {
             Some(pinned) => Ok(Some(self.frame(pinned))),
             None => Ok(None),
@@ -1126,6 +1380,7 @@ impl FrameReader {
     /// frame. (A writer *process* that died is not noticed here, to keep polling cheap: see
     /// [`writer_alive`](Self::writer_alive).)
     pub fn try_next(&mut self) -> Result<Option<Frame<'_>>> {
+        self.check_entry()?;
         let pinned = match self.pin_newer()? {
             Some(pinned) => Some(pinned),
             None => self.last_frame_if_writer_gone(false)?,
@@ -1184,6 +1439,9 @@ impl FrameReader {
     fn wait_pin_inner(&mut self, start: Instant, deadline: Option<Instant>) -> Result<Pinned> {
         let mut spinning = self.spin_now && !self.spin.is_zero();
         let mut spins: u32 = 0;
+        // Once here and after every sleep (not per spin): an evicted reader is told at once,
+        // not only when a frame arrives.
+        self.check_entry()?;
         loop {
             // Relaxed: only a hint whether pinning is worth trying; `pin` orders properly.
             let seen = self.channel.control().latest.load(Relaxed);
@@ -1216,31 +1474,43 @@ impl FrameReader {
                 });
             }
             self.sleep_while_latest_is(seen, deadline);
+            self.check_entry()?;
         }
     }
 
-    /// Sleeps while `latest` still reads `seen`, counted in `parked` so the writer wakes us.
+    /// Sleeps while `latest` still reads `seen`, counted in `parked` so the writer wakes us,
+    /// for at most [`MAX_SLEEP`] (the caller loops).
     fn sleep_while_latest_is(&self, seen: u32, deadline: Option<Instant>) {
         let control = self.channel.control();
-        let entry = self.entry();
+        let table = self.channel.table();
+        // Capped: a peer that zeroes `parked` stops our wake-ups, and costs us at most this.
+        let cap = Instant::now().checked_add(MAX_SLEEP);
+        let deadline = match (deadline, cap) {
+            (Some(d), Some(c)) => Some(d.min(c)),
+            (d, c) => d.or(c),
+        };
+        // Our flag only while the entry is ours: after an eviction it may be another's.
+        let flag = self.entry_is_ours().then(|| self.entry());
         // Count first, flag second (and the reverse on the way out): a reader that dies in
         // between leaves the count one too high (the writer makes needless wake calls), never
         // too low (a missed wake-up).
         // SeqCst: pairs with the writer's SeqCst store of `latest` then load of `parked`.
-        control.parked.fetch_add(1, SeqCst);
-        entry.parked.store(1, Relaxed);
+        table.parked.fetch_add(1, SeqCst);
+        if let Some(entry) = flag {
+            entry.parked.store(1, Relaxed);
+        }
         // SeqCst: see above.
         if control.latest.load(SeqCst) == seen {
-            self.channel
-                .mmf
-                .waiter()
-                .wait(&control.latest, seen, deadline);
+            self.channel.waiter().wait(&control.latest, seen, deadline);
         }
-        // A sweeper only touches entries of dead processes, so our flag is still ours.
-        entry.parked.store(0, Relaxed);
+        // A sweeper only touches entries of dead processes, so our flag is still ours
+        // (unless a misbehaving peer took the entry: then this store is no worse than its).
+        if let Some(entry) = flag {
+            entry.parked.store(0, Relaxed);
+        }
         // Relaxed: the count only decides whether the writer calls wake; saturating in case a
         // corrupt peer zeroed it.
-        let _ = control
+        let _ = table
             .parked
             .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
     }
@@ -1324,9 +1594,14 @@ impl FrameReader {
             // Unit tests run the writer here, in the window the re-check below closes.
             #[cfg(test)]
             tests::between_look_and_pin();
+            // A pin through an entry that is no longer ours would protect nothing (and
+            // might clear its new owner's pin later). One load of the line we store to next.
+            if !self.entry_is_ours() {
+                return Err(self.evicted_error());
+            }
             // SeqCst: our pin must be ordered before the re-check below against the writer's
             // store of `latest` and its load of pins (module docs).
-            entry.pin.store(slot, SeqCst);
+            entry.pin.store(slot + 1, SeqCst);
             let info = FrameInfo {
                 seq: load64(&desc.seq),
                 timestamp_ns: load64(&desc.timestamp),
@@ -1370,6 +1645,9 @@ impl FrameReader {
     }
 
     fn unpin(&self) {
+        if !self.entry_is_ours() {
+            return;
+        }
         // Release: our reads of the slot happen before the writer's SeqCst load that sees
         // this value and lets it reuse the slot.
         self.entry().pin.store(NO_SLOT, Release);
@@ -1397,6 +1675,7 @@ impl FrameReader {
         Frame {
             reader: this,
             data,
+            slot: pinned.slot,
             info: pinned.info,
         }
     }
@@ -1404,6 +1683,11 @@ impl FrameReader {
 
 impl Drop for FrameReader {
     fn drop(&mut self) {
+        if !self.entry_is_ours() {
+            // Another's now, or a private page: nothing of ours to free. Our byte lock goes
+            // when the table handle closes its descriptor.
+            return;
+        }
         self.unpin();
         let entry = self.entry();
         let owned = self.generation | CLAIM_OWNED;
@@ -1420,7 +1704,9 @@ impl Drop for FrameReader {
                     // Only now, after the entry is free: an owned entry's byte must be held
                     // for as long as its owner runs. (Releasing a byte we do not hold, where
                     // the kernel lock was unsupported, does nothing.)
-                    self.channel.mmf.release_data_byte(reader_byte(self.entry));
+                    self.channel
+                        .table
+                        .release_data_byte(reader_byte(self.entry));
                     return;
                 }
                 Err(now)
@@ -1469,10 +1755,36 @@ pub struct FrameInfo {
 pub struct Frame<'a> {
     reader: &'a FrameReader,
     data: &'a [u8],
+    slot: u32,
     info: FrameInfo,
 }
 
 impl Frame<'_> {
+    /// Checks that the writer has not started to overwrite this frame: call it after
+    /// consuming the frame (copying, decoding) when not every reader of the channel is
+    /// trusted, and discard what was read if it fails with [`Error::FrameOverwritten`].
+    ///
+    /// The pin that keeps the writer off a frame lives in the reader table, which every
+    /// reader may write, so a misbehaving reader can clear it (module docs, "Trust"); the
+    /// writer stamps a slot with the new frame's sequence number before it writes a byte
+    /// there, in the control block no reader can write, and this compares that stamp with
+    /// the frame's. Never needed while no process writes the table behind the crate's back:
+    /// a pinned frame then stays unchanged until the guard drops.
+    pub fn verify(&self) -> Result<()> {
+        // Acquire fence: orders every read of the frame's bytes made before this call before
+        // the stamp load; pairs with the writer's Release fence after it stamps a slot, so
+        // if any byte we read was written for a newer frame, we see that frame's stamp.
+        fence(Acquire);
+        let control = self.reader.channel.control();
+        // In bounds: slot < slots <= MAX_SLOTS, checked when the frame was pinned.
+        let stamp = load64(&control.stamps[self.slot as usize]);
+        if stamp == self.info.seq {
+            Ok(())
+        } else {
+            Err(Error::FrameOverwritten { seq: self.info.seq })
+        }
+    }
+
     /// All metadata at once.
     pub fn info(&self) -> &FrameInfo {
         &self.info
@@ -1719,6 +2031,65 @@ mod tests {
         }
     }
 
+    /// A pin cleared behind the reader's back (any reader may write the table) lets the
+    /// writer reuse the slot of a frame the reader still holds: `verify` says so, with the
+    /// frame's sequence number, while it said nothing before the writer got there.
+    #[test]
+    fn verify_reports_a_frame_overwritten_after_its_pin_was_cleared() {
+        let name = name("verify");
+        let spec = FrameSpec::new(FRAME_MAX).max_readers(1).slots(3);
+        let mut writer = FrameWriter::create(&name, spec).unwrap();
+        let first = publish_next(&mut writer);
+        let mut reader = FrameReader::open(&name).unwrap();
+        let frame = reader.latest().unwrap().unwrap();
+        assert_eq!(frame.seq(), first);
+        // Held: the writer keeps off it however far it runs.
+        for _ in 0..6 {
+            publish_next(&mut writer);
+        }
+        assert_eq!(&frame[..], frame_bytes(first));
+        assert!(
+            frame.verify().is_ok(),
+            "a pinned frame is never overwritten"
+        );
+        // Another process clears the pin; the writer rescans and reuses the slot.
+        let entry = &writer.channel.readers()[frame.reader.entry];
+        entry.pin.store(NO_SLOT, Relaxed);
+        for _ in 0..6 {
+            publish_next(&mut writer);
+        }
+        assert_ne!(&frame[..], frame_bytes(first), "the slot was reused");
+        assert!(matches!(
+            frame.verify(),
+            Err(Error::FrameOverwritten { seq }) if seq == first
+        ));
+    }
+
+    /// An evicted reader waiting for a frame that does not come is told at once, not when
+    /// its wait runs out (nor never, were it to sleep on).
+    #[test]
+    fn an_evicted_reader_waiting_for_frames_is_told_at_once() {
+        let name = name("evicted");
+        let mut writer = FrameWriter::create(&name, FrameSpec::new(64).max_readers(1)).unwrap();
+        publish_next(&mut writer);
+        let mut reader = FrameReader::open(&name).unwrap();
+        drop(reader.wait_next(Duration::from_secs(10)).unwrap());
+        // Another process frees the entry behind the reader's back.
+        writer.channel.readers()[reader.entry]
+            .claim
+            .store(0, Relaxed);
+        let start = Instant::now();
+        assert!(matches!(
+            reader.wait_next(Duration::from_secs(10)),
+            Err(Error::ReaderEvicted { .. })
+        ));
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
     #[test]
     fn types_have_the_thread_bounds_we_document() {
         fn send_sync<T: Send + Sync>() {}
@@ -1743,15 +2114,13 @@ mod tests {
             FrameWriter::create(&name, FrameSpec::new(100).max_readers(2).slots(4)).unwrap();
         writer.publish(&[1; 10]).unwrap();
         let mut reader = FrameReader::open(&name).unwrap();
-        // A third mapping of the same segment to scribble on, as another process would.
-        let view = Channel {
-            mmf: MmfOptions::new(&name)
-                .kind(KIND_FRAME_CHANNEL)
-                .open()
-                .unwrap(),
-            geometry: writer.channel.geometry,
-        };
-        let control = view.control();
+        // A third mapping of the same segment to scribble on, as another process of the
+        // writer's user would (readers map it read-only).
+        let view = MmfOptions::new(&name)
+            .kind(KIND_FRAME_CHANNEL)
+            .open()
+            .unwrap();
+        let control = control_of(&view);
         let good = control.latest.load(Relaxed);
         control.latest.store(latest_word(7, 1), Relaxed);
         assert!(matches!(reader.latest(), Err(Error::Corrupt { .. })));
@@ -1780,13 +2149,24 @@ mod tests {
         );
 
         // Pins naming every slot at once cannot stop the writer: it reads only max_readers
-        // entries, and each names at most one slot.
-        for (i, entry) in control.readers.iter().enumerate() {
-            entry.pin.store(i as u32 % 4, Relaxed);
+        // entries, and each names at most one slot. (The reader table is writable by every
+        // reader; its own tests are in `a_scribbled_reader_table_...` below.)
+        for (i, entry) in writer.channel.table().readers.iter().enumerate() {
+            entry.pin.store(i as u32 % 4 + 1, Relaxed);
         }
         for _ in 0..10 {
             writer.publish(&[2; 10]).unwrap();
         }
+        // A claim word changed under the reader (another reader freed its entry): the
+        // reader is evicted, as a typed error, and its later calls say so too.
+        writer.channel.readers()[reader.entry]
+            .claim
+            .store(0, Relaxed);
+        assert!(matches!(reader.latest(), Err(Error::ReaderEvicted { .. })));
+        assert!(matches!(
+            reader.try_next(),
+            Err(Error::ReaderEvicted { .. })
+        ));
 
         // An opener checks the geometry against the real mapping.
         control.slot_count.store(99, Relaxed);
@@ -1802,14 +2182,17 @@ mod tests {
         ));
     }
 
-    /// Random words anywhere in the control block: reader and writer return values or typed
-    /// errors, never panic, never read outside the mapping.
+    /// Random words anywhere in the control block and the reader table: reader and writer
+    /// return values or typed errors, never panic, never read outside the mapping. An
+    /// evicted reader opens again (when the scribbled table lets it).
     #[test]
-    fn random_control_words_never_panic() {
+    fn random_control_and_table_words_never_panic() {
         let name = name("random");
         let mut writer = FrameWriter::create(&name, FrameSpec::new(256).max_readers(2)).unwrap();
-        let mut reader = FrameReader::open(&name).unwrap();
-        let words = (256 + 64 * 2) / 4; // globals, latest line and the two live reader entries
+        let mut reader = Some(FrameReader::open(&name).unwrap());
+        // Globals, the latest line and the stamps; the table's count and two live entries.
+        let control_words = (256 + 8 * writer.channel.geometry.slots as usize) / 4;
+        let table_words = (64 + 64 * 2) / 4;
         let mut state = 0x1234_5678_9abc_def0_u64;
         let mut next = || {
             state = state
@@ -1818,35 +2201,64 @@ mod tests {
             (state >> 33) as u32
         };
         let iterations = if cfg!(miri) { 20 } else { 3000 };
+        let (mut evictions, mut frames) = (0, 0);
         for _ in 0..iterations {
-            let index = next() as usize % words;
+            let in_table = next() % 2 == 0;
             let value = match next() % 4 {
                 0 => 0,
                 1 => u32::MAX,
                 2 => next() % 64,
                 _ => next(),
             };
-            let base: *const Control = writer.channel.control();
-            // wrapping_add: computing the address needs no unsafe; index < 96 keeps it inside
-            // the control block (8192 bytes).
-            let word = base.cast::<AtomicU32>().wrapping_add(index);
-            // SAFETY: the control block is made only of AtomicU32s, so every 4-aligned word
-            // inside it is a valid AtomicU32, alive as long as the writer.
-            let word = unsafe { &*word };
+            let (base, index) = if in_table {
+                let base: *const ReaderTable = writer.channel.table();
+                (base.cast::<AtomicU32>(), next() as usize % table_words)
+            } else {
+                let base: *const Control = writer.channel.control();
+                (base.cast::<AtomicU32>(), next() as usize % control_words)
+            };
             // Skip the magic and geometry: they are checked at open (test above), and
             // changing them afterwards is outside what a running reader re-reads.
-            if index < 16 {
+            if !in_table && index < 16 {
                 continue;
             }
+            // wrapping_add: computing the address needs no unsafe; the index bounds above
+            // keep it inside the control block (4096 bytes) or the table (2112 bytes).
+            let word = base.wrapping_add(index);
+            // SAFETY: both blocks are made only of AtomicU32s, so every 4-aligned word inside
+            // them is a valid AtomicU32, alive as long as the writer.
+            let word = unsafe { &*word };
             word.store(value, Relaxed);
             let _ = writer.publish(&[3; 200]);
-            if let Ok(Some(frame)) = reader.try_next() {
+            let Some(r) = reader.as_mut() else {
+                reader = FrameReader::open(&name).ok();
+                continue;
+            };
+            let evicted = match r.try_next() {
+                Ok(Some(frame)) => {
+                    assert!(frame.len() <= 256);
+                    frames += 1;
+                    false
+                }
+                Err(Error::ReaderEvicted { .. }) => true,
+                _ => false,
+            };
+            if evicted {
+                evictions += 1;
+                reader = None;
+                continue;
+            }
+            if let Ok(Some(frame)) = r.latest() {
                 assert!(frame.len() <= 256);
             }
-            if let Ok(Some(frame)) = reader.latest() {
-                assert!(frame.len() <= 256);
-            }
-            let _ = reader.wait_next(Duration::ZERO);
+            let _ = r.wait_next(Duration::ZERO);
+        }
+        eprintln!("{frames} frames, {evictions} evictions");
+        if !cfg!(miri) {
+            assert!(
+                frames > 100 && evictions > 10,
+                "{frames} frames, {evictions} evictions"
+            );
         }
     }
 

@@ -215,6 +215,25 @@ pub enum Error {
         name: String,
     },
 
+    /// Another process took this reader's entry in the channel's reader table (a reader
+    /// with write access to the table that does not follow the protocol, or that truncated
+    /// the table): the reader can no longer pin frames safely. Drop it and open the channel
+    /// again. See [`channel`](crate::channel), "Trust".
+    #[error("frame reader of channel {name:?} lost its entry in the reader table to another process (a misbehaving reader); drop it and open the channel again")]
+    ReaderEvicted {
+        /// The channel's name.
+        name: String,
+    },
+
+    /// The frame was overwritten by the writer while this reader held it: another process
+    /// cleared the reader's pin (see [`Frame::verify`](crate::Frame::verify)). What was read
+    /// from the frame may be torn; discard it.
+    #[error("frame {seq} was overwritten while it was being read (another reader cleared this reader's pin); discard what was read from it")]
+    FrameOverwritten {
+        /// The frame's sequence number.
+        seq: u64,
+    },
+
     /// A `try_` operation could not proceed without waiting.
     #[error("the operation would have to wait (the lock is held elsewhere, or a frame is being published); try again later")]
     WouldBlock,
@@ -343,6 +362,8 @@ impl From<Error> for io::Error {
             // ResourceBusy would fit but needs Rust 1.83 (MSRV is 1.80).
             Error::ChannelFull { .. } => K::Other,
             Error::WriterGone { .. } => K::BrokenPipe,
+            Error::ReaderEvicted { .. } => K::Other,
+            Error::FrameOverwritten { .. } => K::InvalidData,
             Error::WrongKind { .. } => K::InvalidData,
             Error::SizeMismatch { .. } => K::InvalidInput,
             Error::AlreadyExists { .. } => K::AlreadyExists,

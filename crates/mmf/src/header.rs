@@ -20,7 +20,7 @@
 //! |     20 |    4 | `lock_kind`      | [`RawRwLock::KIND`](crate::RawRwLock::KIND) of the lock in use    |
 //! |     24 |    4 | `data_len_lo`    | data region length, low 32 bits                                   |
 //! |     28 |    4 | `data_len_hi`    | data region length, high 32 bits                                  |
-//! |     32 |    4 | `flags`          | segment kind: [`KIND_PLAIN`] (0) or [`KIND_FRAME_CHANNEL`]        |
+//! |     32 |    4 | `flags`          | segment kind: [`KIND_PLAIN`] (0), [`KIND_FRAME_CHANNEL`] (1) or [`KIND_FRAME_READERS`] (2) |
 //! |     36 |    4 | `creator_pid`    | process id of the creator (diagnostics only)                      |
 //! |     40 |    4 | `write_seq`      | odd while a write guard is held; lets read-only handles copy consistently |
 //! |     44 |    4 | `os_waiters`     | processes sleeping in a kernel wait (used where wake-ups must be counted, e.g. Windows) |
@@ -70,12 +70,16 @@ pub const KIND_PLAIN: u32 = 0;
 /// [`FrameReader::open`](crate::FrameReader::open), and [`Mmf::open`](crate::Mmf::open)
 /// refuses it with [`Error::WrongKind`].
 pub const KIND_FRAME_CHANNEL: u32 = 1;
+/// `flags` value of a frame channel's reader table (`<name>+readers`, see
+/// [`channel`](crate::channel)): opened only by the channel's writer and readers.
+pub const KIND_FRAME_READERS: u32 = 2;
 
 /// Human name of a segment kind, for error messages.
 pub(crate) fn kind_name(kind: u32) -> &'static str {
     match kind {
         KIND_PLAIN => "plain segment",
         KIND_FRAME_CHANNEL => "frame channel",
+        KIND_FRAME_READERS => "frame channel reader table",
         _ => "unknown kind",
     }
 }

@@ -35,6 +35,26 @@ pub(crate) fn validate(name: &str) -> Result<()> {
     }
 }
 
+/// Checks the name of an internal companion object, `<base>+<suffix>` (see
+/// `MmfOptions::companion`): `<base>` follows the user rule, `<suffix>` is 1 to 16 lower-case
+/// letters. The `+` is outside the user alphabet, so a companion never takes a user's name.
+pub(crate) fn validate_companion(name: &str) -> Result<()> {
+    let Some((base, suffix)) = name.rsplit_once('+') else {
+        return Err(Error::InvalidName {
+            name: name.to_owned(),
+            reason: "an internal companion name needs a '+' suffix",
+        });
+    };
+    validate(base)?;
+    if suffix.is_empty() || suffix.len() > 16 || !suffix.bytes().all(|b| b.is_ascii_lowercase()) {
+        return Err(Error::InvalidName {
+            name: name.to_owned(),
+            reason: "an internal companion suffix is 1 to 16 lower-case letters",
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -160,6 +160,8 @@ pub struct MmfOptions<L: RawRwLock = SharedRwLock> {
     recovery_interval: Duration,
     /// Segment kind written to / required in the header's `flags` word.
     kind: u32,
+    /// An internal companion object (see [`MmfOptions::companion`]).
+    companion: bool,
     _lock: PhantomData<fn() -> L>,
 }
 
@@ -181,6 +183,7 @@ impl MmfOptions {
             lock_timeout: None,
             recovery_interval: DEFAULT_RECOVERY_INTERVAL,
             kind: crate::header::KIND_PLAIN,
+            companion: false,
             _lock: PhantomData,
         }
     }
@@ -188,6 +191,22 @@ impl MmfOptions {
     /// Creates / requires a segment of `kind` (see [`crate::header::KIND_FRAME_CHANNEL`]).
     pub(crate) fn kind(mut self, kind: u32) -> Self {
         self.kind = kind;
+        self
+    }
+
+    /// Makes this an internal companion object of a user-named segment, such as a frame
+    /// channel's reader table (`<name>+readers`), which peers with fewer rights than the
+    /// creator's user may write, truncate and scribble on:
+    ///
+    /// - its name is `<base>+<suffix>`, with `<base>` a valid user name and `<suffix>` lower-case
+    ///   letters: the `+` lies outside the user alphabet, so no user name can collide;
+    /// - the handle takes no slot in the header's lock (nobody locks a companion), so nothing
+    ///   a peer writes into the header is ever acted on beyond the open-time validation;
+    /// - its whole mapping is registered as patchable with the `SIGBUS` handler
+    ///   (`sys::fault`): a truncation, whatever instruction touches the lost pages, turns the
+    ///   mapping into private zero pages and [`Mmf::mapping_lost`] reports it.
+    pub(crate) fn companion(mut self) -> Self {
+        self.companion = true;
         self
     }
 }
@@ -207,6 +226,24 @@ impl<L: RawRwLock> fmt::Debug for MmfOptions<L> {
 }
 
 impl<L: RawRwLock> MmfOptions<L> {
+    /// The name check for this builder: the user rule, or the companion rule.
+    fn validate_name(&self) -> Result<()> {
+        if self.companion {
+            name::validate_companion(&self.name)
+        } else {
+            name::validate(&self.name)
+        }
+    }
+
+    /// The fault registration for a mapping made by this builder (see `sys::fault`).
+    fn register(&self, segment: &sys::Segment) -> sys::fault::Registration {
+        if self.companion {
+            sys::fault::Registration::patchable(segment.as_ptr(), segment.len())
+        } else {
+            sys::fault::Registration::new(segment.as_ptr(), segment.len())
+        }
+    }
+
     /// Unix permission bits for a new segment (default `0o600`, owner only). Applied exactly,
     /// regardless of the umask.
     ///
@@ -324,6 +361,7 @@ impl<L: RawRwLock> MmfOptions<L> {
             lock_timeout: self.lock_timeout,
             recovery_interval: self.recovery_interval,
             kind: self.kind,
+            companion: self.companion,
             _lock: PhantomData,
         }
     }
@@ -333,7 +371,7 @@ impl<L: RawRwLock> MmfOptions<L> {
     /// Fails with [`Error::AlreadyExists`] if the name is taken; the existing segment is left
     /// untouched.
     pub fn create(&self, size: usize) -> Result<Mmf<L>> {
-        name::validate(&self.name)?;
+        self.validate_name()?;
         let total = total_len(size)?;
         let segment = sys::Segment::create(&self.name, total, &self.os).map_err(|e| match e {
             // The OS layer speaks of the whole object; the caller asked for `size`.
@@ -347,7 +385,7 @@ impl<L: RawRwLock> MmfOptions<L> {
         // (the Mmf's drop removes the name).
         let waiter = sys::Waiter::new(&self.name, &self.os, true, Access::ReadWrite);
         let mut mmf = Mmf {
-            fault: sys::fault::Registration::new(segment.as_ptr(), segment.len()),
+            fault: self.register(&segment),
             segment,
             waiter: match waiter {
                 Ok(w) => w,
@@ -368,7 +406,9 @@ impl<L: RawRwLock> MmfOptions<L> {
         };
         mmf.header()
             .initialise_with_kind(size as u64, L::KIND, self.kind, L::init);
-        mmf.attach();
+        if !self.companion {
+            mmf.attach();
+        }
         Ok(mmf)
     }
 
@@ -404,7 +444,7 @@ impl<L: RawRwLock> MmfOptions<L> {
     /// An existing segment of another size is [`Error::SizeMismatch`]; one owned by an
     /// untrusted user is [`Error::UntrustedOwner`] (see [`open`](Self::open)).
     pub fn open_or_create(&self, size: usize) -> Result<Mmf<L>> {
-        name::validate(&self.name)?;
+        self.validate_name()?;
         total_len(size)?;
         // Bounded: each round loses a race against another process creating or removing
         // the same name, which cannot go on forever in a healthy system.
@@ -433,7 +473,7 @@ impl<L: RawRwLock> MmfOptions<L> {
     }
 
     fn open_with(&self, access: Access) -> Result<Mmf<L>> {
-        name::validate(&self.name)?;
+        self.validate_name()?;
         let start = Instant::now();
         let mut pause = Duration::from_micros(50);
         // The registration (first, so dropped first) lets the SIGBUS handler survive a
@@ -442,7 +482,7 @@ impl<L: RawRwLock> MmfOptions<L> {
         loop {
             if mapped.is_none() {
                 mapped = sys::Segment::open(&self.name, access, &self.os)?.map(|segment| {
-                    let fault = sys::fault::Registration::new(segment.as_ptr(), segment.len());
+                    let fault = self.register(&segment);
                     (fault, segment)
                 });
             }
@@ -485,7 +525,7 @@ impl<L: RawRwLock> MmfOptions<L> {
                     drop(header_fault);
                     let total = HEADER_LEN + layout.data_len;
                     segment.remap(total, access, &self.os, &self.name)?;
-                    let fault = sys::fault::Registration::new(segment.as_ptr(), segment.len());
+                    let fault = self.register(&segment);
                     // The object may have shrunk since validation (the header's pages being
                     // intact says nothing about the data's).
                     check_size(&self.name, &segment, total)?;
@@ -503,7 +543,7 @@ impl<L: RawRwLock> MmfOptions<L> {
                         recovery_interval: self.recovery_interval,
                         _lock: PhantomData,
                     };
-                    if access == Access::ReadWrite {
+                    if access == Access::ReadWrite && !self.companion {
                         mmf.attach();
                     }
                     return Ok(mmf);
@@ -594,10 +634,18 @@ impl Mmf {
 
     /// Removes the name `name` (see the lifetime table above): later opens fail with
     /// [`Error::NotFound`] and a later create starts with fresh memory; open handles keep
-    /// working.
+    /// working. A frame channel's reader table (`<name>+readers`, see
+    /// [`channel`](crate::channel)) goes with it, so that a new writer can create the
+    /// channel again after one that crashed.
     pub fn remove(name: &str) -> Result<()> {
         crate::name::validate(name)?;
-        sys::Segment::remove(name, Namespace::Local)
+        let removed = sys::Segment::remove(name, Namespace::Local);
+        // Only a channel has one; a missing table (plain segments, Windows) is no error, and
+        // a table we may not remove is reported only if the name itself was removed.
+        match sys::Segment::remove(&crate::channel::reader_table_name(name), Namespace::Local) {
+            Ok(()) | Err(Error::NotFound { .. }) => removed,
+            Err(e) => removed.and(Err(e)),
+        }
     }
 }
 
@@ -620,6 +668,14 @@ impl<L: RawRwLock> Mmf<L> {
     /// Whether this handle was opened read-only.
     pub fn is_read_only(&self) -> bool {
         self.access == Access::ReadOnly
+    }
+
+    /// Whether the SIGBUS handler replaced this handle's mapping (a companion's whole
+    /// mapping, a segment's header page) by private zero pages after another process
+    /// truncated the object: what it reads and writes no longer reaches anyone else.
+    #[inline]
+    pub(crate) fn mapping_lost(&self) -> bool {
+        self.fault.header_lost()
     }
 
     /// Start of the whole mapping (header included). Not API: only for platform tests that

@@ -295,13 +295,13 @@ fn writer_never_blocks_on_a_stuck_or_killed_reader_and_dead_entries_are_reclaime
 #[test]
 fn reclaiming_dead_readers_releases_their_entries_pins_and_parked_count() {
     const STATE: u32 = 3; // bits 0..2 of a claim word: 0 free, 1 busy, 2 owned
-    const NO_SLOT: u32 = u32::MAX;
+    const NO_SLOT: u32 = 0; // a pin stores slot + 1
     let name = unique_name("chan-release");
     let spec = FrameSpec::new(MAX_FRAME).max_readers(3).slots(5);
     let mut writer = FrameWriter::create(&name, spec).unwrap();
     let mut scratch = vec![0u8; MAX_FRAME];
     publish_checked(&mut writer, &mut scratch);
-    let peek = Peek::open(&name);
+    let peek = Peek::table(&name);
     // One at a time, so that entries are claimed in order: 0, 1, then ours, 2.
     let mut holder = common::child("hold").arg("name", &name).spawn();
     holder.expect("pinned", CHILD_TIMEOUT);
@@ -389,21 +389,22 @@ fn open_reclaims_the_entry_of_a_reader_killed_while_holding_a_frame() {
 // Looking at a channel's words from outside the library: is a reader really asleep?
 // ---------------------------------------------------------------------------------------
 
-/// Offset in the segment of the channel's `parked` count (readers sleeping in `wait_next`):
-/// control block offset 128, after the segment header (channel module docs).
+/// Offset in the reader table object of the `parked` count (readers sleeping in
+/// `wait_next`): table offset 0, after the segment header (channel module docs).
 #[cfg(any(target_os = "linux", windows))]
-const PARKED: usize = mmf::header::HEADER_LEN + 128;
+const PARKED: usize = mmf::header::HEADER_LEN;
 
-/// Offset in the segment of reader entry `index`'s claim word (control block offset
-/// 256 + 64 × index); its pin follows 16 bytes later. A free entry's claim has state 0 in
-/// bits 0..2; a released pin is `u32::MAX`.
+/// Offset in the reader table object of reader entry `index`'s claim word (table offset
+/// 64 + 64 × index); its pin follows 16 bytes later. A free entry's claim has state 0 in
+/// bits 0..2; a released pin is 0 (a pin stores slot + 1).
 #[cfg(any(target_os = "linux", windows))]
 fn entry_claim(index: usize) -> usize {
-    mmf::header::HEADER_LEN + 256 + 64 * index
+    mmf::header::HEADER_LEN + 64 + 64 * index
 }
 
-/// Offset of the segment header's `os_waiters`: processes blocked on the segment's
-/// semaphore (header docs). Windows only: Linux sleeps on the word itself.
+/// Offset of the reader table header's `os_waiters`: processes blocked on the table's
+/// semaphore, which readers sleep on (header docs). Windows only: Linux sleeps on the word
+/// itself.
 #[cfg(windows)]
 const OS_WAITERS: usize = 44;
 
@@ -414,6 +415,11 @@ struct Peek(std::fs::File);
 
 #[cfg(target_os = "linux")]
 impl Peek {
+    /// The reader table of channel `name`.
+    fn table(name: &str) -> Peek {
+        Peek::open(&mmf::channel::reader_table_name(name))
+    }
+
     fn open(name: &str) -> Peek {
         Peek(std::fs::File::open(format!("/dev/shm/{name}")).unwrap())
     }
@@ -437,6 +443,11 @@ struct Peek {
 
 #[cfg(windows)]
 impl Peek {
+    /// The reader table of channel `name`.
+    fn table(name: &str) -> Peek {
+        Peek::open(&mmf::channel::reader_table_name(name))
+    }
+
     fn open(name: &str) -> Peek {
         use windows_sys::Win32::Foundation::FALSE;
         use windows_sys::Win32::System::Memory::{MapViewOfFile, OpenFileMappingW, FILE_MAP_READ};
@@ -527,17 +538,14 @@ fn wait_until_asleep(peek: &Peek, readers: u32) -> Instant {
 }
 
 /// How soon after falling asleep (as [`wait_until_asleep`] saw it) a reader must be back
-/// when it is woken 100 ms later (by a publish or a writer's drop). Linux: a reader nobody
-/// wakes sleeps until its own timeout (30 s in these tests), so 5 s is a loose bound for a
-/// loaded machine. Windows: each kernel wait is capped at 1 s, so a reader nobody wakes is
+/// when it is woken 100 ms later (by a publish or a writer's drop). A reader caps each
+/// kernel sleep at 1 s (the channel's `MAX_SLEEP`, which bounds what a peer zeroing `parked`
+/// can delay it; Windows caps each kernel wait the same way), so a reader nobody wakes is
 /// back about 1 s after falling asleep; 700 ms leaves that 300 ms of margin, and the woken
-/// reader 600 ms after the wake-up (they take milliseconds under wine).
+/// reader 600 ms after the wake-up (they take microseconds natively, milliseconds under
+/// wine).
 #[cfg(any(target_os = "linux", windows))]
-const BACK_WITHIN: Duration = if cfg!(windows) {
-    Duration::from_millis(700)
-} else {
-    Duration::from_secs(5)
-};
+const BACK_WITHIN: Duration = Duration::from_millis(700);
 
 /// Time left until `asleep_at + BACK_WITHIN`.
 #[cfg(any(target_os = "linux", windows))]
@@ -581,9 +589,9 @@ fn wait_next_times_out_then_sleeps_until_a_publish_wakes_it() {
         "timed out after {waited} ms, asked for 150"
     );
     child.expect("waiting", CHILD_TIMEOUT);
-    let asleep_at = wait_until_asleep(&Peek::open(&name), 1);
+    let asleep_at = wait_until_asleep(&Peek::table(&name), 1);
     writer.publish(b"wake up").unwrap();
-    // A wake-up, not its 30 s timeout nor (Windows) the 1 s cap of a kernel wait.
+    // A wake-up, not its 30 s timeout nor the 1 s cap of a kernel sleep.
     assert_eq!(child.expect("woke", time_to_be_back(asleep_at)), "1");
     let latency_us: u64 = child.expect("latency_us", CHILD_TIMEOUT).parse().unwrap();
     eprintln!("a sleeping reader took a frame {latency_us} us after its publish");
@@ -1029,7 +1037,7 @@ fn a_dropped_writer_wakes_a_sleeping_reader_with_writer_gone() {
     let name = unique_name("chan-drop");
     let mut writer = FrameWriter::create(&name, FrameSpec::new(64)).unwrap();
     writer.publish(&[1; 64]).unwrap();
-    let peek = Peek::open(&name);
+    let peek = Peek::table(&name);
     let mut poller = FrameReader::open(&name).unwrap();
     let mut child = common::child("gone-waiter").arg("name", &name).spawn();
     child.expect("waiting", CHILD_TIMEOUT);

@@ -18,6 +18,13 @@
 //!   interrupted atomic run again on the zero page. From then on every copy method of that
 //!   handle fails with [`Error::Truncated`] without touching the lock: a private page would
 //!   no longer exclude other processes.
+//! - **Patchable mappings** (a frame channel's reader table, which every reader may write
+//!   and so truncate) are handled like a header, but as a whole: a registration made with
+//!   [`Registration::patchable`] has every page of its mapping replaced by private zero pages
+//!   on a fault anywhere in it, at any instruction, and reports
+//!   [`header_lost`](Registration::header_lost). Such memory is only accessed with atomics,
+//!   and all-zero bytes must be a valid state of it; then plain atomics on it are safe
+//!   however others truncate the object, at no cost until a fault happens.
 //! - **Anything else** — a fault elsewhere in the program, a fault in the data region from a
 //!   guard's slice, a hardware memory error (`BUS_MCEERR_*`), a `SIGBUS` sent with `kill` —
 //!   goes to the handler that was installed before ours (Rust's own stack-overflow handler,
@@ -38,11 +45,16 @@
 //!
 //! # Where this applies
 //!
-//! Linux on x86_64 and i686 ([`CATCHES_FAULTS`] is `true`). Other Unix systems and other
-//! architectures fall back to a plain copy preceded by an `fstat` size check in the caller:
-//! a shrink *before* the copy is reported as [`Error::Truncated`], one that races with the copy
-//! still raises `SIGBUS`. On Windows a pagefile-backed section cannot be shrunk at all, so the
-//! plain copy is exact there.
+//! The copy routine and its fixup: Linux on x86_64 and i686 ([`CATCHES_FAULTS`] is `true`).
+//! Other Unix systems and other architectures fall back to a plain copy preceded by an `fstat`
+//! size check in the caller: a shrink *before* the copy is reported as [`Error::Truncated`], one
+//! that races with the copy still raises `SIGBUS`. The handler itself, with the header and
+//! whole-mapping patches (which need no instruction pointer), runs on Linux on every
+//! architecture; on aarch64 it is tested under qemu-user, which delivers the guest a
+//! `SIGBUS` with `BUS_ADRERR` and the faulting address, and retries the access after the
+//! handler's `mmap`. macOS and FreeBSD have no handler: a truncation there raises a fatal
+//! `SIGBUS` on any access to the lost pages. On Windows a pagefile-backed section cannot be
+//! shrunk at all, so the plain copy is exact there.
 //!
 //! [`Error::Truncated`]: crate::Error::Truncated
 
@@ -65,20 +77,24 @@ pub(crate) struct Fault {
     any(target_arch = "x86_64", target_arch = "x86"),
     not(miri)
 ))]
-pub(crate) use linux::{copy, Registration};
+pub(crate) use linux::copy;
 
 #[cfg(not(all(
     target_os = "linux",
     any(target_arch = "x86_64", target_arch = "x86"),
     not(miri)
 )))]
-pub(crate) use fallback::{copy, Registration};
+pub(crate) use fallback::copy;
 
-#[cfg(all(
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "x86"),
-    not(miri)
-))]
+#[cfg(all(target_os = "linux", not(miri)))]
+pub(crate) use linux::Registration;
+
+#[cfg(not(all(target_os = "linux", not(miri))))]
+pub(crate) use fallback::Registration;
+
+/// The SIGBUS handler and its registry: every Linux architecture (patching lost pages needs no
+/// instruction pointer); the copy routine and its fixup only on x86 (see the module docs).
+#[cfg(all(target_os = "linux", not(miri)))]
 mod linux {
     use std::ffi::c_int;
     use std::ffi::c_void;
@@ -87,11 +103,13 @@ mod linux {
     use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicUsize};
     use std::sync::Once;
 
+    #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
     use super::Fault;
     use crate::header::HEADER_LEN;
 
     /// A symbol name carrying the crate's major and minor version, so that two versions of mmf
     /// linked into one program do not clash.
+    #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
     macro_rules! versioned {
         ($name:literal) => {
             concat!(
@@ -164,6 +182,7 @@ mod linux {
         ".popsection",
     );
 
+    #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
     extern "C" {
         #[link_name = versioned!("__mmf_fault_copy")]
         fn raw_copy(dst: *mut u8, src: *const u8, len: usize) -> usize;
@@ -182,6 +201,7 @@ mod linux {
     /// a *registered* segment (see [`Registration`]) may have been truncated away; the two
     /// ranges must not overlap. Bytes of the segment may change concurrently (other
     /// processes): the copy reads and writes them only as raw bytes, never as typed values.
+    #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
     pub(crate) unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) -> Result<(), Fault> {
         // SAFETY: the caller provides valid, non-overlapping ranges; the routine follows the C
         // ABI, clobbers only caller-saved registers, and touches exactly dst/src..+len.
@@ -209,6 +229,9 @@ mod linux {
         base: AtomicUsize,
         len: AtomicUsize,
         header: AtomicU32,
+        /// The whole mapping may be patched (a companion object such as a reader table), not
+        /// only its header page. Set before `set` publishes the range.
+        whole: AtomicBool,
     }
 
     impl Slot {
@@ -219,6 +242,7 @@ mod linux {
                 base: AtomicUsize::new(0),
                 len: AtomicUsize::new(0),
                 header: AtomicU32::new(HEADER_INTACT),
+                whole: AtomicBool::new(false),
             }
         }
 
@@ -317,13 +341,13 @@ mod linux {
         }
     }
 
-    /// The registered slot whose mapping contains `addr`.
-    pub(super) fn slot_containing(addr: usize) -> Option<(&'static Slot, usize)> {
+    /// The registered slot whose mapping contains `addr`, with the mapping's base and length.
+    pub(super) fn slot_containing(addr: usize) -> Option<(&'static Slot, usize, usize)> {
         for chunk in chunks() {
             for slot in &chunk.slots {
                 if let Some((base, len)) = slot.range() {
                     if addr.wrapping_sub(base) < len {
-                        return Some((slot, base));
+                        return Some((slot, base, len));
                     }
                 }
             }
@@ -343,16 +367,30 @@ mod linux {
         /// Registers the mapping `base..base + len` (at least [`HEADER_LEN`] bytes, page
         /// aligned) and installs the handler if this is the first segment of the process.
         pub(crate) fn new(base: *mut u8, len: usize) -> Self {
+            Self::register(base, len, false)
+        }
+
+        /// Registers the mapping `base..base + len` (page aligned) as patchable as a whole: a
+        /// truncation fault at any instruction, anywhere in it, maps private zero pages over
+        /// all of it and the instruction runs again there (module docs). For memory that is
+        /// only ever accessed with atomics and where all-zero bytes are a valid state.
+        pub(crate) fn patchable(base: *mut u8, len: usize) -> Self {
+            Self::register(base, len, true)
+        }
+
+        fn register(base: *mut u8, len: usize, whole: bool) -> Self {
             install_handler();
             let slot = claim_slot();
-            // Relaxed: the slot is ours (claimed above); `set` publishes it with Release.
+            // Relaxed: the slot is ours (claimed above); `set` publishes both with Release.
             slot.header.store(HEADER_INTACT, Relaxed);
+            slot.whole.store(whole, Relaxed);
             slot.set(base as usize, len);
             Registration { slot }
         }
 
         /// Whether the header page vanished (the object was cut below [`HEADER_LEN`] bytes)
-        /// and was replaced by a private zero page: the lock of this handle no longer excludes
+        /// and was replaced by a private zero page (for a [`patchable`](Self::patchable)
+        /// registration: the whole mapping was): the lock of this handle no longer excludes
         /// other processes, so nothing may be read or written through it.
         #[inline]
         pub(crate) fn header_lost(&self) -> bool {
@@ -460,30 +498,47 @@ mod linux {
         if siginfo.si_code == libc::BUS_ADRERR {
             // SAFETY: BUS_ADRERR is a fault, for which si_addr is the member the kernel set.
             let addr = unsafe { siginfo.si_addr() } as usize;
-            let ucontext = context.cast::<libc::ucontext_t>();
-            // SAFETY: for an SA_SIGINFO handler `context` points to the interrupted thread's
-            // ucontext_t, which we may read and modify until we return.
-            let ip = unsafe { (*ucontext).uc_mcontext.gregs[REG_IP] } as usize;
-            if let Some((slot, base)) = slot_containing(addr) {
-                if ip == copy_insn as unsafe extern "C" fn() as usize {
-                    // Resume at the fixup, which returns the bytes left (still in (e/r)cx).
-                    let fixup = copy_fixup as unsafe extern "C" fn() as usize;
-                    // SAFETY: as above; the fixup runs on the routine's own frame, which
-                    // is exactly as it was at the faulting instruction.
-                    unsafe { (*ucontext).uc_mcontext.gregs[REG_IP] = fixup as _ };
+            if let Some((slot, base, len)) = slot_containing(addr) {
+                #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+                if at_copy_insn(context) {
                     return;
                 }
-                if addr - base < HEADER_LEN && patch_header(slot, base) {
-                    return; // the atomic runs again, on the private zero page
+                // Relaxed: `whole` was stored before `set` published the range, which
+                // `slot_containing` read with Acquire.
+                let patch_len = if slot.whole.load(Relaxed) {
+                    len
+                } else {
+                    HEADER_LEN
+                };
+                if addr - base < patch_len && patch(slot, base, patch_len) {
+                    return; // the access runs again, on private zero pages
                 }
             }
         }
         chain(sig, info, context);
     }
 
-    /// Maps a private zero page over a vanished header. Returns whether the faulting
-    /// instruction may be retried.
-    fn patch_header(slot: &Slot, base: usize) -> bool {
+    /// If the fault interrupted the copy routine's one memory instruction, resumes at its
+    /// fixup (which returns the bytes left, still in (e/r)cx) and returns true.
+    #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+    fn at_copy_insn(context: *mut c_void) -> bool {
+        let ucontext = context.cast::<libc::ucontext_t>();
+        // SAFETY: for an SA_SIGINFO handler `context` points to the interrupted thread's
+        // ucontext_t, which we may read and modify until we return.
+        let ip = unsafe { (*ucontext).uc_mcontext.gregs[REG_IP] } as usize;
+        if ip != copy_insn as unsafe extern "C" fn() as usize {
+            return false;
+        }
+        let fixup = copy_fixup as unsafe extern "C" fn() as usize;
+        // SAFETY: as above; the fixup runs on the routine's own frame, which is exactly as
+        // it was at the faulting instruction.
+        unsafe { (*ucontext).uc_mcontext.gregs[REG_IP] = fixup as _ };
+        true
+    }
+
+    /// Maps private zero pages over `base..base + len` (a vanished header page, or a whole
+    /// patchable mapping). Returns whether the faulting instruction may be retried.
+    fn patch(slot: &Slot, base: usize, len: usize) -> bool {
         // Acquire/Relaxed: the claim orders nothing else; the Release store below publishes
         // the finished patch to threads that fault on the same page.
         match slot
@@ -496,13 +551,14 @@ mod linux {
             // Patched already, yet a fault: not the truncation we know how to handle.
             Err(_) => return false,
         }
-        // SAFETY: base..base+HEADER_LEN starts a mapping we own and keep registered until it is
-        // unmapped; anonymous memory there invalidates no Rust object (the header is atomics,
-        // valid for any bytes). mmap is a plain system call (module docs, signal safety).
+        // SAFETY: base..base+len lies in a mapping we own and keep registered until it is
+        // unmapped (len is HEADER_LEN or the registered length); anonymous memory there
+        // invalidates no Rust object (the header and patchable mappings are atomics, valid
+        // for any bytes). mmap is a plain system call (module docs, signal safety).
         let mapped = unsafe {
             libc::mmap(
                 base as *mut c_void,
-                HEADER_LEN,
+                len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
                 -1,
@@ -587,11 +643,17 @@ mod fallback {
         Ok(())
     }
 
-    /// Nothing to register where faults are not caught.
+    /// Nothing to register where there is no SIGBUS handler (not Linux).
+    #[cfg(not(all(target_os = "linux", not(miri))))]
     pub(crate) struct Registration;
 
+    #[cfg(not(all(target_os = "linux", not(miri))))]
     impl Registration {
         pub(crate) fn new(_base: *mut u8, _len: usize) -> Self {
+            Registration
+        }
+
+        pub(crate) fn patchable(_base: *mut u8, _len: usize) -> Self {
             Registration
         }
 
@@ -606,7 +668,7 @@ mod fallback {
 mod tests {
     use super::*;
 
-    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "x86")))]
+    #[cfg(target_os = "linux")]
     #[test]
     fn registry_grows_past_one_chunk_finds_every_range_and_forgets_dropped_ones() {
         // Fake ranges below mmap_min_addr (64 KiB), where nothing real is ever mapped, so a
@@ -618,15 +680,55 @@ mod tests {
             .map(|i| Registration::new(base(i) as *mut u8, 0x100))
             .collect();
         for (i, registration) in registrations.iter().enumerate() {
-            let (_, found) = linux::slot_containing(base(i) + 0xff).expect("registered");
-            assert_eq!(found, base(i));
-            assert!(!matches!(linux::slot_containing(base(i) - 1), Some((_, b)) if b == base(i)));
+            let (_, found, len) = linux::slot_containing(base(i) + 0xff).expect("registered");
+            assert_eq!((found, len), (base(i), 0x100));
+            assert!(
+                !matches!(linux::slot_containing(base(i) - 1), Some((_, b, _)) if b == base(i))
+            );
             assert!(!registration.header_lost());
         }
         drop(registrations);
         for i in 0..count {
             assert!(linux::slot_containing(base(i)).is_none());
         }
+    }
+
+    /// A companion object's mapping (`MmfOptions::companion`) is patchable as a whole: after
+    /// another process cuts the object to nothing, a plain atomic load anywhere in it, past
+    /// the first page included, reads zero instead of raising a fatal SIGBUS, and the handle
+    /// reports the loss; writes land on the private page and stay readable. Every Linux
+    /// architecture (aarch64 runs it under qemu-user, which delivers the SIGBUS too).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_truncated_patchable_mapping_reads_zeros_and_reports_the_loss() {
+        use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+        let name = format!("mmfu-patch-{}+readers", std::process::id());
+        let table = crate::MmfOptions::new(&name)
+            .companion()
+            .create(3 * 4096)
+            .unwrap();
+        let word = |offset: usize| {
+            assert!(offset + 4 <= table.len() && offset % 4 == 0);
+            // wrapping_add: computing the address needs no unsafe; offset + 4 <= len keeps it
+            // inside the data region.
+            let at = table.data_ptr().wrapping_add(offset).cast::<AtomicU32>();
+            // SAFETY: 4-aligned and inside the mapping `table` keeps alive (asserted above);
+            // the region holds only plain bytes, valid as an AtomicU32.
+            unsafe { &*at }
+        };
+        let far = 2 * 4096 + 8; // past the header page and the first data page
+        word(far).store(7, Relaxed);
+        assert!(!table.mapping_lost());
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/dev/shm/{name}"))
+            .unwrap();
+        file.set_len(0).unwrap();
+        assert_eq!(word(far).load(Relaxed), 0, "the lost page reads as zero");
+        assert!(table.mapping_lost(), "the loss is reported");
+        word(far).store(9, Relaxed);
+        assert_eq!(word(far).load(Relaxed), 9, "the private page is writable");
+        assert_eq!(word(0).load(Relaxed), 0, "the whole mapping was replaced");
     }
 
     #[test]

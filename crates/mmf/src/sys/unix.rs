@@ -414,11 +414,15 @@ impl OsSegment for Segment {
     }
 
     fn byte_liveness(&self, offset: u64) -> Liveness {
+        // Probed as a read lock, which conflicts only with write locks: every holder takes
+        // F_WRLCK (hold_byte), which needs a read-write descriptor, while a read lock can be
+        // taken through a read-only one. So a peer that may only read the object (a frame
+        // channel's reader) cannot make a dead holder look alive by read-locking its byte.
         #[cfg(target_os = "linux")]
         match ofd_lock(
             &self.fd,
             F_OFD_GETLK,
-            libc::F_WRLCK as libc::c_short,
+            libc::F_RDLCK as libc::c_short,
             offset,
         ) {
             // GETLK reports the first lock that would conflict with ours, or F_UNLCK if none.
