@@ -51,8 +51,21 @@
 //! at most `R` pins plus the latest exclude at most `R + 1` slots, so one is always free, and
 //! publishing never waits, whatever readers do — hold a frame forever, die holding it, or
 //! write garbage into their pin word (one entry holds one value, so it excludes at most one
-//! slot; a value that names no slot excludes nothing). Past the bound: the `R + 1`-th concurrent [`FrameReader::open`] fails with
-//! [`Error::ChannelFull`] (after reclaiming entries of dead readers).
+//! slot; a value that names no slot excludes nothing). Past the bound: the `R + 1`-th
+//! concurrent [`FrameReader::open`] fails with [`Error::ChannelFull`] (after reclaiming
+//! entries of dead readers).
+//!
+//! **Warm slots.** Which free slot the writer takes depends on the frame size. Small frames
+//! (slots of up to [`WARM_SLOT_MIN_STRIDE`] bytes, the ones that get 16 slots by default)
+//! rotate through the slots, so that the writer can take one scan's worth of free slots
+//! without looking at the pins again (see **Never torn**). Larger frames go into the free
+//! slot the writer published into most recently, found by a scan of the pins on every
+//! publish: a reader that keeps up has let go of the frame before last, so writer and
+//! reader alternate between two slots (three while a reader holds a frame), whose bytes are
+//! still in the caches they share, instead of walking through `R + 2` slots of several
+//! megabytes each, every one cold by the time it comes round again. The scan costs one load
+//! per reader entry, nothing next to copying such a frame; the choice never changes what
+//! readers see, only where the bytes sit.
 //!
 //! **Never torn.** A reader publishes a pin (the slot it wants), then checks the slot is
 //! still the latest. The writer stores `latest` and reads pins with sequentially consistent
@@ -235,6 +248,9 @@ fn reader_byte(index: usize) -> usize {
 const CONTROL_LEN: usize = 4096;
 /// Data bytes of a reader table: the whole [`ReaderTable`], for any `max_readers`.
 const TABLE_LEN: usize = size_of::<ReaderTable>();
+/// Slots of more than this many bytes are reused warm-first (module docs, **Warm slots**):
+/// the same bound above which the default slot count is not raised.
+pub const WARM_SLOT_MIN_STRIDE: usize = SMALL_FRAME_SLOTS_BYTES / SMALL_FRAME_SLOTS;
 /// Slots start on page boundaries (4096 is the smallest page size we run on).
 const SLOT_ALIGN: usize = 4096;
 /// `pin` value meaning "no slot" (a pin stores slot + 1, so that all-zero bytes, what a
@@ -730,6 +746,10 @@ pub struct FrameWriter {
     /// Slots known to be free (bit per slot): neither latest nor pinned when the pins were
     /// last scanned, and not published into since (see `take_free_slot`).
     free: u64,
+    /// Whether slots are reused warm-first (module docs, **Warm slots**).
+    warm: bool,
+    /// Sequence number of the last frame published into each slot (0: none yet).
+    written: [u64; MAX_SLOTS],
     meta: FrameMeta,
     last_sweep: Instant,
     since_sweep: u32,
@@ -807,6 +827,8 @@ impl FrameWriter {
             latest: NO_SLOT,
             next: 0,
             free: 0,
+            warm: geometry.stride > WARM_SLOT_MIN_STRIDE,
+            written: [0; MAX_SLOTS],
             meta: FrameMeta::default(),
             last_sweep: Instant::now(),
             since_sweep: 0,
@@ -941,6 +963,7 @@ impl FrameWriter {
         }
         self.seq = seq;
         self.latest = slot;
+        self.written[slot as usize] = seq;
         self.next = (slot + 1) % self.channel.geometry.slots;
         self.since_sweep += 1;
         if self.since_sweep >= 16 {
@@ -973,6 +996,16 @@ impl FrameWriter {
     /// slot does not match).
     fn take_free_slot(&mut self) -> Result<u32> {
         let slots = self.channel.geometry.slots;
+        if self.warm {
+            // A fresh scan every time (module docs, **Warm slots**); the same argument as
+            // above keeps the slot free until we publish into it.
+            let free = self.scan_free_slots();
+            return (0..slots)
+                .filter(|&slot| free & (1 << slot) != 0)
+                // Most recently written first; among never-written slots, the lowest.
+                .max_by_key(|&slot| (self.written[slot as usize], std::cmp::Reverse(slot)))
+                .ok_or_else(|| Error::corrupt("no free frame slot"));
+        }
         if self.free == 0 {
             self.free = self.scan_free_slots();
         }

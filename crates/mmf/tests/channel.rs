@@ -7,6 +7,7 @@ mod common;
 #[allow(dead_code)]
 mod camera;
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread;
@@ -1103,4 +1104,46 @@ fn a_killed_writer_is_reported_as_gone_when_a_wait_runs_out_and_at_open() {
     let mut reader = FrameReader::open(&name).unwrap();
     assert!(reader.writer_alive());
     assert_eq!(reader.latest().unwrap().unwrap().seq(), 1);
+}
+
+/// The slots (as addresses) that `frames` publishes land in, seen by a reader of the same
+/// process that takes every frame at once; with `hold`, a second reader also pins the newest
+/// frame on every other publish and keeps it across the next two.
+fn slots_used(max_frame_len: usize, frames: usize, hold: bool) -> BTreeSet<usize> {
+    let name = unique_name("warm");
+    let spec = FrameSpec::new(max_frame_len).max_readers(4);
+    let mut writer = FrameWriter::create(&name, spec).unwrap();
+    let mut reader = FrameReader::open(&name).unwrap();
+    let mut held = FrameReader::open(&name).unwrap();
+    let mut used = BTreeSet::new();
+    let mut _holding = None;
+    for i in 0..frames {
+        writer.publish(&[7; 64]).unwrap();
+        let frame = reader
+            .try_next()
+            .unwrap()
+            .expect("a frame was just published");
+        used.insert(frame.as_ptr() as usize);
+        drop(frame);
+        if hold && i % 2 == 0 {
+            _holding = None;
+            _holding = held.latest().unwrap();
+        }
+    }
+    used
+}
+
+#[test]
+fn large_frames_reuse_the_warmest_free_slot_and_small_ones_rotate() {
+    let large = mmf::channel::WARM_SLOT_MIN_STRIDE + 1;
+    // A reader that keeps up: the writer alternates between two slots (the latest is never
+    // written), not all six of 4 readers + 2.
+    assert_eq!(slots_used(large, 40, false).len(), 2);
+    // A reader that holds a frame while two more are published: three.
+    assert_eq!(slots_used(large, 40, true).len(), 3);
+    // Small frames keep rotating through all 16 slots between scans of the pins.
+    assert_eq!(
+        slots_used(mmf::channel::WARM_SLOT_MIN_STRIDE, 40, false).len(),
+        16
+    );
 }
