@@ -241,6 +241,17 @@ mod linux {
     }
 
     /// One reader, 64 B frames, `slots` slots (0: the default, 16 for frames this small).
+    /// A frame, or `None` for "not yet": `WouldBlock` means the writer was preempted in the
+    /// middle of publishing for longer than `try_next` retries (it happens on a loaded
+    /// machine), which a polling loop treats like no new frame.
+    fn next_or_none(next: mmf::Result<Option<mmf::Frame<'_>>>) -> Option<mmf::Frame<'_>> {
+        match next {
+            Ok(frame) => frame,
+            Err(mmf::Error::WouldBlock) => None,
+            Err(other) => panic!("try_next: {other}"),
+        }
+    }
+
     fn small_spec(slots: usize) -> FrameSpec {
         FrameSpec::new(64).max_readers(1).slots(slots)
     }
@@ -250,9 +261,10 @@ mod linux {
         let slots = std::env::var("MMF_BENCH_SLOTS").unwrap().parse().unwrap();
         let mut inbound = FrameReader::open(&format!("{name}-a")).unwrap();
         let mut outbound = FrameWriter::create(&format!("{name}-b"), small_spec(slots)).unwrap();
+        outbound.set_timestamps(std::env::var("MMF_BENCH_CLOCK").is_ok_and(|v| v == "1"));
         say("ready", 1);
         loop {
-            let Some(frame) = inbound.try_next().unwrap() else {
+            let Some(frame) = next_or_none(inbound.try_next()) else {
                 std::hint::spin_loop();
                 continue;
             };
@@ -279,13 +291,14 @@ mod linux {
         // Alternate rounds of the floor and the channel (the machine is shared and its load
         // changes); pool the batches of each.
         let rounds = 4;
-        let (mut floor, mut plain, mut touched, mut fewest) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut floor, mut plain, mut touched, mut fewest, mut unstamped) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             floor.extend(floor_one_way(BATCHES / rounds));
-            plain.extend(echo_one_way(false, 0, BATCHES / rounds));
-            touched.extend(echo_one_way(true, 0, BATCHES / rounds));
-            fewest.extend(echo_one_way(false, 3, BATCHES / rounds));
+            plain.extend(echo_one_way(false, 0, true, BATCHES / rounds));
+            touched.extend(echo_one_way(true, 0, true, BATCHES / rounds));
+            fewest.extend(echo_one_way(false, 3, true, BATCHES / rounds));
+            unstamped.extend(echo_one_way(false, 0, false, BATCHES / rounds));
         }
         let floor50 = pct(&sorted(floor), 0.5);
         println!("\n[1] 64 B frame, publish -> visible to a busy-polling reader in another process (half a round trip, {BATCHES} batches of {ROUND_TRIPS_PER_BATCH})");
@@ -299,6 +312,13 @@ mod linux {
         line(
             "frame channel publish -> try_next (one way)",
             pct(&sorted(plain), 0.5),
+            "ns",
+            "floor",
+            floor50,
+        );
+        line(
+            "same, timestamps off (FrameWriter::set_timestamps)",
+            pct(&sorted(unstamped), 0.5),
             "ns",
             "floor",
             floor50,
@@ -346,14 +366,16 @@ mod linux {
 
     /// Half the round trip of a 64 B frame there and a 64 B frame back, both readers
     /// busy-polling; `touch`: the readers also read the frame's bytes.
-    fn echo_one_way(touch: bool, slots: usize, batches: usize) -> Vec<f64> {
+    fn echo_one_way(touch: bool, slots: usize, clock: bool, batches: usize) -> Vec<f64> {
         let n = name(if touch { "echo-t" } else { "echo" });
         let mut out = FrameWriter::create(&format!("{n}-a"), small_spec(slots)).unwrap();
+        out.set_timestamps(clock);
         let mut child = Command::new(std::env::current_exe().unwrap())
             .env(ROLE, "echo")
             .env(NAME, &n)
             .env("MMF_BENCH_TOUCH", if touch { "1" } else { "0" })
             .env("MMF_BENCH_SLOTS", slots.to_string())
+            .env("MMF_BENCH_CLOCK", if clock { "1" } else { "0" })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -368,7 +390,7 @@ mod linux {
             for _ in 0..ROUND_TRIPS_PER_BATCH {
                 out.publish(&payload).unwrap();
                 loop {
-                    if let Some(frame) = back.try_next().unwrap() {
+                    if let Some(frame) = next_or_none(back.try_next()) {
                         if touch {
                             sink ^= frame[63];
                         }
@@ -398,7 +420,7 @@ mod linux {
         say("ready", 1);
         let mut lat = Vec::new();
         loop {
-            let Some(frame) = reader.try_next().unwrap() else {
+            let Some(frame) = next_or_none(reader.try_next()) else {
                 std::hint::spin_loop();
                 continue;
             };

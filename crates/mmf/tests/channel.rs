@@ -1147,3 +1147,23 @@ fn large_frames_reuse_the_warmest_free_slot_and_small_ones_rotate() {
         16
     );
 }
+
+#[test]
+fn frames_carry_their_publish_time_unless_timestamps_are_off() {
+    let name = unique_name("stamp");
+    let mut writer = FrameWriter::create(&name, FrameSpec::new(64)).unwrap();
+    let mut reader = FrameReader::open(&name).unwrap();
+    let before = mmf::channel::monotonic_ns();
+    writer.publish(b"on").unwrap();
+    let stamped = reader.try_next().unwrap().unwrap().timestamp_ns();
+    assert!(
+        (before..=mmf::channel::monotonic_ns()).contains(&stamped),
+        "{stamped} not within the publish call"
+    );
+    writer.set_timestamps(false);
+    writer.publish(b"off").unwrap();
+    assert_eq!(reader.try_next().unwrap().unwrap().timestamp_ns(), 0);
+    writer.set_timestamps(true);
+    writer.publish(b"on again").unwrap();
+    assert!(reader.try_next().unwrap().unwrap().timestamp_ns() >= stamped);
+}
