@@ -1012,7 +1012,7 @@ mod tests {
         let name = format!("mmfu-cut-{}", std::process::id());
         let segment = crate::MmfOptions::new(&name).create(8 * PAGE).unwrap();
         let data = segment.data_ptr();
-        let heap: Vec<u8> = (0..4 * PAGE).map(|i| (i * 29 + 7) as u8).collect();
+        let heap: Vec<u8> = (0..6 * PAGE).map(|i| (i * 29 + 7) as u8).collect();
         let heap_page = heap.as_ptr().align_offset(PAGE);
         std::fs::OpenOptions::new()
             .write(true)
@@ -1065,7 +1065,7 @@ mod tests {
                     // Out of the segment (distance +16 or +1000). Its bytes before the cut
                     // are what they are (a store across the cut may have written none of
                     // its bytes): compare with them.
-                    let mut out = vec![0u8; len + PAGE];
+                    let mut out = vec![0u8; len + 2 * PAGE];
                     let at = out.as_ptr().align_offset(PAGE) + heap_off;
                     // SAFETY: as above, the source crosses the cut; `out` is a live local.
                     let result =
