@@ -5,11 +5,13 @@
 //! raises `SIGBUS`, whose default action kills the process. `mmf`'s own accesses are made
 //! survivable with the kernel's own technique, an exception table:
 //!
-//! - **Copies** ([`copy`]) run through one hand-written `rep movsb` routine whose faulting
-//!   instruction has a known address. A process-wide `SIGBUS` handler that finds the
-//!   interrupted instruction pointer *exactly* there, and the faulting address inside a
-//!   registered segment, moves the instruction pointer to a fixup label that returns the
-//!   number of bytes not copied. The caller turns that into [`Error::Truncated`].
+//! - **Copies** ([`copy`]) run through one hand-written routine (small moves, `rep movsb`, or
+//!   an SSE2 loop, whichever is fast for the size and alignment) that lies between two known
+//!   addresses and in which every instruction that touches memory is a load or store of the
+//!   copy. A process-wide `SIGBUS` handler that finds the interrupted instruction pointer
+//!   inside that range, and the faulting address inside a registered segment, moves the
+//!   instruction pointer to a fixup label that returns a conservative count of the bytes not
+//!   copied (never fewer than were missed). The caller turns that into [`Error::Truncated`].
 //! - **Header words** (the lock word, the write sequence) are touched by ordinary atomics all
 //!   over the lock code, so there is no single instruction to fix up. The header page only
 //!   vanishes when the object was cut to zero bytes (a partly cut page stays mapped), so the
@@ -378,8 +380,8 @@ mod linux {
     /// memcpy's speed (issue 12); others, like the one the benchmarks ran on, are fastest with
     /// `rep movsb` at every distance, where the SSE2 loop would lose up to half the speed
     /// (docs/benchmarks.md). Neither vendor nor feature bits tell them apart, so the first
-    /// copy of the process times both on 16 KiB at distances +16 and -16, and the result is
-    /// kept. `rep movsb` must be more than twice as slow to be avoided: the effect is
+    /// call (the first segment registered) times both on 16 KiB at distances +16 and -16,
+    /// and the result is kept for the process. `rep movsb` must be more than twice as slow to be avoided: the effect is
     /// tenfold, and a noisy machine must not pick the loop where it loses.
     #[cfg(target_arch = "x86_64")]
     fn short_distance_needs_vectors() -> bool {
@@ -606,6 +608,10 @@ mod linux {
 
         fn register(base: *mut u8, len: usize, whole: bool) -> Self {
             install_handler();
+            // Choose the copy strategy now (once per process, tens of microseconds) rather
+            // than in the middle of the first copy.
+            #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+            short_distance_needs_vectors();
             let slot = claim_slot();
             // Relaxed: the slot is ours (claimed above); `set` publishes both with Release.
             slot.header.store(HEADER_INTACT, Relaxed);
