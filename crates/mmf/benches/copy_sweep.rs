@@ -71,6 +71,12 @@ struct Summary {
 
 impl Summary {
     fn print(mut self, size: usize, what: &str) {
+        // COPY_SWEEP_POINTS=1: every point, for telling systematic dips from noise.
+        if std::env::var_os("COPY_SWEEP_POINTS").is_some() {
+            for (r, s, b) in &self.ratios {
+                println!("point {} {what} s{s} b{b} {r:.3}", label(size));
+            }
+        }
         self.ratios.sort_by(|a, b| a.0.total_cmp(&b.0));
         let n = self.ratios.len();
         let worst: Vec<String> = self
