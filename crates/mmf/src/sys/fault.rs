@@ -133,9 +133,11 @@ mod linux {
     // possible (len > 0). Strategies, chosen by what measured fastest (docs/benchmarks.md):
     // - up to 64 bytes: overlapping loads and stores from both ends, no loop;
     // - larger: `rep movsb` (what glibc's memcpy uses at these sizes on CPUs with ERMS/FSRM),
-    //   except when (dst - src) mod 4096 is within 63 of 0 and the caller says `rep movsb` is
+    //   after a 64-byte unaligned head so that it stores from a 64-byte boundary on, as glibc
+    //   does, except at distances (dst - src) mod 4096 in 0..=63, where aligning was slower;
+    //   but when that distance is within 63 of 0 either way and the caller says `rep movsb` is
     //   slow at such short distances on this CPU (`vector_for_short`, measured once per
-    //   process by `short_distance_needs_vectors`); then an SSE2 loop (the x86_64 baseline)
+    //   process by `short_distance_needs_vectors`), an SSE2 loop (the x86_64 baseline)
     //   with a 64-byte unaligned head, 128-byte iterations storing to 64-byte-aligned
     //   destinations (all loads of an iteration before its stores, so no load waits on a
     //   4K-aliased store of its own iteration), and a 64-byte tail loaded up front.
