@@ -1,5 +1,6 @@
-//! The fault-catching copy routine (`rep movsb` with an exception-table fixup, used by
-//! `read_at`/`write_at` so that a truncated segment is an error, not a SIGBUS) next to a plain
+//! The fault-catching copy routine (`rep movsb` or an SSE2 loop inside an exception-table
+//! range, used by `read_at`/`write_at` so that a truncated segment is an error, not a SIGBUS;
+//! `benches/copy_sweep.rs` covers every alignment) next to a plain
 //! `copy_from_slice` (glibc memcpy) between the very same segment pages and buffer, under the
 //! same lock, in the same run. The ratio isolates the routine: lock and pages are identical.
 //!

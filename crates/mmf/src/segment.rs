@@ -963,26 +963,43 @@ impl<L: RawRwLock> Mmf<L> {
     /// timeout).
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len())?;
-        self.check_header_intact()?;
-        if self.is_read_only() {
-            return self.read_at_optimistic(offset, buf);
-        }
-        let guard = self.read()?;
-        // SAFETY: check_range put offset..offset+len inside the data region.
-        let src = unsafe { self.data_ptr().add(offset) };
-        // SAFETY: src..src+len lies in our data region, under the shared lock `guard` holds;
-        // `buf` is the caller's distinct buffer of that length.
-        let copied = unsafe { self.copy_data(buf.as_mut_ptr(), src, buf.len()) };
-        drop(guard);
-        copied
+        // SAFETY: `buf` is the caller's distinct buffer, valid for writes of its length.
+        unsafe { self.read_into(offset, buf.as_mut_ptr(), buf.len()) }
     }
 
     /// Reads `len` bytes at `offset` into a new `Vec` (see [`read_at`](Self::read_at)).
     pub fn read_to_vec(&self, offset: usize, len: usize) -> Result<Vec<u8>> {
         self.check_range(offset, len)?;
-        let mut buf = vec![0; len];
-        self.read_at(offset, &mut buf)?;
+        // Not `vec![0; len]`: zeroing bytes about to be overwritten cost a third of the time
+        // (docs/benchmarks.md, issue 12).
+        let mut buf = Vec::with_capacity(len);
+        // SAFETY: a fresh allocation of at least `len` bytes, valid for writes, distinct
+        // from the mapping.
+        unsafe { self.read_into(offset, buf.as_mut_ptr(), len) }?;
+        // SAFETY: read_into returned Ok, so it wrote all `len` bytes (u8: any bytes are valid).
+        unsafe { buf.set_len(len) };
         Ok(buf)
+    }
+
+    /// [`read_at`](Self::read_at) into raw memory, which need not be initialised.
+    ///
+    /// # Safety
+    /// `check_range(offset, len)` passed; `dst` is valid for writes of `len` bytes and does
+    /// not overlap the mapping.
+    unsafe fn read_into(&self, offset: usize, dst: *mut u8, len: usize) -> Result<()> {
+        self.check_header_intact()?;
+        if self.is_read_only() {
+            // SAFETY: passed on from the caller.
+            return unsafe { self.read_at_optimistic(offset, dst, len) };
+        }
+        let guard = self.read()?;
+        // SAFETY: check_range put offset..offset+len inside the data region.
+        let src = unsafe { self.data_ptr().add(offset) };
+        // SAFETY: src..src+len lies in our data region, under the shared lock `guard` holds;
+        // `dst` is the caller's distinct buffer of that length.
+        let copied = unsafe { self.copy_data(dst, src, len) };
+        drop(guard);
+        copied
     }
 
     /// Copies `buf` into the data region at `offset`, under the exclusive lock.
@@ -1059,7 +1076,10 @@ impl<L: RawRwLock> Mmf<L> {
 
     /// Seqlock-style copy for handles that cannot take the lock: copy, then check that the
     /// write sequence was even (no writer) and unchanged across the copy.
-    fn read_at_optimistic(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+    ///
+    /// # Safety
+    /// As for `read_into`.
+    unsafe fn read_at_optimistic(&self, offset: usize, dst: *mut u8, len: usize) -> Result<()> {
         let seq = &self.header().write_seq;
         let start = Instant::now();
         let deadline = self.deadline();
@@ -1093,9 +1113,9 @@ impl<L: RawRwLock> Mmf<L> {
                 // SAFETY: check_range put offset..offset+len inside the data region.
                 let src = unsafe { self.data_ptr().add(offset) };
                 // SAFETY: src..src+len is in our data region, readable while `self` lives;
-                // `buf` is a distinct local buffer. A writer changing the bytes meanwhile is
-                // caught by the sequence check below, which discards the copy.
-                unsafe { self.copy_data(buf.as_mut_ptr(), src, buf.len()) }?;
+                // `dst` is the caller's distinct buffer. A writer changing the bytes meanwhile
+                // is caught by the sequence check below, which discards the copy.
+                unsafe { self.copy_data(dst, src, len) }?;
                 // Acquire fence: orders the copy's loads before the re-check; pairs with the
                 // Release fence a writer issues after making the sequence odd.
                 fence(Acquire);

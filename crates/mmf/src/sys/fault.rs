@@ -5,11 +5,13 @@
 //! raises `SIGBUS`, whose default action kills the process. `mmf`'s own accesses are made
 //! survivable with the kernel's own technique, an exception table:
 //!
-//! - **Copies** ([`copy`]) run through one hand-written `rep movsb` routine whose faulting
-//!   instruction has a known address. A process-wide `SIGBUS` handler that finds the
-//!   interrupted instruction pointer *exactly* there, and the faulting address inside a
-//!   registered segment, moves the instruction pointer to a fixup label that returns the
-//!   number of bytes not copied. The caller turns that into [`Error::Truncated`].
+//! - **Copies** ([`copy`]) run through one hand-written routine (small moves, `rep movsb`, or
+//!   an SSE2 loop, whichever is fast for the size and alignment) that lies between two known
+//!   addresses and in which every instruction that touches memory is a load or store of the
+//!   copy. A process-wide `SIGBUS` handler that finds the interrupted instruction pointer
+//!   inside that range, and the faulting address inside a registered segment, moves the
+//!   instruction pointer to a fixup label that returns a conservative count of the bytes not
+//!   copied (never fewer than were missed). The caller turns that into [`Error::Truncated`].
 //! - **Header words** (the lock word, the write sequence) are touched by ordinary atomics all
 //!   over the lock code, so there is no single instruction to fix up. The header page only
 //!   vanishes when the object was cut to zero bytes (a partly cut page stays mapped), so the
@@ -122,44 +124,220 @@ mod linux {
         };
     }
 
-    // The copy routine. Its only instruction that touches memory is the `rep movsb` at
-    // `__mmf_fault_copy_insn`; on a fault there the CPU leaves the count of bytes still to copy
-    // in (e/r)cx, which the fixup returns. `rep movsb` is what glibc's memcpy itself uses for
-    // large sizes on CPUs with ERMSB/FSRM (benches/fault_copy.rs compares the two). The
-    // direction flag is clear on entry, as both ABIs require. The symbols are hidden: never
-    // exported from a shared object, never interposed.
+    // The copy routine, `fn(dst, src, len, vector_for_short) -> bytes not copied`. Any of its
+    // memory instructions may fault: the handler accepts a fault at any address in
+    // [`__mmf_fault_copy`, `__mmf_fault_copy_fixup`) and resumes at the fixup, which returns
+    // `dst_end - dst`: the routine keeps the destination's end in r9 (set before the first
+    // access) and advances the destination pointer only past bytes already stored, so the
+    // count never claims a byte that was not copied and is at least 1 when a fault is
+    // possible (len > 0). Strategies, chosen by what measured fastest (docs/benchmarks.md):
+    // - up to 64 bytes: overlapping loads and stores from both ends, no loop;
+    // - larger: `rep movsb` (what glibc's memcpy uses at these sizes on CPUs with ERMS/FSRM),
+    //   after a 64-byte unaligned head so that it stores from a 64-byte boundary on, as glibc
+    //   does, except at distances (dst - src) mod 4096 in 0..=63, where aligning was slower;
+    //   but when that distance is within 63 of 0 either way and the caller says `rep movsb` is
+    //   slow at such short distances on this CPU (`vector_for_short`, measured once per
+    //   process by `short_distance_needs_vectors`), an SSE2 loop (the x86_64 baseline)
+    //   with a 64-byte unaligned head, 128-byte iterations storing to 64-byte-aligned
+    //   destinations (all loads of an iteration before its stores, so no load waits on a
+    //   4K-aliased store of its own iteration), and a 64-byte tail loaded up front.
+    // The direction flag is clear on entry, as both ABIs require. The symbols are hidden:
+    // never exported from a shared object, never interposed.
     #[cfg(target_arch = "x86_64")]
     std::arch::global_asm!(
         ".pushsection .text.__mmf_fault_copy,\"ax\",@progbits",
         ".p2align 4",
         concat!(".globl ", versioned!("__mmf_fault_copy")),
         concat!(".hidden ", versioned!("__mmf_fault_copy")),
-        concat!(".globl ", versioned!("__mmf_fault_copy_insn")),
-        concat!(".hidden ", versioned!("__mmf_fault_copy_insn")),
         concat!(".globl ", versioned!("__mmf_fault_copy_fixup")),
         concat!(".hidden ", versioned!("__mmf_fault_copy_fixup")),
-        // fn(dst: rdi, src: rsi, len: rdx) -> rax = bytes not copied
+        // rdi = dst, rsi = src, rdx = len, ecx = vector_for_short; returns rax.
         concat!(versioned!("__mmf_fault_copy"), ":"),
+        "    lea r9, [rdi + rdx]",
+        "    cmp rdx, 64",
+        "    ja 50f",
+        // ---- 0..=64 bytes: two (or four) possibly overlapping moves cover any length.
+        "    cmp rdx, 16",
+        "    jb 20f",
+        "    movdqu xmm0, [rsi]",
+        "    movdqu xmm1, [rsi + rdx - 16]",
+        "    cmp rdx, 32",
+        "    ja 10f",
+        "    movdqu [rdi], xmm0",
+        "    movdqu [rdi + rdx - 16], xmm1",
+        "    xor eax, eax",
+        "    ret",
+        "10:",
+        "    movdqu xmm2, [rsi + 16]",
+        "    movdqu xmm3, [rsi + rdx - 32]",
+        "    movdqu [rdi], xmm0",
+        "    movdqu [rdi + 16], xmm2",
+        "    movdqu [rdi + rdx - 32], xmm3",
+        "    movdqu [rdi + rdx - 16], xmm1",
+        "    xor eax, eax",
+        "    ret",
+        "20:",
+        "    cmp edx, 8",
+        "    jb 30f",
+        "    mov rax, [rsi]",
+        "    mov rcx, [rsi + rdx - 8]",
+        "    mov [rdi], rax",
+        "    mov [rdi + rdx - 8], rcx",
+        "    xor eax, eax",
+        "    ret",
+        "30:",
+        "    cmp edx, 4",
+        "    jb 40f",
+        "    mov eax, [rsi]",
+        "    mov ecx, [rsi + rdx - 4]",
+        "    mov [rdi], eax",
+        "    mov [rdi + rdx - 4], ecx",
+        "    xor eax, eax",
+        "    ret",
+        "40:",
+        "    test edx, edx",
+        "    jz 41f",
+        "    movzx eax, byte ptr [rsi]",
+        "    movzx ecx, byte ptr [rsi + rdx - 1]",
+        "    mov r8, rdx",
+        "    shr r8, 1",
+        "    movzx r10d, byte ptr [rsi + r8]",
+        "    mov [rdi], al",
+        "    mov [rdi + r8], r10b",
+        "    mov [rdi + rdx - 1], cl",
+        "41:",
+        "    xor eax, eax",
+        "    ret",
+        // ---- more than 64 bytes: d = (dst - src) mod 4096. Short distances (d in [-63, 63])
+        // go to the vector loop if `rep movsb` is slow there on this CPU.
+        "50:",
+        "    mov rax, rdi",
+        "    sub rax, rsi",
+        "    and eax, 4095",
+        "    cmp eax, 64",
+        "    jb 55f",
+        "    cmp eax, 4096 - 63",
+        "    jb 60f",
+        "    test ecx, ecx",
+        "    jnz 70f",
+        "    jmp 60f",
+        // ---- d in [0, 63]: rep movsb as it is (aligning the destination made these slower).
+        // On a fault rdi points at the first byte not stored.
+        "55:",
+        "    test ecx, ecx",
+        "    jnz 70f",
         "    mov rcx, rdx",
-        concat!(versioned!("__mmf_fault_copy_insn"), ":"),
         "    rep movsb",
         "    xor eax, eax",
         "    ret",
+        // ---- rep movsb on a 64-byte-aligned destination (a 64-byte unaligned head first):
+        // unaligned, it lost up to a fifth of memcpy's speed at 4 KiB when the destination
+        // began in the last 256 bytes of a page, or at d in [-63, -1].
+        "60:",
+        "    movdqu xmm0, [rsi]",
+        "    movdqu xmm1, [rsi + 16]",
+        "    movdqu xmm2, [rsi + 32]",
+        "    movdqu xmm3, [rsi + 48]",
+        "    movdqu [rdi], xmm0",
+        "    movdqu [rdi + 16], xmm1",
+        "    movdqu [rdi + 32], xmm2",
+        "    movdqu [rdi + 48], xmm3",
+        "    mov eax, edi",
+        "    and eax, 63",
+        "    neg rax",
+        "    add rax, 64",
+        "    add rdi, rax",
+        "    add rsi, rax",
+        "    mov rcx, r9",
+        "    sub rcx, rdi",
+        "    rep movsb",
+        "    xor eax, eax",
+        "    ret",
+        // ---- SSE2 loop. Tail (last 64 bytes) loaded first, stored last.
+        "70:",
+        "    movdqu xmm4, [rsi + rdx - 64]",
+        "    movdqu xmm5, [rsi + rdx - 48]",
+        "    movdqu xmm6, [rsi + rdx - 32]",
+        "    movdqu xmm7, [rsi + rdx - 16]",
+        "    movdqu xmm0, [rsi]",
+        "    movdqu xmm1, [rsi + 16]",
+        "    movdqu xmm2, [rsi + 32]",
+        "    movdqu xmm3, [rsi + 48]",
+        "    movdqu [rdi], xmm0",
+        "    movdqu [rdi + 16], xmm1",
+        "    movdqu [rdi + 32], xmm2",
+        "    movdqu [rdi + 48], xmm3",
+        // Advance by 64 - dst % 64 (1..=64, all stored by the head): dst is now aligned.
+        "    mov eax, edi",
+        "    and eax, 63",
+        "    neg rax",
+        "    add rax, 64",
+        "    add rdi, rax",
+        "    add rsi, rax",
+        // rdx = where the tail starts; blocks at rdi < rdx end at most at r9.
+        "    lea rdx, [r9 - 64]",
+        "71:",
+        "    lea rax, [rdi + 128]",
+        "    cmp rax, rdx",
+        "    ja 72f",
+        "    movdqu xmm0, [rsi]",
+        "    movdqu xmm1, [rsi + 16]",
+        "    movdqu xmm2, [rsi + 32]",
+        "    movdqu xmm3, [rsi + 48]",
+        "    movdqu xmm8, [rsi + 64]",
+        "    movdqu xmm9, [rsi + 80]",
+        "    movdqu xmm10, [rsi + 96]",
+        "    movdqu xmm11, [rsi + 112]",
+        "    movdqa [rdi], xmm0",
+        "    movdqa [rdi + 16], xmm1",
+        "    movdqa [rdi + 32], xmm2",
+        "    movdqa [rdi + 48], xmm3",
+        "    movdqa [rdi + 64], xmm8",
+        "    movdqa [rdi + 80], xmm9",
+        "    movdqa [rdi + 96], xmm10",
+        "    movdqa [rdi + 112], xmm11",
+        "    sub rdi, -128",
+        "    sub rsi, -128",
+        "    jmp 71b",
+        "72:",
+        "    cmp rdi, rdx",
+        "    jae 73f",
+        "    movdqu xmm0, [rsi]",
+        "    movdqu xmm1, [rsi + 16]",
+        "    movdqu xmm2, [rsi + 32]",
+        "    movdqu xmm3, [rsi + 48]",
+        "    movdqa [rdi], xmm0",
+        "    movdqa [rdi + 16], xmm1",
+        "    movdqa [rdi + 32], xmm2",
+        "    movdqa [rdi + 48], xmm3",
+        "    add rdi, 64",
+        "    add rsi, 64",
+        "    jmp 72b",
+        "73:",
+        "    movdqu [r9 - 64], xmm4",
+        "    movdqu [r9 - 48], xmm5",
+        "    movdqu [r9 - 32], xmm6",
+        "    movdqu [r9 - 16], xmm7",
+        "    xor eax, eax",
+        "    ret",
+        // Not part of the fault range (it touches no memory): the bytes from the first one
+        // not known stored to the end.
         concat!(versioned!("__mmf_fault_copy_fixup"), ":"),
-        "    mov rax, rcx",
+        "    mov rax, r9",
+        "    sub rax, rdi",
         "    ret",
         ".popsection",
     );
 
-    // i686 (cdecl): arguments on the stack; esi and edi are callee-saved.
+    // i686 (cdecl): arguments on the stack; esi and edi are callee-saved. `rep movsb` at every
+    // distance and size (the fourth argument is ignored); its one memory instruction leaves
+    // the count not copied in ecx, which the fixup returns.
     #[cfg(target_arch = "x86")]
     std::arch::global_asm!(
         ".pushsection .text.__mmf_fault_copy,\"ax\",@progbits",
         ".p2align 4",
         concat!(".globl ", versioned!("__mmf_fault_copy")),
         concat!(".hidden ", versioned!("__mmf_fault_copy")),
-        concat!(".globl ", versioned!("__mmf_fault_copy_insn")),
-        concat!(".hidden ", versioned!("__mmf_fault_copy_insn")),
         concat!(".globl ", versioned!("__mmf_fault_copy_fixup")),
         concat!(".hidden ", versioned!("__mmf_fault_copy_fixup")),
         concat!(versioned!("__mmf_fault_copy"), ":"),
@@ -168,7 +346,6 @@ mod linux {
         "    mov edi, dword ptr [esp + 12]",
         "    mov esi, dword ptr [esp + 16]",
         "    mov ecx, dword ptr [esp + 20]",
-        concat!(versioned!("__mmf_fault_copy_insn"), ":"),
         "    rep movsb",
         "    xor eax, eax",
         "    pop edi",
@@ -185,10 +362,9 @@ mod linux {
     #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
     extern "C" {
         #[link_name = versioned!("__mmf_fault_copy")]
-        fn raw_copy(dst: *mut u8, src: *const u8, len: usize) -> usize;
-        // Labels inside the routine, never called: only their addresses are used.
-        #[link_name = versioned!("__mmf_fault_copy_insn")]
-        fn copy_insn();
+        fn raw_copy(dst: *mut u8, src: *const u8, len: usize, vector_for_short: u32) -> usize;
+        // A label after the routine's last memory instruction, never called: only its address
+        // is used, as the end of the fault range and the place to resume.
         #[link_name = versioned!("__mmf_fault_copy_fixup")]
         fn copy_fixup();
     }
@@ -202,15 +378,98 @@ mod linux {
     /// ranges must not overlap. Bytes of the segment may change concurrently (other
     /// processes): the copy reads and writes them only as raw bytes, never as typed values.
     #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+    #[inline]
     pub(crate) unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) -> Result<(), Fault> {
+        // SAFETY: passed on from the caller.
+        unsafe { copy_with(dst, src, len, short_distance_needs_vectors()) }
+    }
+
+    /// [`copy`] with the short-distance strategy chosen by the caller (tests use both).
+    ///
+    /// # Safety
+    /// As for [`copy`].
+    #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+    #[inline]
+    pub(super) unsafe fn copy_with(
+        dst: *mut u8,
+        src: *const u8,
+        len: usize,
+        vector_for_short: bool,
+    ) -> Result<(), Fault> {
         // SAFETY: the caller provides valid, non-overlapping ranges; the routine follows the C
         // ABI, clobbers only caller-saved registers, and touches exactly dst/src..+len.
-        let remaining = unsafe { raw_copy(dst, src, len) };
+        let remaining = unsafe { raw_copy(dst, src, len, u32::from(vector_for_short)) };
         if remaining == 0 {
             Ok(())
         } else {
             Err(Fault { remaining })
         }
+    }
+
+    /// Whether `rep movsb` is slow on this CPU when (dst - src) mod 4096 is small, so that the
+    /// copy routine should use its vector loop there. Some CPUs copy such pairs at a tenth of
+    /// memcpy's speed (issue 12); others, like the one the benchmarks ran on, are fastest with
+    /// `rep movsb` at every distance, where the SSE2 loop would lose up to half the speed
+    /// (docs/benchmarks.md). Neither vendor nor feature bits tell them apart, so the first
+    /// call (the first segment registered) times both on 16 KiB at distances +16 and -16,
+    /// and the result is kept for the process. `rep movsb` must be more than twice as slow to be avoided: the effect is
+    /// tenfold, and a noisy machine must not pick the loop where it loses.
+    #[cfg(target_arch = "x86_64")]
+    fn short_distance_needs_vectors() -> bool {
+        const UNKNOWN: u8 = 0;
+        const MOVSB: u8 = 1;
+        const VECTORS: u8 = 2;
+        static CHOICE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(UNKNOWN);
+        // Relaxed: the value is a hint, computed the same by any thread; both are correct.
+        match CHOICE.load(Relaxed) {
+            MOVSB => false,
+            VECTORS => true,
+            _ => {
+                let vectors = measure_short_distance();
+                // Relaxed: as above.
+                CHOICE.store(if vectors { VECTORS } else { MOVSB }, Relaxed);
+                vectors
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86")]
+    fn short_distance_needs_vectors() -> bool {
+        false // the i686 routine has only `rep movsb`
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[cold]
+    fn measure_short_distance() -> bool {
+        const LEN: usize = 16 << 10;
+        const PAGE: usize = 4096;
+        let mut scratch = vec![1u8; 2 * LEN + 4 * PAGE];
+        let base = scratch.as_mut_ptr();
+        let page = base.align_offset(PAGE);
+        let mut slowest = 0.0f64;
+        for (dst_at, src_at) in [(16, 0), (0, 16)] {
+            // Source and destination one page-rounded LEN apart plus the offsets: distance
+            // +16 or -16 modulo 4096.
+            // wrapping_add: plain address arithmetic, inside `scratch` (see the SAFETY below).
+            let src = base.wrapping_add(page + src_at).cast_const();
+            let dst = base.wrapping_add(page + LEN + PAGE + dst_at);
+            let mut best = [f64::MAX; 2];
+            for _ in 0..5 {
+                for (vector, best) in [false, true].into_iter().zip(&mut best) {
+                    let start = std::time::Instant::now();
+                    for _ in 0..2 {
+                        // SAFETY: both ranges lie inside `scratch` (page + 2 * PAGE + LEN +
+                        // 16 <= 2 * LEN + 4 * PAGE) and do not overlap (LEN + PAGE apart).
+                        let copied = unsafe { copy_with(dst, src, LEN, vector) };
+                        debug_assert!(copied.is_ok(), "scratch memory cannot vanish");
+                    }
+                    *best = best.min(start.elapsed().as_secs_f64());
+                }
+            }
+            slowest = slowest.max(best[0] / best[1]);
+        }
+        std::hint::black_box(&mut scratch);
+        slowest > 2.0
     }
 
     // ---- registry of live segments, readable from the signal handler -----------------------
@@ -380,6 +639,10 @@ mod linux {
 
         fn register(base: *mut u8, len: usize, whole: bool) -> Self {
             install_handler();
+            // Choose the copy strategy now (once per process, tens of microseconds) rather
+            // than in the middle of the first copy.
+            #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+            short_distance_needs_vectors();
             let slot = claim_slot();
             // Relaxed: the slot is ours (claimed above); `set` publishes both with Release.
             slot.header.store(HEADER_INTACT, Relaxed);
@@ -500,7 +763,7 @@ mod linux {
             let addr = unsafe { siginfo.si_addr() } as usize;
             if let Some((slot, base, len)) = slot_containing(addr) {
                 #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
-                if at_copy_insn(context) {
+                if in_copy_routine(context) {
                     return;
                 }
                 // Relaxed: `whole` was stored before `set` published the range, which
@@ -518,20 +781,24 @@ mod linux {
         chain(sig, info, context);
     }
 
-    /// If the fault interrupted the copy routine's one memory instruction, resumes at its
-    /// fixup (which returns the bytes left, still in (e/r)cx) and returns true.
+    /// If the fault interrupted the copy routine (any instruction from its start up to its
+    /// fixup: each is a load or store of the copy, or touches no memory), resumes at the
+    /// fixup, which returns the bytes not copied, and returns true.
     #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
-    fn at_copy_insn(context: *mut c_void) -> bool {
+    fn in_copy_routine(context: *mut c_void) -> bool {
         let ucontext = context.cast::<libc::ucontext_t>();
         // SAFETY: for an SA_SIGINFO handler `context` points to the interrupted thread's
         // ucontext_t, which we may read and modify until we return.
         let ip = unsafe { (*ucontext).uc_mcontext.gregs[REG_IP] } as usize;
-        if ip != copy_insn as unsafe extern "C" fn() as usize {
+        let start = raw_copy as unsafe extern "C" fn(*mut u8, *const u8, usize, u32) -> usize;
+        let fixup = copy_fixup as unsafe extern "C" fn() as usize;
+        if ip < start as usize || ip >= fixup {
             return false;
         }
-        let fixup = copy_fixup as unsafe extern "C" fn() as usize;
-        // SAFETY: as above; the fixup runs on the routine's own frame, which is exactly as
-        // it was at the faulting instruction.
+        // SAFETY: as above. The fault was on a registered segment, so it came from one of the
+        // copy's own loads or stores, never from a stack access; at each of those the stack
+        // is as the fixup expects (x86_64 never moves it, i686 has pushed esi and edi) and
+        // the registers the fixup reads (r9 and rdi, or ecx) hold its count.
         unsafe { (*ucontext).uc_mcontext.gregs[REG_IP] = fixup as _ };
         true
     }
@@ -667,6 +934,8 @@ mod fallback {
 #[cfg(all(test, not(miri)))]
 mod tests {
     use super::*;
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "x86")))]
+    use linux::copy_with;
 
     #[cfg(target_os = "linux")]
     #[test]
@@ -729,6 +998,128 @@ mod tests {
         word(far).store(9, Relaxed);
         assert_eq!(word(far).load(Relaxed), 9, "the private page is writable");
         assert_eq!(word(0).load(Relaxed), 0, "the whole mapping was replaced");
+    }
+
+    /// Both short-distance strategies (`rep movsb` and the SSE2 loop), every length through
+    /// the small path and the loop's head, body and tail, at distances (dst - src) mod 4096
+    /// that are short (the loop's case) and long: exact bytes, nothing written around them.
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "x86")))]
+    #[test]
+    fn copy_copies_every_length_distance_and_strategy() {
+        const PAGE: usize = 4096;
+        let lengths = (0..=300).chain([383, 384, 385, 1000, 4000, 4096, 4097, 10_000]);
+        let lengths: Vec<usize> = lengths.collect();
+        let max = 10_000;
+        let src_buf: Vec<u8> = (0..max + 2 * PAGE).map(|i| (i * 13 + 5) as u8).collect();
+        let src_page = src_buf.as_ptr().align_offset(PAGE);
+        let mut dst_buf = vec![0u8; max + 3 * PAGE];
+        let dst_page = dst_buf.as_ptr().align_offset(PAGE);
+        for vector in [false, true] {
+            for src_at in [0, 16, 63] {
+                for dst_at in [0, 1, 15, 16, 17, 63, 64, 100, 2048, 4033, 4095] {
+                    for &len in &lengths {
+                        let src = &src_buf[src_page + src_at..][..len];
+                        let at = dst_page + PAGE + dst_at;
+                        dst_buf.fill(0);
+                        let dst = dst_buf[at..].as_mut_ptr();
+                        // SAFETY: both ranges lie in live, distinct local buffers.
+                        let result = unsafe { copy_with(dst, src.as_ptr(), len, vector) };
+                        let case = (vector, src_at, dst_at, len);
+                        assert_eq!(result, Ok(()), "{case:?}");
+                        assert_eq!(&dst_buf[at..at + len], src, "{case:?}");
+                        assert!(dst_buf[..at].iter().all(|&b| b == 0), "{case:?}");
+                        assert!(dst_buf[at + len..].iter().all(|&b| b == 0), "{case:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A fault in each path of the copy routine is caught and reported, and every byte the
+    /// report counts as copied is right. The segment is cut (in this process: a fault the
+    /// routine fails to catch kills the test binary, which fails the run) so that data pages
+    /// 4.. vanish, then copies cross the cut in both directions: into the segment (the
+    /// stores fault) with the cut in the small path, in the SSE2 loop's head, body and tail
+    /// and in `rep movsb`; out of it (the loads fault: the loop loads its tail first).
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "x86")))]
+    #[test]
+    fn a_fault_in_every_path_of_the_copy_is_caught_and_counted_conservatively() {
+        const PAGE: usize = 4096;
+        let cut = 4 * PAGE;
+        let name = format!("mmfu-cut-{}", std::process::id());
+        let segment = crate::MmfOptions::new(&name).create(8 * PAGE).unwrap();
+        let data = segment.data_ptr();
+        let heap: Vec<u8> = (0..6 * PAGE).map(|i| (i * 29 + 7) as u8).collect();
+        let heap_page = heap.as_ptr().align_offset(PAGE);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/dev/shm/{name}"))
+            .and_then(|file| file.set_len((crate::header::HEADER_LEN + cut) as u64))
+            .unwrap();
+        let mut cases = 0;
+        // (bytes before the cut, bytes after it): small path; loop head (before < 64);
+        // body; tail (the copy ends 32 bytes past a page-aligned cut, so the aligned body
+        // ends exactly at the cut and only the tail's stores cross it); long copies.
+        let spans = [
+            (1, 1),
+            (10, 30),
+            (40, 24),
+            (63, 1),
+            (1, 200),
+            (40, 4000),
+            (1000, 1000),
+            (3000, 5),
+            (4064, 32),
+            (PAGE - 32, 32),
+            (2 * PAGE, PAGE),
+        ];
+        for vector in [false, true] {
+            // Heap offsets within a page: a short distance to the page-aligned cut (the loop's
+            // case when `vector`), and a long one (`rep movsb` always).
+            for distance in [16, 1000] {
+                for (before, after) in spans {
+                    let len = before + after;
+                    let seg_at = cut - before;
+                    // Where the heap side starts within its page: `distance` bytes after the
+                    // segment side's page offset (-before).
+                    let heap_off = (distance + PAGE - before % PAGE) % PAGE;
+                    let case = (vector, distance, before, after);
+                    // Into the segment (distance -16 or -1000: dst - src).
+                    let src = &heap[heap_page + heap_off..][..len];
+                    // SAFETY: `seg_at..seg_at + len` lies in the registered mapping, whose
+                    // pages past the cut vanished (that is what is tested); `src` is live.
+                    let dst = unsafe { data.add(seg_at) };
+                    // SAFETY: as above; the ranges do not overlap (heap and mapping).
+                    let result = unsafe { copy_with(dst, src.as_ptr(), len, vector) };
+                    let Err(Fault { remaining }) = result else {
+                        panic!("{case:?}: copy into the cut segment returned {result:?}");
+                    };
+                    assert!((after..=len).contains(&remaining), "{case:?}: {remaining}");
+                    let copied = len - remaining;
+                    // SAFETY: `copied <= before` bytes from `dst` lie before the cut, mapped.
+                    let written = unsafe { std::slice::from_raw_parts(dst, copied) };
+                    assert_eq!(written, &src[..copied], "{case:?}");
+                    // Out of the segment (distance +16 or +1000). Its bytes before the cut
+                    // are what they are (a store across the cut may have written none of
+                    // its bytes): compare with them.
+                    let mut out = vec![0u8; len + 2 * PAGE];
+                    let at = out.as_ptr().align_offset(PAGE) + heap_off;
+                    // SAFETY: as above, the source crosses the cut; `out` is a live local.
+                    let result =
+                        unsafe { copy_with(out[at..].as_mut_ptr(), dst.cast_const(), len, vector) };
+                    let Err(Fault { remaining }) = result else {
+                        panic!("{case:?}: copy out of the cut segment returned {result:?}");
+                    };
+                    assert!((after..=len).contains(&remaining), "{case:?}: {remaining}");
+                    let copied = len - remaining;
+                    // SAFETY: as above, `copied <= before` bytes lie before the cut.
+                    let kept = unsafe { std::slice::from_raw_parts(dst, copied) };
+                    assert_eq!(&out[at..at + copied], kept, "{case:?}");
+                    cases += 2;
+                }
+            }
+        }
+        assert_eq!(cases, 2 * 2 * 2 * spans.len());
     }
 
     #[test]
