@@ -687,7 +687,7 @@ fn ro_copier_role() {
         data.read_at(0, &mut copy).unwrap();
         fastest = fastest.min(t.elapsed());
     }
-    let delay = (fastest / 8).as_nanos().min(u128::from(u32::MAX)) as u32;
+    let mut delay = (fastest / 8).as_nanos().min(u128::from(u32::MAX)) as u32;
     words[DELAY_NS].store(delay, Release);
     say("ready", fastest.as_micros());
 
@@ -714,6 +714,8 @@ fn ro_copier_role() {
                 stamp, round,
                 "round {round}: the write finished before the copy"
             );
+            // Steer the writer's aim: its write came too early for this round's copy...
+            delay = delay.saturating_add(delay / 4 + 1_000);
         } else if s2 != s1 {
             // The interesting case: without its re-check, read_at returns this copy torn.
             during += 1;
@@ -728,7 +730,13 @@ fn ro_copier_role() {
                 round - 1,
                 "round {round}: no write yet, but the copy is new"
             );
+            // ... or too late: a loaded machine wakes the writer late, and a faster copy
+            // shrinks the window, so the aim adapts rather than missing round after round.
+            delay -= delay / 4;
         }
+        // Relaxed: published by the Release store of the next request, which the writer
+        // loads with Acquire before it reads this.
+        words[DELAY_NS].store(delay, Relaxed);
         wait_for_change(&words[WRITTEN], round - 1, Duration::from_secs(10))
             .unwrap_or_else(|| panic!("round {round}: the writer never wrote"));
     }
@@ -756,7 +764,6 @@ fn read_only_copy_never_returns_a_write_that_began_during_it() {
         .arg("control", &control_name)
         .spawn();
     let copy_us = reader.expect("ready", CHILD_TIMEOUT);
-    let delay = Duration::from_nanos(u64::from(words[DELAY_NS].load(Acquire)));
     let mut seen = 0;
     let mut writes = 0u64;
     // The writer: once per request, an eighth of a copy later, stamps every page.
@@ -765,6 +772,8 @@ fn read_only_copy_never_returns_a_write_that_began_during_it() {
             break;
         }
         seen = round;
+        // Acquire (via the request's): the copier adjusts the delay each round.
+        let delay = Duration::from_nanos(u64::from(words[DELAY_NS].load(Acquire)));
         let aim = Instant::now() + delay;
         while Instant::now() < aim {
             std::hint::spin_loop();
