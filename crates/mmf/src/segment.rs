@@ -564,6 +564,13 @@ impl<L: RawRwLock> MmfOptions<L> {
 
 /// The error for a segment found shorter than the `needed` bytes this handle mapped, with the
 /// object's size now.
+/// [`Error::ReadOnly`], out of line: it is built only on the rare path of inlined calls.
+#[cold]
+#[inline(never)]
+fn read_only(op: &'static str) -> Error {
+    Error::ReadOnly { op }
+}
+
 fn truncated(name: &str, segment: &sys::Segment, needed: usize) -> Error {
     #[cfg(unix)]
     let found = match segment.current_len() {
@@ -692,26 +699,30 @@ impl<L: RawRwLock> Mmf<L> {
         self.segment.len()
     }
 
+    #[inline]
     pub(crate) fn header(&self) -> &Header {
         // SAFETY: every Mmf maps at least HEADER_LEN bytes (checked at create/open), page
         // aligned, alive as long as `self`.
         unsafe { Header::from_ptr(self.segment.as_ptr()) }
     }
 
+    #[inline]
     pub(crate) fn data_ptr(&self) -> *mut u8 {
         // SAFETY: HEADER_LEN + data_len <= mapping length (validated), so this stays inside
         // the mapping.
         unsafe { self.segment.as_ptr().add(HEADER_LEN) }
     }
 
+    #[inline]
     pub(crate) fn waiter(&self) -> Waiter<'_> {
         Waiter::new(&self.waiter, &self.header().os_waiters)
     }
 
+    #[inline]
     fn require_writable(&self, op: &'static str) -> Result<()> {
         match self.access {
             Access::ReadWrite => Ok(()),
-            Access::ReadOnly => Err(Error::ReadOnly { op }),
+            Access::ReadOnly => Err(read_only(op)),
         }
     }
 
@@ -726,12 +737,14 @@ impl<L: RawRwLock> Mmf<L> {
         }
     }
 
+    #[inline]
     fn deadline(&self) -> Option<Instant> {
         self.lock_timeout.map(|t| Instant::now() + t)
     }
 
     /// What the lock needs on every call: waiter, this handle's token, recovery interval and
     /// the OS's liveness answers (this handle: see its [`Presence`] impl).
+    #[inline]
     fn ctx(&self) -> Context<'_> {
         Context::new(self.waiter(), self.token, self.recovery_interval, self)
     }
@@ -801,12 +814,14 @@ impl<L: RawRwLock> Mmf<L> {
     /// frame[..5].copy_from_slice(b"HELLO");
     /// # Ok(()) }
     /// ```
+    #[inline]
     pub fn read(&self) -> LockResult<ReadGuard<'_, L>> {
         self.lock_shared(self.deadline())
     }
 
     /// Takes a shared lock if that is possible now, or [`Error::WouldBlock`]. Poisoning as
     /// for [`read`](Self::read).
+    #[inline]
     pub fn try_read(&self) -> LockResult<ReadGuard<'_, L>> {
         self.require_writable("read lock")?;
         match L::try_lock_shared(&self.header().lock, &self.ctx()) {
@@ -825,12 +840,14 @@ impl<L: RawRwLock> Mmf<L> {
 
     /// Takes the exclusive lock, waiting up to the handle's lock timeout (forever by default).
     /// Poisoning as for [`read`](Self::read).
+    #[inline]
     pub fn write(&self) -> LockResult<WriteGuard<'_, L>> {
         self.lock_exclusive(self.deadline())
     }
 
     /// Takes the exclusive lock if that is possible now, or [`Error::WouldBlock`].
     /// Poisoning as for [`read`](Self::read).
+    #[inline]
     pub fn try_write(&self) -> LockResult<WriteGuard<'_, L>> {
         self.require_writable("write lock")?;
         match L::try_lock_exclusive(&self.header().lock, &self.ctx()) {
@@ -870,24 +887,46 @@ impl<L: RawRwLock> Mmf<L> {
     /// thread's own lock access ran into (the handler ran on this thread); a loss patched by
     /// another thread a moment earlier may show only on the next call, no different from a
     /// header that vanishes just after the check (and every copy checks again).
+    ///
+    /// Inline, with the rare outcomes out of line (`shared_guard_rare`): the uncontended
+    /// `read()` is then one load and one branch more than the lock itself (see
+    /// docs/benchmarks.md, issue 12).
+    #[inline]
     fn shared_guard(&self, acquired: Acquired) -> LockResult<ReadGuard<'_, L>> {
         let guard = ReadGuard { mmf: self };
+        if self.fault.header_lost() || acquired != Acquired::Clean {
+            return self.shared_guard_rare(guard);
+        }
+        Ok(guard)
+    }
+
+    /// The header vanished or the lock is poisoned: see [`shared_guard`](Self::shared_guard).
+    #[cold]
+    #[inline(never)]
+    fn shared_guard_rare<'a>(&'a self, guard: ReadGuard<'a, L>) -> LockResult<ReadGuard<'a, L>> {
         if let Err(truncated) = self.check_header_intact() {
             // Dropping the guard releases the lock, on the private page.
             drop(guard);
             return Err(LockError::Failed(truncated));
         }
-        match acquired {
-            Acquired::Clean => Ok(guard),
-            Acquired::Poisoned => {
-                self.repair_write_seq();
-                Err(LockError::Poisoned(PoisonError::new(guard)))
-            }
-        }
+        // Only a poisoned acquisition comes here with the header intact.
+        self.repair_write_seq();
+        Err(LockError::Poisoned(PoisonError::new(guard)))
     }
 
     /// As [`shared_guard`](Self::shared_guard), for the exclusive lock.
+    #[inline]
     fn exclusive_guard(&self, acquired: Acquired) -> LockResult<WriteGuard<'_, L>> {
+        if self.fault.header_lost() || acquired != Acquired::Clean {
+            return self.exclusive_guard_rare(acquired);
+        }
+        Ok(WriteGuard::begin(self))
+    }
+
+    /// The header vanished or the lock is poisoned: see [`exclusive_guard`](Self::exclusive_guard).
+    #[cold]
+    #[inline(never)]
+    fn exclusive_guard_rare(&self, acquired: Acquired) -> LockResult<WriteGuard<'_, L>> {
         if let Err(truncated) = self.check_header_intact() {
             // Released before `WriteGuard::begin`: nothing was written, so the write sequence
             // is left alone.
@@ -917,6 +956,7 @@ impl<L: RawRwLock> Mmf<L> {
         }
     }
 
+    #[inline]
     fn lock_shared(&self, deadline: Option<Instant>) -> LockResult<ReadGuard<'_, L>> {
         // The lock word is written even by readers, which a read-only mapping forbids.
         self.require_writable("read lock")?;
@@ -933,6 +973,7 @@ impl<L: RawRwLock> Mmf<L> {
         }
     }
 
+    #[inline]
     fn lock_exclusive(&self, deadline: Option<Instant>) -> LockResult<WriteGuard<'_, L>> {
         self.require_writable("write lock")?;
         // As in lock_shared: no clock read unless the wait is timed.
@@ -1189,6 +1230,7 @@ impl<L: RawRwLock> Deref for ReadGuard<'_, L> {
 }
 
 impl<L: RawRwLock> Drop for ReadGuard<'_, L> {
+    #[inline]
     fn drop(&mut self) {
         // SAFETY: this guard's existence proves a shared lock is held, released only here.
         unsafe { L::unlock_shared(&self.mmf.header().lock, &self.mmf.ctx()) };
@@ -1204,6 +1246,7 @@ pub struct WriteGuard<'a, L: RawRwLock = SharedRwLock> {
 
 impl<'a, L: RawRwLock> WriteGuard<'a, L> {
     /// Marks a write as in progress for read-only handles (see `read_at_optimistic`).
+    #[inline]
     fn begin(mmf: &'a Mmf<L>) -> Self {
         let write_seq: &AtomicU32 = &mmf.header().write_seq;
         // Odd while writing. `| 1` keeps it odd even if a crashed writer left it odd, and the
@@ -1235,6 +1278,7 @@ impl<L: RawRwLock> DerefMut for WriteGuard<'_, L> {
 }
 
 impl<L: RawRwLock> Drop for WriteGuard<'_, L> {
+    #[inline]
     fn drop(&mut self) {
         // Release: publishes the data stores before the even value; pairs with the Acquire
         // load of write_seq in read_at_optimistic.

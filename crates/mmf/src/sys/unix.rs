@@ -367,6 +367,7 @@ impl OsSegment for Segment {
         self.len
     }
 
+    #[inline]
     fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }

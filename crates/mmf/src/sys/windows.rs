@@ -463,6 +463,7 @@ impl OsSegment for Segment {
         self.len
     }
 
+    #[inline]
     fn as_ptr(&self) -> *mut u8 {
         self.view.as_ptr()
     }
