@@ -769,6 +769,30 @@ pub unsafe trait RawRwLock: 'static {
     fn clear_poison(area: &LockArea) {
         let _ = area;
     }
+
+    /// Sleeps until the exclusive lock is next released, `deadline` passes, or spuriously;
+    /// returns at once if `unchanged()` is false once the sleep has been announced. For
+    /// [`Mmf::wait_for_write`](crate::Mmf::wait_for_write), whose `unchanged` reads the write
+    /// sequence that a writer advances before it releases the lock; it calls this in a loop.
+    ///
+    /// An implementation must not sleep through a release that made `unchanged()` false
+    /// after the caller last looked (a lost wake-up), and should cost writers nothing while
+    /// nobody sleeps. Called only by read-write handles (a read-only one polls instead: it
+    /// cannot announce itself on a read-only mapping). The default cannot tell when the lock
+    /// is released: it sleeps one millisecond at most (a poll).
+    fn wait_for_release(
+        area: &LockArea,
+        ctx: &Context<'_>,
+        unchanged: &dyn Fn() -> bool,
+        deadline: Option<Instant>,
+    ) {
+        let _ = (area, ctx);
+        if unchanged() {
+            let poll = Duration::from_millis(1);
+            let left = deadline.map_or(poll, |d| d.saturating_duration_since(Instant::now()));
+            std::thread::sleep(left.min(poll));
+        }
+    }
 }
 
 /// The default lock: a writer-preferring reader/writer lock that recovers from holders that
@@ -1616,6 +1640,31 @@ unsafe impl RawRwLock for SharedRwLock {
     fn clear_poison(area: &LockArea) {
         // Relaxed: only the flag changes; no data is published by it.
         Self::control(area, LOCK).fetch_and(!POISONED, Relaxed);
+    }
+
+    /// Sleeps on the lock word with `PARKED` set, which every release of the write lock
+    /// clears, waking the sleepers (`release_writer`; the uncontended unlock's
+    /// compare-exchange expects the word without `PARKED`, so it falls through to that).
+    /// So writers pay nothing while nobody sleeps, and one `futex` wake per release while
+    /// someone does. `PARKED` on a free lock is a state the lock already knows (a lock waiter
+    /// that timed out leaves it): the next writer takes it through the slow path, keeping the
+    /// bit, and its release clears it.
+    fn wait_for_release(
+        area: &LockArea,
+        ctx: &Context<'_>,
+        unchanged: &dyn Fn() -> bool,
+        deadline: Option<Instant>,
+    ) {
+        let lock = Self::control(area, LOCK);
+        // Acquire, in a read-modify-write: it reads the latest value of the lock word, so it
+        // synchronises with the latest write unlock (Release, or the read-modify-writes that
+        // followed it), and `unchanged` below sees the sequence that writer advanced before
+        // unlocking. Every release after this one in the word's order finds PARKED and wakes
+        // us, so no release falls between the check and the sleep.
+        let s = lock.fetch_or(PARKED, Acquire) | PARKED;
+        if unchanged() {
+            ctx.waiter.wait(lock, s, deadline);
+        }
     }
 }
 
@@ -3268,6 +3317,42 @@ mod loom_tests {
                     "told it was revoked only if its slot was taken"
                 );
             }
+        });
+    }
+
+    /// `Mmf::wait_for_write`'s sleep: a waiter that looks at a write sequence and sleeps
+    /// until it changes is woken by the release of every write that changes it, however the
+    /// look, the announcement (`PARKED`) and the sleep interleave with the writer's lock,
+    /// sequence bump and unlock. Two writes, so the waiter also re-arms after a wake-up or
+    /// finds the bit still set. A lost wake-up leaves the waiter asleep: a deadlock loom
+    /// reports.
+    #[test]
+    fn loom_write_waiter_is_woken_by_every_release() {
+        model("write waiter", || {
+            let world = World::new(2);
+            let seq = Arc::new(AtomicU32::new(0));
+            let (w, s) = (world.clone(), seq.clone());
+            let writer = thread::spawn(move || {
+                w.as_handle(0, |area, ctx| {
+                    for n in 1..=2 {
+                        assert!(L::lock_exclusive(area, ctx, None).is_ok());
+                        // As WriteGuard::drop: the sequence, then the unlock.
+                        s.store(2 * n, Release);
+                        // SAFETY: taken just above through this handle.
+                        unsafe { L::unlock_exclusive(area, ctx) };
+                    }
+                });
+            });
+            world.as_handle(1, |area, ctx| {
+                for n in 1..=2 {
+                    let seen = 2 * (n - 1);
+                    while seq.load(Acquire) == seen {
+                        L::wait_for_release(area, ctx, &|| seq.load(Relaxed) == seen, None);
+                    }
+                }
+            });
+            writer.join().unwrap();
+            assert_eq!(world.word() & (WRITER | OWNED_BY), 0);
         });
     }
 

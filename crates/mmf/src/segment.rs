@@ -988,6 +988,99 @@ impl<L: RawRwLock> Mmf<L> {
         }
     }
 
+    /// The segment's write sequence: it advances by 2 each time a write guard is released
+    /// (a [`write`](Self::write) guard, [`write_at`](Self::write_at)) by any process, and
+    /// wraps at 2^32, so `now.wrapping_sub(seen) / 2` writes completed in between. A write
+    /// still in progress is not counted. One load, no lock; works on read-only handles too.
+    ///
+    /// With [`wait_for_write`](Self::wait_for_write) it lets a consumer sleep until the next
+    /// write without polling and without holding a guard:
+    ///
+    /// ```no_run
+    /// # fn main() -> mmf::Result<()> {
+    /// let segment = mmf::Mmf::open("camera-0")?;
+    /// let mut seen = segment.write_seq();
+    /// loop {
+    ///     // Look at the data first: a write that came before we read `seen` is in it.
+    ///     let frame = segment.read()?;
+    ///     if frame[0] == b'Q' {
+    ///         break;
+    ///     }
+    ///     drop(frame);
+    ///     seen = segment.wait_for_write(seen, None)?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Read `seen` *before* looking at the data, as above: a write that lands between the
+    /// two is then either in what you looked at or makes the wait return at once.
+    #[inline]
+    pub fn write_seq(&self) -> u32 {
+        // Acquire: pairs with the Release store that ends a write (WriteGuard::drop), so a
+        // caller that sees the new sequence also sees that write's data. The low bit is set
+        // only while a write is in progress.
+        self.header().write_seq.load(Acquire) & !1
+    }
+
+    /// Sleeps until the [write sequence](Self::write_seq) differs from `seen`, that is until
+    /// a write completes (or has completed since `seen` was read), and returns the new
+    /// sequence; waits at most `timeout` ([`Error::Timeout`] after that), forever with
+    /// `None`.
+    ///
+    /// A read-write handle sleeps in the kernel (a futex on Linux, the segment's semaphore on
+    /// Windows) and is woken by the release of the write guard; writers pay for that wake-up
+    /// only while someone sleeps. A read-only handle cannot announce itself to writers (its
+    /// mapping is read-only), so it polls: it sleeps 20 us, doubling to at most 1 ms, between
+    /// looks.
+    ///
+    /// A writer that dies in the middle of a write never completes it: like the lock's own
+    /// waiters, a sleeper wakes once per [recovery
+    /// interval](MmfOptions::recovery_interval) and asks whether the writer still lives, and
+    /// returns [`Error::Poisoned`] if not (the next lock acquisition then recovers the lock
+    /// and reports the poisoning). [`Error::Truncated`] if the header has vanished.
+    pub fn wait_for_write(&self, seen: u32, timeout: Option<Duration>) -> Result<u32> {
+        let start = Instant::now();
+        // A timeout or interval too long to add to a clock reading is as good as none.
+        let deadline = timeout.and_then(|t| start.checked_add(t));
+        let seq = &self.header().write_seq;
+        // Relaxed: a look; the value returned is re-read by `write_seq` (Acquire).
+        let unchanged = || seq.load(Relaxed) & !1 == seen;
+        let mut next_check = start.checked_add(self.recovery_interval);
+        let mut pause = Duration::from_micros(20);
+        loop {
+            self.check_header_intact()?;
+            let now = self.write_seq();
+            if now != seen {
+                return Ok(now);
+            }
+            let moment = Instant::now();
+            if deadline.is_some_and(|d| moment >= d) {
+                return Err(Error::Timeout {
+                    waited: start.elapsed(),
+                });
+            }
+            if next_check.is_some_and(|c| moment >= c) {
+                // Relaxed: a look; a write in progress shows as an odd sequence.
+                if seq.load(Relaxed) & 1 == 1 && L::writer_is_gone(&self.header().lock, &self.ctx())
+                {
+                    return Err(Error::Poisoned);
+                }
+                next_check = moment.checked_add(self.recovery_interval);
+            }
+            let wake_by = match (deadline, next_check) {
+                (Some(d), Some(c)) => Some(d.min(c)),
+                (d, c) => d.or(c),
+            };
+            if self.is_read_only() {
+                let left = wake_by.map_or(pause, |w| w.saturating_duration_since(moment));
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(Duration::from_millis(1));
+            } else {
+                L::wait_for_release(&self.header().lock, &self.ctx(), &unchanged, wake_by);
+            }
+        }
+    }
+
     /// Copies `buf.len()` bytes from the data region at `offset` into `buf`, under the lock.
     ///
     /// On a [poisoned](Self::is_poisoned) lock this copies nothing and returns
