@@ -38,7 +38,9 @@
 //! - `W` ([`WRITER`]): a writer owns the lock, or has claimed it and waits for the readers
 //!   inside to leave; no new reader enters while it is set.
 //! - `P` ([`PARKED`]): someone sleeps (or is about to) in a kernel wait on the lock word;
-//!   whoever clears `W` clears it too and wakes every sleeper.
+//!   whoever clears `W` clears it too and wakes every sleeper. Lock waiters set it while `W`
+//!   is set; a waiter for the next write ([`RawRwLock::wait_for_release`]) sets it whether
+//!   `W` is set or not, and the next writer keeps it until its release wakes them.
 //! - `PO` ([`POISONED`]): a writer died holding the lock; cleared only by
 //!   [`RawRwLock::clear_poison`].
 //! - `D` ([`DRAINING`]): the writer that set `W` still waits for readers to leave, so it has
@@ -396,7 +398,8 @@ const OVERFLOW: usize = 3;
 /// Set while a writer owns the lock or has claimed it and waits for readers to leave.
 pub const WRITER: u32 = 1 << 31;
 /// Set while someone sleeps in the kernel on the lock word; whoever clears `WRITER` clears it
-/// and wakes all.
+/// and wakes all. May be set while `WRITER` is clear (a waiter for the next write, or a lock
+/// waiter that timed out): writers keep it when they take the lock.
 pub const PARKED: u32 = 1 << 30;
 /// Set when a writer died holding the lock; cleared only by `clear_poison`.
 pub const POISONED: u32 = 1 << 29;

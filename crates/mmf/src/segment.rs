@@ -1047,6 +1047,20 @@ impl<L: RawRwLock> Mmf<L> {
         let unchanged = || seq.load(Relaxed) & !1 == seen;
         let mut next_check = start.checked_add(self.recovery_interval);
         let mut pause = Duration::from_micros(20);
+        // First a short bounded spin, as the lock's own waiters do (2 + 4 + ... + 64
+        // `spin_loop` hints, a few microseconds): a write that lands that soon then costs
+        // neither side a system call (the writer finds no PARKED to wake). The pingpong
+        // example's round trip: 5.3 us median without it.
+        for round in 1..=6 {
+            let now = self.write_seq();
+            if now != seen {
+                self.check_header_intact()?;
+                return Ok(now);
+            }
+            for _ in 0..1 << round {
+                std::hint::spin_loop();
+            }
+        }
         loop {
             self.check_header_intact()?;
             let now = self.write_seq();
