@@ -93,6 +93,15 @@ fn main() {
             1,
             Box::new(|n| time(n, || drop(black_box(seg).try_write().unwrap()))),
         ),
+        (
+            "mmf write_seq()",
+            0,
+            Box::new(|n| {
+                time(n, || {
+                    black_box(black_box(seg).write_seq());
+                })
+            }),
+        ),
     ];
 
     // Warm-up: page in, settle the clock.

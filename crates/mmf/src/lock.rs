@@ -543,6 +543,7 @@ impl<'a> Waiter<'a> {
     ///
     /// Returns at once if `word` already differs. Callers re-check their condition in a loop.
     /// `word` must lie in the segment this waiter came from.
+    #[inline]
     pub fn wait(&self, word: &AtomicU32, expected: u32, deadline: Option<Instant>) {
         #[cfg(not(loom))]
         crate::sys::OsWaiter::wait(self.os, self.sleepers, word, expected, deadline);
@@ -561,6 +562,7 @@ impl<'a> Waiter<'a> {
     }
 
     /// Wakes every process sleeping in [`wait`](Self::wait) on `word`.
+    #[inline]
     pub fn wake_all(&self, word: &AtomicU32) {
         #[cfg(not(loom))]
         crate::sys::OsWaiter::wake_all(self.os, self.sleepers, word);
@@ -1110,12 +1112,26 @@ impl SharedRwLock {
     /// Takes back a write claim that found readers inside (`try_lock_exclusive`): out of
     /// line, to keep the uncontended path short. [`NotAcquired::Revoked`] if the claim was
     /// taken from us meanwhile.
+    ///
+    /// The cold paths take the context by value (here and below): then the uncontended path
+    /// that calls them builds it only on the way to the call, rather than storing its fields
+    /// on the stack before every acquisition (see docs/benchmarks.md, issue 12).
     #[cold]
-    fn withdraw_claim(area: &LockArea, ctx: &Context<'_>) -> NotAcquired {
-        if Self::release_writer(area, ctx) {
+    fn withdraw_claim(area: &LockArea, ctx: Context<'_>) -> NotAcquired {
+        if Self::release_writer(area, &ctx) {
             NotAcquired::Unavailable
         } else {
             NotAcquired::Revoked
+        }
+    }
+
+    /// The write unlock when the word is not just "`W`, ours": sleepers to wake (`PARKED`),
+    /// `POISONED` to keep, or the lock taken from us.
+    #[cold]
+    fn unlock_exclusive_slow(area: &LockArea, ctx: Context<'_>) {
+        if !Self::release_writer(area, &ctx) {
+            // Robbed: a recoverer took the lock from us while we wrote.
+            Self::poison_robbed(area);
         }
     }
 
@@ -1142,10 +1158,11 @@ impl SharedRwLock {
     #[cold]
     fn lock_shared_slow(
         area: &LockArea,
-        ctx: &Context<'_>,
+        ctx: Context<'_>,
         deadline: Option<Instant>,
         first: Enter,
     ) -> Result<Acquired, NotAcquired> {
+        let ctx = &ctx;
         let lock = Self::control(area, LOCK);
         let mut spin = SpinWait::new();
         let mut recovery = Recovery::new(ctx.recovery_interval);
@@ -1196,10 +1213,11 @@ impl SharedRwLock {
     #[cold]
     fn lock_exclusive_slow(
         area: &LockArea,
-        ctx: &Context<'_>,
+        ctx: Context<'_>,
         deadline: Option<Instant>,
         mut held: bool,
     ) -> Result<Acquired, NotAcquired> {
+        let ctx = &ctx;
         let lock = Self::control(area, LOCK);
         let me = Self::owner_bits(ctx);
         let mut spin = SpinWait::new();
@@ -1541,7 +1559,7 @@ unsafe impl RawRwLock for SharedRwLock {
         match Self::enter(area, ctx) {
             Enter::Acquired(acquired) => Ok(acquired),
             Enter::Revoked => Err(NotAcquired::Revoked),
-            first => Self::lock_shared_slow(area, ctx, deadline, first),
+            first => Self::lock_shared_slow(area, *ctx, deadline, first),
         }
     }
 
@@ -1573,7 +1591,7 @@ unsafe impl RawRwLock for SharedRwLock {
             return Err(NotAcquired::Unavailable);
         }
         if Self::readers_present(area) {
-            return Err(Self::withdraw_claim(area, ctx));
+            return Err(Self::withdraw_claim(area, *ctx));
         }
         Ok(Acquired::from_word(s))
     }
@@ -1597,7 +1615,7 @@ unsafe impl RawRwLock for SharedRwLock {
         if held && !Self::readers_present(area) {
             return Ok(Acquired::Clean);
         }
-        Self::lock_exclusive_slow(area, ctx, deadline, held)
+        Self::lock_exclusive_slow(area, *ctx, deadline, held)
     }
 
     #[inline]
@@ -1611,10 +1629,7 @@ unsafe impl RawRwLock for SharedRwLock {
         {
             return;
         }
-        if !Self::release_writer(area, ctx) {
-            // Robbed: a recoverer took the lock from us while we wrote.
-            Self::poison_robbed(area);
-        }
+        Self::unlock_exclusive_slow(area, *ctx);
     }
 
     fn writer_is_gone(area: &LockArea, ctx: &Context<'_>) -> bool {
@@ -2688,6 +2703,72 @@ mod tests {
                 sleeper.unlock_read();
             }
             assert_eq!(f.state(), 0);
+        }
+    }
+
+    /// A waiter for the next write (`wait_for_release`, under `Mmf::wait_for_write`) asleep
+    /// on the lock word, whether or not a writer held the lock when it fell asleep, is woken
+    /// by the release that follows its sequence bump; and the lock works as before after.
+    #[cfg(target_os = "linux")]
+    #[cfg_attr(
+        miri,
+        ignore = "needs a real futex: under Miri sleepers poll every 500 us"
+    )]
+    #[test]
+    fn a_write_waiter_is_woken_by_the_next_write_unlock() {
+        for held_while_it_sleeps in [false, true] {
+            let f = Fixture::with_interval(NO_RECOVERY);
+            let (writer, waiter) = (f.handle(1), f.handle(2));
+            if held_while_it_sleeps {
+                assert_eq!(writer.write(None), Some(Acquired::Clean));
+            }
+            let seq = AtomicU32::new(0);
+            let tid = AtomicU32::new(0);
+            thread::scope(|s| {
+                let blocked = s.spawn(|| {
+                    tid.store(current_tid(), Release);
+                    while seq.load(Acquire) == 0 {
+                        let ctx = waiter.ctx();
+                        L::wait_for_release(
+                            f.area(),
+                            &ctx,
+                            &|| seq.load(Relaxed) == 0,
+                            within(10_000),
+                        );
+                    }
+                    Instant::now()
+                });
+                wait_until_asleep_on(
+                    &tid,
+                    f.lock_word(),
+                    |s| s & PARKED != 0,
+                    "the write waiter falling asleep",
+                );
+                if !held_while_it_sleeps {
+                    // Taken with PARKED set: the slow path keeps the bit for the release.
+                    assert_eq!(writer.write(None), Some(Acquired::Clean));
+                    assert_ne!(
+                        f.state() & PARKED,
+                        0,
+                        "the writer dropped the sleeper's bit"
+                    );
+                }
+                // As WriteGuard::drop: the sequence, then the unlock.
+                seq.store(2, Release);
+                let unlocked = Instant::now();
+                writer.unlock_write();
+                let woke = blocked.join().unwrap();
+                let late = woke.saturating_duration_since(unlocked);
+                assert!(
+                    late < WAKE_BOUND,
+                    "the write waiter woke {late:?} after the unlock (bound {WAKE_BOUND:?})"
+                );
+            });
+            assert_eq!(f.state(), 0, "the release cleared WRITER and PARKED");
+            assert_eq!(waiter.read(None), Some(Acquired::Clean));
+            waiter.unlock_read();
+            assert_eq!(writer.write(None), Some(Acquired::Clean));
+            writer.unlock_write();
         }
     }
 
