@@ -561,6 +561,19 @@ impl<'a> Waiter<'a> {
         }
     }
 
+    /// Wakes every process sleeping on the lock word `lock` and, if given, on `also` (where
+    /// one wake-up wakes every word, as on Windows, only once).
+    #[inline]
+    fn wake_all_and(&self, lock: &AtomicU32, also: Option<&AtomicU32>) {
+        self.wake_all(lock);
+        #[cfg(not(loom))]
+        if let Some(word) = also.filter(|_| crate::sys::WAKES_BY_WORD) {
+            self.wake_all(word);
+        }
+        #[cfg(loom)]
+        let _ = also;
+    }
+
     /// Wakes every process sleeping in [`wait`](Self::wait) on `word`.
     #[inline]
     pub fn wake_all(&self, word: &AtomicU32) {
@@ -584,6 +597,10 @@ pub struct Context<'a> {
     token: u32,
     recovery_interval: Duration,
     presence: &'a dyn Presence,
+    /// The word waiters for the next write release sleep on ([`RawRwLock::wait_for_release`];
+    /// the segment's write sequence), woken with the lock word by a release that finds
+    /// `PARKED`.
+    release_word: Option<&'a AtomicU32>,
 }
 
 impl<'a> Context<'a> {
@@ -598,7 +615,16 @@ impl<'a> Context<'a> {
             token,
             recovery_interval,
             presence,
+            release_word: None,
         }
+    }
+
+    /// The same context, naming the word that waiters for the next write release sleep on
+    /// (see [`RawRwLock::wait_for_release`]).
+    #[inline]
+    pub(crate) fn with_release_word(mut self, word: &'a AtomicU32) -> Self {
+        self.release_word = Some(word);
+        self
     }
 
     /// The segment's waiter.
@@ -775,24 +801,27 @@ pub unsafe trait RawRwLock: 'static {
         let _ = area;
     }
 
-    /// Sleeps until the exclusive lock is next released, `deadline` passes, or spuriously;
-    /// returns at once if `unchanged()` is false once the sleep has been announced. For
-    /// [`Mmf::wait_for_write`](crate::Mmf::wait_for_write), whose `unchanged` reads the write
-    /// sequence that a writer advances before it releases the lock; it calls this in a loop.
+    /// Sleeps while `word` holds `expected`, until the exclusive lock is next released,
+    /// `deadline` passes, or spuriously. For [`Mmf::wait_for_write`](crate::Mmf::wait_for_write):
+    /// `word` is the segment's write sequence, which a writer advances before it releases
+    /// the lock, and which [`Context`] names to the lock as the word to wake; the caller
+    /// loops.
     ///
-    /// An implementation must not sleep through a release that made `unchanged()` false
-    /// after the caller last looked (a lost wake-up), and should cost writers nothing while
-    /// nobody sleeps. Called only by read-write handles (a read-only one polls instead: it
-    /// cannot announce itself on a read-only mapping). The default cannot tell when the lock
-    /// is released: it sleeps one millisecond at most (a poll).
+    /// An implementation must not sleep through a release that changed `word` (a lost
+    /// wake-up), and should cost writers nothing while nobody sleeps. Called only by
+    /// read-write handles (a read-only one polls instead: it cannot announce itself on a
+    /// read-only mapping). The default cannot tell when the lock is released: it sleeps one
+    /// millisecond at most (a poll).
     fn wait_for_release(
         area: &LockArea,
         ctx: &Context<'_>,
-        unchanged: &dyn Fn() -> bool,
+        word: &AtomicU32,
+        expected: u32,
         deadline: Option<Instant>,
     ) {
         let _ = (area, ctx);
-        if unchanged() {
+        // Relaxed: a look; the caller re-reads the word with its own ordering.
+        if word.load(Relaxed) == expected {
             let poll = Duration::from_millis(1);
             let left = deadline.map_or(poll, |d| d.saturating_duration_since(Instant::now()));
             std::thread::sleep(left.min(poll));
@@ -1065,21 +1094,36 @@ impl SharedRwLock {
         }
     }
 
-    /// Clears `WRITER` (and the owner, `PARKED` and `DRAINING`) and wakes sleepers, if the
-    /// write lock is still the handle's. Returns `false`, changing nothing, if it is not: a
-    /// recoverer took it from us (see "Releasing only what is still yours").
+    /// Clears `WRITER` (and the owner and `DRAINING`) and wakes sleepers, if the write lock
+    /// is still the handle's. Returns `false`, changing nothing, if it is not: a recoverer
+    /// took it from us (see "Releasing only what is still yours").
+    ///
+    /// For a release that wrote nothing (a withdrawn claim, a timed-out writer): `PARKED`
+    /// stays, so that a sleeper waiting for the next *write* ([`RawRwLock::wait_for_release`])
+    /// keeps its announcement for the release that brings one. The write unlock
+    /// ([`release_write`](Self::release_write)) clears it.
     fn release_writer(area: &LockArea, ctx: &Context<'_>) -> bool {
+        Self::release_clearing(area, ctx, 0)
+    }
+
+    /// The release of a write: as [`release_writer`](Self::release_writer), clearing
+    /// `PARKED` too (everyone it announced is woken).
+    fn release_write(area: &LockArea, ctx: &Context<'_>) -> bool {
+        Self::release_clearing(area, ctx, PARKED)
+    }
+
+    fn release_clearing(area: &LockArea, ctx: &Context<'_>, parked: u32) -> bool {
         let lock = Self::control(area, LOCK);
         // Release: pairs with the Acquire (SeqCst) of the next locker, publishing our writes.
         match Self::change_own(
             lock,
             Self::owner_bits(ctx),
-            |s| s & !(WRITER | OWNED_BY | PARKED | DRAINING),
+            |s| s & !(WRITER | OWNED_BY | DRAINING | parked),
             Release,
         ) {
             Some(s) => {
                 if s & PARKED != 0 {
-                    ctx.waiter.wake_all(lock);
+                    ctx.waiter.wake_all_and(lock, ctx.release_word);
                 }
                 true
             }
@@ -1129,7 +1173,7 @@ impl SharedRwLock {
     /// `POISONED` to keep, or the lock taken from us.
     #[cold]
     fn unlock_exclusive_slow(area: &LockArea, ctx: Context<'_>) {
-        if !Self::release_writer(area, &ctx) {
+        if !Self::release_write(area, &ctx) {
             // Robbed: a recoverer took the lock from us while we wrote.
             Self::poison_robbed(area);
         }
@@ -1660,28 +1704,46 @@ unsafe impl RawRwLock for SharedRwLock {
         Self::control(area, LOCK).fetch_and(!POISONED, Relaxed);
     }
 
-    /// Sleeps on the lock word with `PARKED` set, which every release of the write lock
-    /// clears, waking the sleepers (`release_writer`; the uncontended unlock's
-    /// compare-exchange expects the word without `PARKED`, so it falls through to that).
-    /// So writers pay nothing while nobody sleeps, and one `futex` wake per release while
-    /// someone does. `PARKED` on a free lock is a state the lock already knows (a lock waiter
-    /// that timed out leaves it): the next writer takes it through the slow path, keeping the
-    /// bit, and its release clears it.
+    /// Announces the sleep with `PARKED` on the lock word, which every release of the write
+    /// lock clears, waking the lock word's sleepers and the context's release word
+    /// (`release_writer`; the uncontended unlock's compare-exchange expects the word without
+    /// `PARKED`, so it falls through to that). So writers pay nothing while nobody sleeps,
+    /// and one wake-up per release while someone does. `PARKED` on a free lock is a state
+    /// the lock already knows (a lock waiter that timed out leaves it): the next writer takes
+    /// the lock through the slow path, keeping the bit, and its release clears it.
+    ///
+    /// With the lock free, the sleep is on `word` (the write sequence), not on the lock word:
+    /// the lock word returns to the same value (free, `PARKED`) whenever another waiter
+    /// announces itself on a free lock, so a sleeper comparing it could sleep through a whole
+    /// write in between (found by the two-process ping-pong test, where both sides wait in
+    /// turn); the write sequence never returns to a value (until it wraps, 2^31 writes
+    /// later). With the lock held, the sleep is on the lock word until its release (found
+    /// by the loom model: the holder may be a write already counted, whose release uses up
+    /// the announcement without changing `word`); a lock word that returns to the same held
+    /// value has `PARKED` set again, so that holder's release wakes us in turn.
     fn wait_for_release(
         area: &LockArea,
         ctx: &Context<'_>,
-        unchanged: &dyn Fn() -> bool,
+        word: &AtomicU32,
+        expected: u32,
         deadline: Option<Instant>,
     ) {
         let lock = Self::control(area, LOCK);
         // Acquire, in a read-modify-write: it reads the latest value of the lock word, so it
         // synchronises with the latest write unlock (Release, or the read-modify-writes that
-        // followed it), and `unchanged` below sees the sequence that writer advanced before
-        // unlocking. Every release after this one in the word's order finds PARKED and wakes
-        // us, so no release falls between the check and the sleep.
+        // followed it), and the kernel's comparison of `word` below sees the sequence that
+        // writer advanced before unlocking. Every release after this one in the word's order
+        // finds PARKED and wakes `word`, so none falls between the announcement and the sleep.
         let s = lock.fetch_or(PARKED, Acquire) | PARKED;
-        if unchanged() {
+        if s & WRITER != 0 {
+            // A writer holds the lock: its release clears our announcement, yet may bring no
+            // write we have not counted (it may have advanced `word` before we read
+            // `expected`). Sleep on the lock word until that release, then look again.
             ctx.waiter.wait(lock, s, deadline);
+        } else {
+            // Any release from now on is of a lock taken after our announcement: a write that
+            // changes `word`, or a release that wrote nothing and keeps PARKED.
+            ctx.waiter.wait(word, expected, deadline);
         }
     }
 }
@@ -2727,21 +2789,24 @@ mod tests {
             thread::scope(|s| {
                 let blocked = s.spawn(|| {
                     tid.store(current_tid(), Release);
+                    let ctx = waiter.ctx().with_release_word(&seq);
                     while seq.load(Acquire) == 0 {
-                        let ctx = waiter.ctx();
-                        L::wait_for_release(
-                            f.area(),
-                            &ctx,
-                            &|| seq.load(Relaxed) == 0,
-                            within(10_000),
-                        );
+                        L::wait_for_release(f.area(), &ctx, &seq, 0, within(10_000));
                     }
                     Instant::now()
                 });
+                // Announced on the lock word; asleep on the sequence while the lock is free,
+                // on the lock word while a writer holds it (that writer's release may bring
+                // no new write, see wait_for_release).
+                let asleep_on_word = if held_while_it_sleeps {
+                    f.lock_word()
+                } else {
+                    &seq
+                };
                 wait_until_asleep_on(
                     &tid,
-                    f.lock_word(),
-                    |s| s & PARKED != 0,
+                    asleep_on_word,
+                    |_| f.state() & PARKED != 0,
                     "the write waiter falling asleep",
                 );
                 if !held_while_it_sleeps {
@@ -2753,10 +2818,12 @@ mod tests {
                         "the writer dropped the sleeper's bit"
                     );
                 }
-                // As WriteGuard::drop: the sequence, then the unlock.
+                // As WriteGuard::drop: the sequence, then the unlock, with the context
+                // naming the sequence as the release word (as the segment's does).
                 seq.store(2, Release);
                 let unlocked = Instant::now();
-                writer.unlock_write();
+                // SAFETY: the write lock was taken through this handle above.
+                unsafe { L::unlock_exclusive(f.area(), &writer.ctx().with_release_word(&seq)) };
                 let woke = blocked.join().unwrap();
                 let late = woke.saturating_duration_since(unlocked);
                 assert!(
@@ -3418,6 +3485,7 @@ mod loom_tests {
             let (w, s) = (world.clone(), seq.clone());
             let writer = thread::spawn(move || {
                 w.as_handle(0, |area, ctx| {
+                    let ctx = &ctx.with_release_word(&s);
                     for n in 1..=2 {
                         assert!(L::lock_exclusive(area, ctx, None).is_ok());
                         // As WriteGuard::drop: the sequence, then the unlock.
@@ -3428,10 +3496,15 @@ mod loom_tests {
                 });
             });
             world.as_handle(1, |area, ctx| {
+                let ctx = &ctx.with_release_word(&seq);
                 for n in 1..=2 {
                     let seen = 2 * (n - 1);
-                    while seq.load(Acquire) == seen {
-                        L::wait_for_release(area, ctx, &|| seq.load(Relaxed) == seen, None);
+                    loop {
+                        let raw = seq.load(Acquire);
+                        if raw != seen {
+                            break;
+                        }
+                        L::wait_for_release(area, ctx, &seq, raw, None);
                     }
                 }
             });

@@ -747,6 +747,7 @@ impl<L: RawRwLock> Mmf<L> {
     #[inline]
     fn ctx(&self) -> Context<'_> {
         Context::new(self.waiter(), self.token, self.recovery_interval, self)
+            .with_release_word(&self.header().write_seq)
     }
 
     /// Takes this handle's kernel lock on the byte at `offset` of the data region (a frame
@@ -1043,8 +1044,6 @@ impl<L: RawRwLock> Mmf<L> {
         // A timeout or interval too long to add to a clock reading is as good as none.
         let deadline = timeout.and_then(|t| start.checked_add(t));
         let seq = &self.header().write_seq;
-        // Relaxed: a look; the value returned is re-read by `write_seq` (Acquire).
-        let unchanged = || seq.load(Relaxed) & !1 == seen;
         let mut next_check = start.checked_add(self.recovery_interval);
         let mut pause = Duration::from_micros(20);
         // First a short bounded spin, as the lock's own waiters do (2 + 4 + ... + 64
@@ -1063,6 +1062,9 @@ impl<L: RawRwLock> Mmf<L> {
         }
         loop {
             self.check_header_intact()?;
+            // Relaxed: the raw word, which the sleep below compares; what is returned is
+            // read by `write_seq` (Acquire).
+            let raw = seq.load(Relaxed);
             let now = self.write_seq();
             if now != seen {
                 return Ok(now);
@@ -1090,7 +1092,7 @@ impl<L: RawRwLock> Mmf<L> {
                 std::thread::sleep(pause.min(left));
                 pause = (pause * 2).min(Duration::from_millis(1));
             } else {
-                L::wait_for_release(&self.header().lock, &self.ctx(), &unchanged, wake_by);
+                L::wait_for_release(&self.header().lock, &self.ctx(), seq, raw, wake_by);
             }
         }
     }

@@ -690,3 +690,7 @@ mod tests {
         );
     }
 }
+
+/// Whether a wake-up names the word it wakes (a futex): then a release that must wake
+/// sleepers on two words wakes each. Elsewhere here sleepers poll, and a wake is a no-op.
+pub(crate) const WAKES_BY_WORD: bool = true;

@@ -920,3 +920,8 @@ mod tests {
         assert_eq!(sleepers.load(SeqCst), 0);
     }
 }
+
+/// Whether a wake-up names the word it wakes: not here, one semaphore per segment wakes
+/// every sleeper whatever word it sleeps on, so a release that must wake sleepers on two
+/// words signals it once (twice would leave stale tokens: spurious wake-ups).
+pub(crate) const WAKES_BY_WORD: bool = false;
