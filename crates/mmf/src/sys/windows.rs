@@ -571,6 +571,11 @@ impl Waiter {
     }
 }
 
+/// Whether a wake-up names the word it wakes: not here, one semaphore per segment wakes
+/// every sleeper whatever word it sleeps on, so a release that must wake sleepers on two
+/// words signals it once (twice would leave stale tokens: spurious wake-ups).
+pub(crate) const WAKES_BY_WORD: bool = false;
+
 impl OsWaiter for Waiter {
     fn new(name: &str, opts: &OsOptions, create: bool, access: Access) -> Result<Self> {
         let namespace = opts.namespace;
@@ -920,8 +925,3 @@ mod tests {
         assert_eq!(sleepers.load(SeqCst), 0);
     }
 }
-
-/// Whether a wake-up names the word it wakes: not here, one semaphore per segment wakes
-/// every sleeper whatever word it sleeps on, so a release that must wake sleepers on two
-/// words signals it once (twice would leave stale tokens: spurious wake-ups).
-pub(crate) const WAKES_BY_WORD: bool = false;
