@@ -1094,20 +1094,21 @@ impl SharedRwLock {
         }
     }
 
-    /// Clears `WRITER` (and the owner and `DRAINING`) and wakes sleepers, if the write lock
-    /// is still the handle's. Returns `false`, changing nothing, if it is not: a recoverer
-    /// took it from us (see "Releasing only what is still yours").
+    /// Clears `WRITER` (and the owner, `PARKED` and `DRAINING`) and wakes sleepers, if the
+    /// write lock is still the handle's. Returns `false`, changing nothing, if it is not: a
+    /// recoverer took it from us (see "Releasing only what is still yours").
     ///
-    /// For a release that wrote nothing (a withdrawn claim, a timed-out writer): `PARKED`
-    /// stays, so that a sleeper waiting for the next *write* ([`RawRwLock::wait_for_release`])
-    /// keeps its announcement for the release that brings one. The write unlock
-    /// ([`release_write`](Self::release_write)) clears it.
+    /// For a release that wrote nothing (a withdrawn claim, a timed-out writer). It clears
+    /// `PARKED` too, so it can use up the announcement of a sleeper waiting for the next
+    /// *write* ([`RawRwLock::wait_for_release`]) that came after the claim: that sleeper
+    /// then sleeps until its next liveness check, one recovery interval at most (keeping the
+    /// bit instead was tried, and breaks the lock's promise that a timed-out writer leaves
+    /// the word clean; not pursued).
     fn release_writer(area: &LockArea, ctx: &Context<'_>) -> bool {
-        Self::release_clearing(area, ctx, 0)
+        Self::release_clearing(area, ctx, PARKED)
     }
 
-    /// The release of a write: as [`release_writer`](Self::release_writer), clearing
-    /// `PARKED` too (everyone it announced is woken).
+    /// The release of a write: as [`release_writer`](Self::release_writer).
     fn release_write(area: &LockArea, ctx: &Context<'_>) -> bool {
         Self::release_clearing(area, ctx, PARKED)
     }
@@ -1742,7 +1743,8 @@ unsafe impl RawRwLock for SharedRwLock {
             ctx.waiter.wait(lock, s, deadline);
         } else {
             // Any release from now on is of a lock taken after our announcement: a write that
-            // changes `word`, or a release that wrote nothing and keeps PARKED.
+            // changes `word` (or, rarely, a claim withdrawn without writing, which the caller's
+            // recovery-interval cap on `deadline` covers).
             ctx.waiter.wait(word, expected, deadline);
         }
     }
