@@ -378,6 +378,7 @@ const LOCK_TESTS_NOT_UNDER_QEMU: &[&str] = &[
     "a_writer_asleep_waiting_for_readers_is_woken_by_the_last_to_leave",
     "a_timed_out_writer_wakes_the_readers_it_held_back",
     "recovering_a_dead_writer_wakes_the_other_sleepers",
+    "a_write_waiter_is_woken_by_the_next_write_unlock",
 ];
 /// How many times slower the tests run under qemu (`MMF_TEST_TIME_SCALE`, see
 /// `crates/mmf/tests/common/mod.rs`): a debug build verified 10 to 140 times fewer frames per

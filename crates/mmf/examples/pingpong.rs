@@ -14,33 +14,28 @@
 //!
 //! # Taking turns without polling
 //!
-//! Each side must sleep until the other has answered. A lock released by one process and
-//! taken by another is the signal, but one lock is not enough: after the releaser lets go it
-//! may take the lock again before the woken peer gets to it. So the two processes pass a
-//! baton made of three more segments used only for their locks, `<name>-turn0..2`. The side
-//! whose turn it is holds two of the three write locks and the other side holds the third
-//! and is blocked on one of the two. To end its turn a side releases the older of its two
-//! locks (the one the peer is blocked on) and then takes the third, which the peer already
-//! holds, so it sleeps in the kernel until the peer ends its own turn. Nobody ever waits on a
-//! lock that might be free for the wrong reason, and nobody polls: every wait is a blocking
-//! `write()` on a lock (a short bounded spin, then a futex or semaphore sleep).
+//! Each side must sleep until the other has answered. It does so with the segment's write
+//! sequence: [`Mmf::write_seq`] before looking at the message, then, if it is not the answer
+//! yet, [`Mmf::wait_for_write`], which sleeps in the kernel until the next write guard is
+//! released (a futex on Linux, a semaphore on Windows) and costs the writer a wake-up only
+//! while someone sleeps. Reading the sequence *before* the look is what makes it safe: an
+//! answer written after the look has advanced the sequence, so the wait returns at once. No
+//! spinning on a guard, no extra segments to pass turns.
 //!
 //! # Clean-up
 //!
-//! The parent created the segments, so they are removed when it drops them, also when it
-//! fails. Ctrl-C kills both processes before anything is dropped: on Linux the names then
-//! stay in `/dev/shm` (`rm /dev/shm/mmf-pingpong-*` removes them); on Windows they vanish
-//! with the processes. A peer that dies mid-turn does not leave the other hanging: the lock
-//! notices the dead holder and the survivor fails with a poisoned-lock error (and every lock
-//! wait gives up after 10 s in any case). Any error exits with a non-zero status.
+//! The parent created the segment, so it is removed when the parent drops it, also when it
+//! fails. Ctrl-C kills both processes before anything is dropped: on Linux the name then
+//! stays in `/dev/shm` (`rm /dev/shm/mmf-pingpong-*` removes it); on Windows it vanishes
+//! with the processes. A peer that dies does not leave the other hanging: one that dies
+//! mid-write is noticed by the survivor's wait (a poisoned-lock error), and every wait gives
+//! up after 10 s in any case. Any error exits with a non-zero status.
 
-use std::collections::VecDeque;
 use std::env;
 use std::process::{Command, ExitCode};
-use std::thread;
 use std::time::{Duration, Instant};
 
-use mmf::{Mmf, MmfOptions, WriteGuard};
+use mmf::{Mmf, MmfOptions, ReadGuard};
 
 /// How long any wait for the other process may take before we call it dead.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -115,28 +110,20 @@ fn options(name: &str) -> MmfOptions {
     MmfOptions::new(name).lock_timeout(Some(PATIENCE))
 }
 
-fn turn_name(base: &str, i: usize) -> String {
-    format!("{base}-turn{i}")
-}
-
-/// The three turn locks and the two of them this process holds, oldest first.
-struct Baton<'a> {
-    turns: &'a [Mmf; 3],
-    held: VecDeque<(usize, WriteGuard<'a>)>,
-}
-
-impl<'a> Baton<'a> {
-    fn take(&mut self, i: usize) -> Result {
-        self.held.push_back((i, self.turns[i].write()?));
-        Ok(())
-    }
-
-    /// Ends our turn and sleeps until the other process has ended its own.
-    fn pass(&mut self) -> Result {
-        let (oldest, guard) = self.held.pop_front().ok_or("no turn lock held")?;
-        drop(guard); // wakes the peer, who is blocked on exactly this lock
-        let newest = self.held.front().ok_or("no turn lock held")?.0;
-        self.take(3 - oldest - newest) // held by the peer until its turn ends
+/// Sleeps until the message in the segment satisfies `wanted` (given its kind and sequence
+/// number), and returns it under a read guard.
+fn wait_until(data: &Mmf, wanted: impl Fn(u32, u64) -> bool) -> Result<ReadGuard<'_>> {
+    loop {
+        // Before the look: a message written after it advances the sequence, so the wait
+        // below returns at once instead of sleeping through it.
+        let seen = data.write_seq();
+        let msg = data.read()?;
+        let (kind, _, seq) = get_header(&msg);
+        if wanted(kind, seq) {
+            return Ok(msg);
+        }
+        drop(msg);
+        data.wait_for_write(seen, Some(PATIENCE))?;
     }
 }
 
@@ -201,20 +188,11 @@ fn parent(config: Config) -> Result {
     let data = options(&name)
         .prefault(true)
         .create(HEADER + config.bulk_size.max(SMALL))?;
-    let turn = |i| options(&turn_name(&name, i)).create(64);
-    let turns = [turn(0)?, turn(1)?, turn(2)?];
     println!(
-        "parent {}: created {name:?} ({} data bytes) and its turn locks {name}-turn0..2",
+        "parent {}: created {name:?} ({} data bytes)",
         std::process::id(),
         data.len()
     );
-
-    let mut baton = Baton {
-        turns: &turns,
-        held: VecDeque::new(),
-    };
-    baton.take(0)?;
-    baton.take(1)?;
 
     let mut child = Command::new(env::current_exe()?)
         .args(["--child", &name])
@@ -223,33 +201,17 @@ fn parent(config: Config) -> Result {
         .args(["--bulk-size", &config.bulk_size.to_string()])
         .spawn()?;
     let run = (|| -> Result<(Stats, Stats)> {
-        // Once, at start-up, sleep-poll for the child to hold turn lock 2: until it does,
-        // waiting on that lock would not wait for anything.
-        let start = Instant::now();
-        loop {
-            if data.read()?[0..4] == READY.to_le_bytes() {
-                break;
-            }
-            if let Some(status) = child.try_wait()? {
-                return Err(format!("child exited at start-up: {status}").into());
-            }
-            if start.elapsed() > PATIENCE {
-                return Err("child did not start".into());
-            }
-            thread::sleep(Duration::from_millis(1));
-        }
-        let small = ping_small(&data, &mut baton, config.rounds)?;
-        let bulk = ping_bulk(&data, &mut baton, config)?;
+        drop(wait_until(&data, |kind, _| kind == READY)?);
+        let small = ping_small(&data, config.rounds)?;
+        let bulk = ping_bulk(&data, config)?;
         let mut guard = data.write()?;
         put_header(&mut guard, STOP, 0, 0);
         Ok((small, bulk))
     })();
-    // Releases every turn lock, so the child (blocked on one) sees STOP or exits on its error.
-    drop(baton);
     let (small, bulk) = match run {
         Ok(stats) => stats,
         Err(e) => {
-            // It may be blocked on a lock we no longer hand over; ignore a failure to kill a
+            // It may be waiting for a message that will not come; ignore a failure to kill a
             // process that has already exited.
             let _ = child.kill();
             let _ = child.wait();
@@ -312,7 +274,7 @@ impl Stats {
     }
 }
 
-fn ping_small(data: &Mmf, baton: &mut Baton<'_>, rounds: u64) -> Result<Stats> {
+fn ping_small(data: &Mmf, rounds: u64) -> Result<Stats> {
     let mut stats = Stats::new(rounds);
     let phase = Instant::now();
     for seq in 0..rounds {
@@ -324,9 +286,7 @@ fn ping_small(data: &Mmf, baton: &mut Baton<'_>, rounds: u64) -> Result<Stats> {
             put_header(&mut msg, PING, SMALL, seq);
             msg[HEADER..HEADER + SMALL].copy_from_slice(&payload);
         }
-        baton.pass()?;
-        let msg = data.read()?;
-        expect("pong", &msg, PONG, seq)?;
+        let msg = wait_until(data, |kind, s| kind == PONG && s == seq)?;
         if msg[HEADER..HEADER + SMALL] != payload.map(answer) {
             return Err(format!("pong {seq}: wrong answer").into());
         }
@@ -336,7 +296,7 @@ fn ping_small(data: &Mmf, baton: &mut Baton<'_>, rounds: u64) -> Result<Stats> {
     Ok(stats)
 }
 
-fn ping_bulk(data: &Mmf, baton: &mut Baton<'_>, config: Config) -> Result<Stats> {
+fn ping_bulk(data: &Mmf, config: Config) -> Result<Stats> {
     let mut stats = Stats::new(config.bulk_rounds);
     let mut out = vec![0u8; HEADER + config.bulk_size];
     let mut back = vec![0u8; HEADER + config.bulk_size];
@@ -349,7 +309,7 @@ fn ping_bulk(data: &Mmf, baton: &mut Baton<'_>, config: Config) -> Result<Stats>
         put_header(&mut out, BULK_PING, config.bulk_size, seq);
         stamp(&mut out[HEADER..], seq);
         data.write_at(0, &out)?; // one copy in, under the write lock
-        baton.pass()?;
+        drop(wait_until(data, |kind, s| kind == BULK_PONG && s == seq)?);
         data.read_at(0, &mut back)?; // one copy out, under a read lock
         expect("bulk pong", &back, BULK_PONG, seq)?;
         check_stamp("bulk pong", &back[HEADER..], !seq)?;
@@ -361,24 +321,24 @@ fn ping_bulk(data: &Mmf, baton: &mut Baton<'_>, config: Config) -> Result<Stats>
 
 fn child(name: &str, config: Config) -> Result {
     let data = options(name).open()?;
-    let turn = |i| options(&turn_name(name, i)).open();
-    let turns = [turn(0)?, turn(1)?, turn(2)?];
-    let mut baton = Baton {
-        turns: &turns,
-        held: VecDeque::new(),
-    };
-    // Hold lock 2, tell the parent, then sleep until the parent's first turn ends.
-    baton.take(2)?;
     let mut ready = [0u8; HEADER];
     put_header(&mut ready, READY, 0, 0);
     data.write_at(0, &ready)?;
-    baton.take(0)?;
 
     let mut pongs = 0u64;
+    let mut bulks = 0u64;
     let mut bulk_in = vec![0u8; HEADER + config.bulk_size];
     let mut bulk_out = vec![0u8; HEADER + config.bulk_size];
     loop {
-        let (kind, _, _) = get_header(&data.read()?);
+        // Sleep until the parent's next message: the next ping, bulk ping or the stop.
+        let msg = wait_until(&data, |kind, seq| match kind {
+            PING => seq == pongs,
+            BULK_PING => seq == bulks,
+            STOP => true,
+            _ => false,
+        })?;
+        let (kind, _, _) = get_header(&msg);
+        drop(msg);
         match kind {
             PING => {
                 let (seq, answered) = {
@@ -404,11 +364,11 @@ fn child(name: &str, config: Config) -> Result {
                 put_header(&mut bulk_out, BULK_PONG, config.bulk_size, seq);
                 stamp(&mut bulk_out[HEADER..], !seq);
                 data.write_at(0, &bulk_out)?;
+                bulks += 1;
             }
             STOP => break,
             other => return Err(format!("unexpected message kind {other}").into()),
         }
-        baton.pass()?;
     }
     let bulk = config.bulk_rounds;
     if pongs != config.rounds {

@@ -145,6 +145,7 @@ impl Header {
     /// [`HEADER_LEN`] bytes for `'a`; if any method that stores is called, also for writes.
     /// Every field is an atomic, so concurrent writes by other processes are not data races,
     /// and every bit pattern is a valid value.
+    #[inline]
     pub(crate) unsafe fn from_ptr<'a>(base: *const u8) -> &'a Header {
         debug_assert_eq!(base as usize % 64, 0);
         // SAFETY: the caller guarantees alignment and HEADER_LEN readable bytes for 'a;

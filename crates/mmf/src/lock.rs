@@ -38,7 +38,9 @@
 //! - `W` ([`WRITER`]): a writer owns the lock, or has claimed it and waits for the readers
 //!   inside to leave; no new reader enters while it is set.
 //! - `P` ([`PARKED`]): someone sleeps (or is about to) in a kernel wait on the lock word;
-//!   whoever clears `W` clears it too and wakes every sleeper.
+//!   whoever clears `W` clears it too and wakes every sleeper. Lock waiters set it while `W`
+//!   is set; a waiter for the next write ([`RawRwLock::wait_for_release`]) sets it whether
+//!   `W` is set or not, and the next writer keeps it until its release wakes them.
 //! - `PO` ([`POISONED`]): a writer died holding the lock; cleared only by
 //!   [`RawRwLock::clear_poison`].
 //! - `D` ([`DRAINING`]): the writer that set `W` still waits for readers to leave, so it has
@@ -396,7 +398,8 @@ const OVERFLOW: usize = 3;
 /// Set while a writer owns the lock or has claimed it and waits for readers to leave.
 pub const WRITER: u32 = 1 << 31;
 /// Set while someone sleeps in the kernel on the lock word; whoever clears `WRITER` clears it
-/// and wakes all.
+/// and wakes all. May be set while `WRITER` is clear (a waiter for the next write, or a lock
+/// waiter that timed out): writers keep it when they take the lock.
 pub const PARKED: u32 = 1 << 30;
 /// Set when a writer died holding the lock; cleared only by `clear_poison`.
 pub const POISONED: u32 = 1 << 29;
@@ -540,6 +543,7 @@ impl<'a> Waiter<'a> {
     ///
     /// Returns at once if `word` already differs. Callers re-check their condition in a loop.
     /// `word` must lie in the segment this waiter came from.
+    #[inline]
     pub fn wait(&self, word: &AtomicU32, expected: u32, deadline: Option<Instant>) {
         #[cfg(not(loom))]
         crate::sys::OsWaiter::wait(self.os, self.sleepers, word, expected, deadline);
@@ -557,7 +561,21 @@ impl<'a> Waiter<'a> {
         }
     }
 
+    /// Wakes every process sleeping on the lock word `lock` and, if given, on `also` (where
+    /// one wake-up wakes every word, as on Windows, only once).
+    #[inline]
+    fn wake_all_and(&self, lock: &AtomicU32, also: Option<&AtomicU32>) {
+        self.wake_all(lock);
+        #[cfg(not(loom))]
+        if let Some(word) = also.filter(|_| crate::sys::WAKES_BY_WORD) {
+            self.wake_all(word);
+        }
+        #[cfg(loom)]
+        let _ = also;
+    }
+
     /// Wakes every process sleeping in [`wait`](Self::wait) on `word`.
+    #[inline]
     pub fn wake_all(&self, word: &AtomicU32) {
         #[cfg(not(loom))]
         crate::sys::OsWaiter::wake_all(self.os, self.sleepers, word);
@@ -579,6 +597,10 @@ pub struct Context<'a> {
     token: u32,
     recovery_interval: Duration,
     presence: &'a dyn Presence,
+    /// The word waiters for the next write release sleep on ([`RawRwLock::wait_for_release`];
+    /// the segment's write sequence), woken with the lock word by a release that finds
+    /// `PARKED`.
+    release_word: Option<&'a AtomicU32>,
 }
 
 impl<'a> Context<'a> {
@@ -593,7 +615,16 @@ impl<'a> Context<'a> {
             token,
             recovery_interval,
             presence,
+            release_word: None,
         }
+    }
+
+    /// The same context, naming the word that waiters for the next write release sleep on
+    /// (see [`RawRwLock::wait_for_release`]).
+    #[inline]
+    pub(crate) fn with_release_word(mut self, word: &'a AtomicU32) -> Self {
+        self.release_word = Some(word);
+        self
     }
 
     /// The segment's waiter.
@@ -768,6 +799,33 @@ pub unsafe trait RawRwLock: 'static {
     /// Forgets that a writer died holding the lock.
     fn clear_poison(area: &LockArea) {
         let _ = area;
+    }
+
+    /// Sleeps while `word` holds `expected`, until the exclusive lock is next released,
+    /// `deadline` passes, or spuriously. For [`Mmf::wait_for_write`](crate::Mmf::wait_for_write):
+    /// `word` is the segment's write sequence, which a writer advances before it releases
+    /// the lock, and which [`Context`] names to the lock as the word to wake; the caller
+    /// loops.
+    ///
+    /// An implementation must not sleep through a release that changed `word` (a lost
+    /// wake-up), and should cost writers nothing while nobody sleeps. Called only by
+    /// read-write handles (a read-only one polls instead: it cannot announce itself on a
+    /// read-only mapping). The default cannot tell when the lock is released: it sleeps one
+    /// millisecond at most (a poll).
+    fn wait_for_release(
+        area: &LockArea,
+        ctx: &Context<'_>,
+        word: &AtomicU32,
+        expected: u32,
+        deadline: Option<Instant>,
+    ) {
+        let _ = (area, ctx);
+        // Relaxed: a look; the caller re-reads the word with its own ordering.
+        if word.load(Relaxed) == expected {
+            let poll = Duration::from_millis(1);
+            let left = deadline.map_or(poll, |d| d.saturating_duration_since(Instant::now()));
+            std::thread::sleep(left.min(poll));
+        }
     }
 }
 
@@ -1039,18 +1097,34 @@ impl SharedRwLock {
     /// Clears `WRITER` (and the owner, `PARKED` and `DRAINING`) and wakes sleepers, if the
     /// write lock is still the handle's. Returns `false`, changing nothing, if it is not: a
     /// recoverer took it from us (see "Releasing only what is still yours").
+    ///
+    /// For a release that wrote nothing (a withdrawn claim, a timed-out writer). It clears
+    /// `PARKED` too, so it can use up the announcement of a sleeper waiting for the next
+    /// *write* ([`RawRwLock::wait_for_release`]) that came after the claim: that sleeper
+    /// then sleeps until its next liveness check, one recovery interval at most (keeping the
+    /// bit instead was tried, and breaks the lock's promise that a timed-out writer leaves
+    /// the word clean; not pursued).
     fn release_writer(area: &LockArea, ctx: &Context<'_>) -> bool {
+        Self::release_clearing(area, ctx, PARKED)
+    }
+
+    /// The release of a write: as [`release_writer`](Self::release_writer).
+    fn release_write(area: &LockArea, ctx: &Context<'_>) -> bool {
+        Self::release_clearing(area, ctx, PARKED)
+    }
+
+    fn release_clearing(area: &LockArea, ctx: &Context<'_>, parked: u32) -> bool {
         let lock = Self::control(area, LOCK);
         // Release: pairs with the Acquire (SeqCst) of the next locker, publishing our writes.
         match Self::change_own(
             lock,
             Self::owner_bits(ctx),
-            |s| s & !(WRITER | OWNED_BY | PARKED | DRAINING),
+            |s| s & !(WRITER | OWNED_BY | DRAINING | parked),
             Release,
         ) {
             Some(s) => {
                 if s & PARKED != 0 {
-                    ctx.waiter.wake_all(lock);
+                    ctx.waiter.wake_all_and(lock, ctx.release_word);
                 }
                 true
             }
@@ -1083,12 +1157,26 @@ impl SharedRwLock {
     /// Takes back a write claim that found readers inside (`try_lock_exclusive`): out of
     /// line, to keep the uncontended path short. [`NotAcquired::Revoked`] if the claim was
     /// taken from us meanwhile.
+    ///
+    /// The cold paths take the context by value (here and below): then the uncontended path
+    /// that calls them builds it only on the way to the call, rather than storing its fields
+    /// on the stack before every acquisition (see docs/benchmarks.md, issue 12).
     #[cold]
-    fn withdraw_claim(area: &LockArea, ctx: &Context<'_>) -> NotAcquired {
-        if Self::release_writer(area, ctx) {
+    fn withdraw_claim(area: &LockArea, ctx: Context<'_>) -> NotAcquired {
+        if Self::release_writer(area, &ctx) {
             NotAcquired::Unavailable
         } else {
             NotAcquired::Revoked
+        }
+    }
+
+    /// The write unlock when the word is not just "`W`, ours": sleepers to wake (`PARKED`),
+    /// `POISONED` to keep, or the lock taken from us.
+    #[cold]
+    fn unlock_exclusive_slow(area: &LockArea, ctx: Context<'_>) {
+        if !Self::release_write(area, &ctx) {
+            // Robbed: a recoverer took the lock from us while we wrote.
+            Self::poison_robbed(area);
         }
     }
 
@@ -1115,10 +1203,11 @@ impl SharedRwLock {
     #[cold]
     fn lock_shared_slow(
         area: &LockArea,
-        ctx: &Context<'_>,
+        ctx: Context<'_>,
         deadline: Option<Instant>,
         first: Enter,
     ) -> Result<Acquired, NotAcquired> {
+        let ctx = &ctx;
         let lock = Self::control(area, LOCK);
         let mut spin = SpinWait::new();
         let mut recovery = Recovery::new(ctx.recovery_interval);
@@ -1169,10 +1258,11 @@ impl SharedRwLock {
     #[cold]
     fn lock_exclusive_slow(
         area: &LockArea,
-        ctx: &Context<'_>,
+        ctx: Context<'_>,
         deadline: Option<Instant>,
         mut held: bool,
     ) -> Result<Acquired, NotAcquired> {
+        let ctx = &ctx;
         let lock = Self::control(area, LOCK);
         let me = Self::owner_bits(ctx);
         let mut spin = SpinWait::new();
@@ -1514,7 +1604,7 @@ unsafe impl RawRwLock for SharedRwLock {
         match Self::enter(area, ctx) {
             Enter::Acquired(acquired) => Ok(acquired),
             Enter::Revoked => Err(NotAcquired::Revoked),
-            first => Self::lock_shared_slow(area, ctx, deadline, first),
+            first => Self::lock_shared_slow(area, *ctx, deadline, first),
         }
     }
 
@@ -1546,7 +1636,7 @@ unsafe impl RawRwLock for SharedRwLock {
             return Err(NotAcquired::Unavailable);
         }
         if Self::readers_present(area) {
-            return Err(Self::withdraw_claim(area, ctx));
+            return Err(Self::withdraw_claim(area, *ctx));
         }
         Ok(Acquired::from_word(s))
     }
@@ -1570,7 +1660,7 @@ unsafe impl RawRwLock for SharedRwLock {
         if held && !Self::readers_present(area) {
             return Ok(Acquired::Clean);
         }
-        Self::lock_exclusive_slow(area, ctx, deadline, held)
+        Self::lock_exclusive_slow(area, *ctx, deadline, held)
     }
 
     #[inline]
@@ -1584,10 +1674,7 @@ unsafe impl RawRwLock for SharedRwLock {
         {
             return;
         }
-        if !Self::release_writer(area, ctx) {
-            // Robbed: a recoverer took the lock from us while we wrote.
-            Self::poison_robbed(area);
-        }
+        Self::unlock_exclusive_slow(area, *ctx);
     }
 
     fn writer_is_gone(area: &LockArea, ctx: &Context<'_>) -> bool {
@@ -1616,6 +1703,50 @@ unsafe impl RawRwLock for SharedRwLock {
     fn clear_poison(area: &LockArea) {
         // Relaxed: only the flag changes; no data is published by it.
         Self::control(area, LOCK).fetch_and(!POISONED, Relaxed);
+    }
+
+    /// Announces the sleep with `PARKED` on the lock word, which every release of the write
+    /// lock clears, waking the lock word's sleepers and the context's release word
+    /// (`release_writer`; the uncontended unlock's compare-exchange expects the word without
+    /// `PARKED`, so it falls through to that). So writers pay nothing while nobody sleeps,
+    /// and one wake-up per release while someone does. `PARKED` on a free lock is a state
+    /// the lock already knows (a lock waiter that timed out leaves it): the next writer takes
+    /// the lock through the slow path, keeping the bit, and its release clears it.
+    ///
+    /// With the lock free, the sleep is on `word` (the write sequence), not on the lock word:
+    /// the lock word returns to the same value (free, `PARKED`) whenever another waiter
+    /// announces itself on a free lock, so a sleeper comparing it could sleep through a whole
+    /// write in between (found by the two-process ping-pong test, where both sides wait in
+    /// turn); the write sequence never returns to a value (until it wraps, 2^31 writes
+    /// later). With the lock held, the sleep is on the lock word until its release (found
+    /// by the loom model: the holder may be a write already counted, whose release uses up
+    /// the announcement without changing `word`); a lock word that returns to the same held
+    /// value has `PARKED` set again, so that holder's release wakes us in turn.
+    fn wait_for_release(
+        area: &LockArea,
+        ctx: &Context<'_>,
+        word: &AtomicU32,
+        expected: u32,
+        deadline: Option<Instant>,
+    ) {
+        let lock = Self::control(area, LOCK);
+        // Acquire, in a read-modify-write: it reads the latest value of the lock word, so it
+        // synchronises with the latest write unlock (Release, or the read-modify-writes that
+        // followed it), and the kernel's comparison of `word` below sees the sequence that
+        // writer advanced before unlocking. Every release after this one in the word's order
+        // finds PARKED and wakes `word`, so none falls between the announcement and the sleep.
+        let s = lock.fetch_or(PARKED, Acquire) | PARKED;
+        if s & WRITER != 0 {
+            // A writer holds the lock: its release clears our announcement, yet may bring no
+            // write we have not counted (it may have advanced `word` before we read
+            // `expected`). Sleep on the lock word until that release, then look again.
+            ctx.waiter.wait(lock, s, deadline);
+        } else {
+            // Any release from now on is of a lock taken after our announcement: a write that
+            // changes `word` (or, rarely, a claim withdrawn without writing, which the caller's
+            // recovery-interval cap on `deadline` covers).
+            ctx.waiter.wait(word, expected, deadline);
+        }
     }
 }
 
@@ -2639,6 +2770,77 @@ mod tests {
         }
     }
 
+    /// A waiter for the next write (`wait_for_release`, under `Mmf::wait_for_write`) asleep
+    /// on the lock word, whether or not a writer held the lock when it fell asleep, is woken
+    /// by the release that follows its sequence bump; and the lock works as before after.
+    #[cfg(target_os = "linux")]
+    #[cfg_attr(
+        miri,
+        ignore = "needs a real futex: under Miri sleepers poll every 500 us"
+    )]
+    #[test]
+    fn a_write_waiter_is_woken_by_the_next_write_unlock() {
+        for held_while_it_sleeps in [false, true] {
+            let f = Fixture::with_interval(NO_RECOVERY);
+            let (writer, waiter) = (f.handle(1), f.handle(2));
+            if held_while_it_sleeps {
+                assert_eq!(writer.write(None), Some(Acquired::Clean));
+            }
+            let seq = AtomicU32::new(0);
+            let tid = AtomicU32::new(0);
+            thread::scope(|s| {
+                let blocked = s.spawn(|| {
+                    tid.store(current_tid(), Release);
+                    let ctx = waiter.ctx().with_release_word(&seq);
+                    while seq.load(Acquire) == 0 {
+                        L::wait_for_release(f.area(), &ctx, &seq, 0, within(10_000));
+                    }
+                    Instant::now()
+                });
+                // Announced on the lock word; asleep on the sequence while the lock is free,
+                // on the lock word while a writer holds it (that writer's release may bring
+                // no new write, see wait_for_release).
+                let asleep_on_word = if held_while_it_sleeps {
+                    f.lock_word()
+                } else {
+                    &seq
+                };
+                wait_until_asleep_on(
+                    &tid,
+                    asleep_on_word,
+                    |_| f.state() & PARKED != 0,
+                    "the write waiter falling asleep",
+                );
+                if !held_while_it_sleeps {
+                    // Taken with PARKED set: the slow path keeps the bit for the release.
+                    assert_eq!(writer.write(None), Some(Acquired::Clean));
+                    assert_ne!(
+                        f.state() & PARKED,
+                        0,
+                        "the writer dropped the sleeper's bit"
+                    );
+                }
+                // As WriteGuard::drop: the sequence, then the unlock, with the context
+                // naming the sequence as the release word (as the segment's does).
+                seq.store(2, Release);
+                let unlocked = Instant::now();
+                // SAFETY: the write lock was taken through this handle above.
+                unsafe { L::unlock_exclusive(f.area(), &writer.ctx().with_release_word(&seq)) };
+                let woke = blocked.join().unwrap();
+                let late = woke.saturating_duration_since(unlocked);
+                assert!(
+                    late < WAKE_BOUND,
+                    "the write waiter woke {late:?} after the unlock (bound {WAKE_BOUND:?})"
+                );
+            });
+            assert_eq!(f.state(), 0, "the release cleared WRITER and PARKED");
+            assert_eq!(waiter.read(None), Some(Acquired::Clean));
+            waiter.unlock_read();
+            assert_eq!(writer.write(None), Some(Acquired::Clean));
+            writer.unlock_write();
+        }
+    }
+
     /// A writer asleep on the drain word, waiting for readers to leave, is woken by each
     /// reader that leaves (a reader cannot tell whether it is the last) and gets in as soon
     /// as the last one has.
@@ -3268,6 +3470,48 @@ mod loom_tests {
                     "told it was revoked only if its slot was taken"
                 );
             }
+        });
+    }
+
+    /// `Mmf::wait_for_write`'s sleep: a waiter that looks at a write sequence and sleeps
+    /// until it changes is woken by the release of every write that changes it, however the
+    /// look, the announcement (`PARKED`) and the sleep interleave with the writer's lock,
+    /// sequence bump and unlock. Two writes, so the waiter also re-arms after a wake-up or
+    /// finds the bit still set. A lost wake-up leaves the waiter asleep: a deadlock loom
+    /// reports.
+    #[test]
+    fn loom_write_waiter_is_woken_by_every_release() {
+        model("write waiter", || {
+            let world = World::new(2);
+            let seq = Arc::new(AtomicU32::new(0));
+            let (w, s) = (world.clone(), seq.clone());
+            let writer = thread::spawn(move || {
+                w.as_handle(0, |area, ctx| {
+                    let ctx = &ctx.with_release_word(&s);
+                    for n in 1..=2 {
+                        assert!(L::lock_exclusive(area, ctx, None).is_ok());
+                        // As WriteGuard::drop: the sequence, then the unlock.
+                        s.store(2 * n, Release);
+                        // SAFETY: taken just above through this handle.
+                        unsafe { L::unlock_exclusive(area, ctx) };
+                    }
+                });
+            });
+            world.as_handle(1, |area, ctx| {
+                let ctx = &ctx.with_release_word(&seq);
+                for n in 1..=2 {
+                    let seen = 2 * (n - 1);
+                    loop {
+                        let raw = seq.load(Acquire);
+                        if raw != seen {
+                            break;
+                        }
+                        L::wait_for_release(area, ctx, &seq, raw, None);
+                    }
+                }
+            });
+            writer.join().unwrap();
+            assert_eq!(world.word() & (WRITER | OWNED_BY), 0);
         });
     }
 

@@ -564,6 +564,13 @@ impl<L: RawRwLock> MmfOptions<L> {
 
 /// The error for a segment found shorter than the `needed` bytes this handle mapped, with the
 /// object's size now.
+/// [`Error::ReadOnly`], out of line: it is built only on the rare path of inlined calls.
+#[cold]
+#[inline(never)]
+fn read_only(op: &'static str) -> Error {
+    Error::ReadOnly { op }
+}
+
 fn truncated(name: &str, segment: &sys::Segment, needed: usize) -> Error {
     #[cfg(unix)]
     let found = match segment.current_len() {
@@ -692,26 +699,30 @@ impl<L: RawRwLock> Mmf<L> {
         self.segment.len()
     }
 
+    #[inline]
     pub(crate) fn header(&self) -> &Header {
         // SAFETY: every Mmf maps at least HEADER_LEN bytes (checked at create/open), page
         // aligned, alive as long as `self`.
         unsafe { Header::from_ptr(self.segment.as_ptr()) }
     }
 
+    #[inline]
     pub(crate) fn data_ptr(&self) -> *mut u8 {
         // SAFETY: HEADER_LEN + data_len <= mapping length (validated), so this stays inside
         // the mapping.
         unsafe { self.segment.as_ptr().add(HEADER_LEN) }
     }
 
+    #[inline]
     pub(crate) fn waiter(&self) -> Waiter<'_> {
         Waiter::new(&self.waiter, &self.header().os_waiters)
     }
 
+    #[inline]
     fn require_writable(&self, op: &'static str) -> Result<()> {
         match self.access {
             Access::ReadWrite => Ok(()),
-            Access::ReadOnly => Err(Error::ReadOnly { op }),
+            Access::ReadOnly => Err(read_only(op)),
         }
     }
 
@@ -726,14 +737,17 @@ impl<L: RawRwLock> Mmf<L> {
         }
     }
 
+    #[inline]
     fn deadline(&self) -> Option<Instant> {
         self.lock_timeout.map(|t| Instant::now() + t)
     }
 
     /// What the lock needs on every call: waiter, this handle's token, recovery interval and
     /// the OS's liveness answers (this handle: see its [`Presence`] impl).
+    #[inline]
     fn ctx(&self) -> Context<'_> {
         Context::new(self.waiter(), self.token, self.recovery_interval, self)
+            .with_release_word(&self.header().write_seq)
     }
 
     /// Takes this handle's kernel lock on the byte at `offset` of the data region (a frame
@@ -801,12 +815,14 @@ impl<L: RawRwLock> Mmf<L> {
     /// frame[..5].copy_from_slice(b"HELLO");
     /// # Ok(()) }
     /// ```
+    #[inline]
     pub fn read(&self) -> LockResult<ReadGuard<'_, L>> {
         self.lock_shared(self.deadline())
     }
 
     /// Takes a shared lock if that is possible now, or [`Error::WouldBlock`]. Poisoning as
     /// for [`read`](Self::read).
+    #[inline]
     pub fn try_read(&self) -> LockResult<ReadGuard<'_, L>> {
         self.require_writable("read lock")?;
         match L::try_lock_shared(&self.header().lock, &self.ctx()) {
@@ -825,12 +841,14 @@ impl<L: RawRwLock> Mmf<L> {
 
     /// Takes the exclusive lock, waiting up to the handle's lock timeout (forever by default).
     /// Poisoning as for [`read`](Self::read).
+    #[inline]
     pub fn write(&self) -> LockResult<WriteGuard<'_, L>> {
         self.lock_exclusive(self.deadline())
     }
 
     /// Takes the exclusive lock if that is possible now, or [`Error::WouldBlock`].
     /// Poisoning as for [`read`](Self::read).
+    #[inline]
     pub fn try_write(&self) -> LockResult<WriteGuard<'_, L>> {
         self.require_writable("write lock")?;
         match L::try_lock_exclusive(&self.header().lock, &self.ctx()) {
@@ -870,24 +888,46 @@ impl<L: RawRwLock> Mmf<L> {
     /// thread's own lock access ran into (the handler ran on this thread); a loss patched by
     /// another thread a moment earlier may show only on the next call, no different from a
     /// header that vanishes just after the check (and every copy checks again).
+    ///
+    /// Inline, with the rare outcomes out of line (`shared_guard_rare`): the uncontended
+    /// `read()` is then one load and one branch more than the lock itself (see
+    /// docs/benchmarks.md, issue 12).
+    #[inline]
     fn shared_guard(&self, acquired: Acquired) -> LockResult<ReadGuard<'_, L>> {
         let guard = ReadGuard { mmf: self };
+        if self.fault.header_lost() || acquired != Acquired::Clean {
+            return self.shared_guard_rare(guard);
+        }
+        Ok(guard)
+    }
+
+    /// The header vanished or the lock is poisoned: see [`shared_guard`](Self::shared_guard).
+    #[cold]
+    #[inline(never)]
+    fn shared_guard_rare<'a>(&'a self, guard: ReadGuard<'a, L>) -> LockResult<ReadGuard<'a, L>> {
         if let Err(truncated) = self.check_header_intact() {
             // Dropping the guard releases the lock, on the private page.
             drop(guard);
             return Err(LockError::Failed(truncated));
         }
-        match acquired {
-            Acquired::Clean => Ok(guard),
-            Acquired::Poisoned => {
-                self.repair_write_seq();
-                Err(LockError::Poisoned(PoisonError::new(guard)))
-            }
-        }
+        // Only a poisoned acquisition comes here with the header intact.
+        self.repair_write_seq();
+        Err(LockError::Poisoned(PoisonError::new(guard)))
     }
 
     /// As [`shared_guard`](Self::shared_guard), for the exclusive lock.
+    #[inline]
     fn exclusive_guard(&self, acquired: Acquired) -> LockResult<WriteGuard<'_, L>> {
+        if self.fault.header_lost() || acquired != Acquired::Clean {
+            return self.exclusive_guard_rare(acquired);
+        }
+        Ok(WriteGuard::begin(self))
+    }
+
+    /// The header vanished or the lock is poisoned: see [`exclusive_guard`](Self::exclusive_guard).
+    #[cold]
+    #[inline(never)]
+    fn exclusive_guard_rare(&self, acquired: Acquired) -> LockResult<WriteGuard<'_, L>> {
         if let Err(truncated) = self.check_header_intact() {
             // Released before `WriteGuard::begin`: nothing was written, so the write sequence
             // is left alone.
@@ -917,6 +957,7 @@ impl<L: RawRwLock> Mmf<L> {
         }
     }
 
+    #[inline]
     fn lock_shared(&self, deadline: Option<Instant>) -> LockResult<ReadGuard<'_, L>> {
         // The lock word is written even by readers, which a read-only mapping forbids.
         self.require_writable("read lock")?;
@@ -933,6 +974,7 @@ impl<L: RawRwLock> Mmf<L> {
         }
     }
 
+    #[inline]
     fn lock_exclusive(&self, deadline: Option<Instant>) -> LockResult<WriteGuard<'_, L>> {
         self.require_writable("write lock")?;
         // As in lock_shared: no clock read unless the wait is timed.
@@ -944,6 +986,114 @@ impl<L: RawRwLock> Mmf<L> {
                     waited: start.map_or(Duration::ZERO, |s| s.elapsed()),
                 }
             }))),
+        }
+    }
+
+    /// The segment's write sequence: it advances by 2 each time a write guard is released
+    /// (a [`write`](Self::write) guard, [`write_at`](Self::write_at)) by any process, and
+    /// wraps at 2^32, so `now.wrapping_sub(seen) / 2` writes completed in between. A write
+    /// still in progress is not counted. One load, no lock; works on read-only handles too.
+    ///
+    /// With [`wait_for_write`](Self::wait_for_write) it lets a consumer sleep until the next
+    /// write without polling and without holding a guard:
+    ///
+    /// ```no_run
+    /// # fn main() -> mmf::Result<()> {
+    /// let segment = mmf::Mmf::open("camera-0")?;
+    /// let mut seen = segment.write_seq();
+    /// loop {
+    ///     // Look at the data first: a write that came before we read `seen` is in it.
+    ///     let frame = segment.read()?;
+    ///     if frame[0] == b'Q' {
+    ///         break;
+    ///     }
+    ///     drop(frame);
+    ///     seen = segment.wait_for_write(seen, None)?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Read `seen` *before* looking at the data, as above: a write that lands between the
+    /// two is then either in what you looked at or makes the wait return at once.
+    #[inline]
+    pub fn write_seq(&self) -> u32 {
+        // Acquire: pairs with the Release store that ends a write (WriteGuard::drop), so a
+        // caller that sees the new sequence also sees that write's data. The low bit is set
+        // only while a write is in progress.
+        self.header().write_seq.load(Acquire) & !1
+    }
+
+    /// Sleeps until the [write sequence](Self::write_seq) differs from `seen`, that is until
+    /// a write completes (or has completed since `seen` was read), and returns the new
+    /// sequence; waits at most `timeout` ([`Error::Timeout`] after that), forever with
+    /// `None`.
+    ///
+    /// A read-write handle sleeps in the kernel (a futex on Linux, the segment's semaphore on
+    /// Windows) and is woken by the release of the write guard; writers pay for that wake-up
+    /// only while someone sleeps. A read-only handle cannot announce itself to writers (its
+    /// mapping is read-only), so it polls: it sleeps 20 us, doubling to at most 1 ms, between
+    /// looks.
+    ///
+    /// A writer that dies in the middle of a write never completes it: like the lock's own
+    /// waiters, a sleeper wakes once per [recovery
+    /// interval](MmfOptions::recovery_interval) and asks whether the writer still lives, and
+    /// returns [`Error::Poisoned`] if not (the next lock acquisition then recovers the lock
+    /// and reports the poisoning). [`Error::Truncated`] if the header has vanished.
+    pub fn wait_for_write(&self, seen: u32, timeout: Option<Duration>) -> Result<u32> {
+        let start = Instant::now();
+        // A timeout or interval too long to add to a clock reading is as good as none.
+        let deadline = timeout.and_then(|t| start.checked_add(t));
+        let seq = &self.header().write_seq;
+        let mut next_check = start.checked_add(self.recovery_interval);
+        let mut pause = Duration::from_micros(20);
+        // First a short bounded spin, as the lock's own waiters do (2 + 4 + ... + 64
+        // `spin_loop` hints, a few microseconds): a write that lands that soon then costs
+        // neither side a system call (the writer finds no PARKED to wake). The pingpong
+        // example's round trip: 5.3 us median without it.
+        for round in 1..=6 {
+            let now = self.write_seq();
+            if now != seen {
+                self.check_header_intact()?;
+                return Ok(now);
+            }
+            for _ in 0..1 << round {
+                std::hint::spin_loop();
+            }
+        }
+        loop {
+            self.check_header_intact()?;
+            // Relaxed: the raw word, which the sleep below compares; what is returned is
+            // read by `write_seq` (Acquire).
+            let raw = seq.load(Relaxed);
+            let now = self.write_seq();
+            if now != seen {
+                return Ok(now);
+            }
+            let moment = Instant::now();
+            if deadline.is_some_and(|d| moment >= d) {
+                return Err(Error::Timeout {
+                    waited: start.elapsed(),
+                });
+            }
+            if next_check.is_some_and(|c| moment >= c) {
+                // Relaxed: a look; a write in progress shows as an odd sequence.
+                if seq.load(Relaxed) & 1 == 1 && L::writer_is_gone(&self.header().lock, &self.ctx())
+                {
+                    return Err(Error::Poisoned);
+                }
+                next_check = moment.checked_add(self.recovery_interval);
+            }
+            let wake_by = match (deadline, next_check) {
+                (Some(d), Some(c)) => Some(d.min(c)),
+                (d, c) => d.or(c),
+            };
+            if self.is_read_only() {
+                let left = wake_by.map_or(pause, |w| w.saturating_duration_since(moment));
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(Duration::from_millis(1));
+            } else {
+                L::wait_for_release(&self.header().lock, &self.ctx(), seq, raw, wake_by);
+            }
         }
     }
 
@@ -1209,6 +1359,7 @@ impl<L: RawRwLock> Deref for ReadGuard<'_, L> {
 }
 
 impl<L: RawRwLock> Drop for ReadGuard<'_, L> {
+    #[inline]
     fn drop(&mut self) {
         // SAFETY: this guard's existence proves a shared lock is held, released only here.
         unsafe { L::unlock_shared(&self.mmf.header().lock, &self.mmf.ctx()) };
@@ -1224,6 +1375,7 @@ pub struct WriteGuard<'a, L: RawRwLock = SharedRwLock> {
 
 impl<'a, L: RawRwLock> WriteGuard<'a, L> {
     /// Marks a write as in progress for read-only handles (see `read_at_optimistic`).
+    #[inline]
     fn begin(mmf: &'a Mmf<L>) -> Self {
         let write_seq: &AtomicU32 = &mmf.header().write_seq;
         // Odd while writing. `| 1` keeps it odd even if a crashed writer left it odd, and the
@@ -1255,6 +1407,7 @@ impl<L: RawRwLock> DerefMut for WriteGuard<'_, L> {
 }
 
 impl<L: RawRwLock> Drop for WriteGuard<'_, L> {
+    #[inline]
     fn drop(&mut self) {
         // Release: publishes the data stores before the even value; pairs with the Acquire
         // load of write_seq in read_at_optimistic.

@@ -27,6 +27,9 @@ fn child() {
         "racing_creator" => racing_creator_role(),
         #[cfg(any(target_os = "linux", windows))]
         "cpu_waiter" => cpu_waiter_role(),
+        "seq_pong" => seq_pong_role(),
+        #[cfg(any(target_os = "linux", windows))]
+        "seq_waiter" => seq_waiter_role(),
         other => panic!("unknown child role {other:?}"),
     });
 }
@@ -988,4 +991,162 @@ fn blocked_writer_uses_almost_no_cpu() {
 #[test]
 fn blocked_reader_uses_almost_no_cpu() {
     blocked_waiter_uses_almost_no_cpu("read");
+}
+
+// ---------------------------------------------------------------------------------------
+// Noticing writes without a lock: wait_for_write across processes (issue 12)
+// ---------------------------------------------------------------------------------------
+
+/// Long enough that a wait_for_write sleeper never wakes for its own liveness check during
+/// these tests: a lost wake-up then shows as a timeout, not as a 50 ms delay.
+const NO_RECOVERY: Duration = Duration::from_secs(600);
+
+/// How long one side of the ping-pong waits for the other before it calls the wake-up lost.
+const LOST: Duration = Duration::from_secs(20);
+
+fn seq_options(name: &str) -> MmfOptions {
+    MmfOptions::new(name).recovery_interval(NO_RECOVERY)
+}
+
+/// The counter at `offset` of the data region.
+fn counter(segment: &Mmf, offset: usize) -> u64 {
+    let mut bytes = [0; 8];
+    segment.read_at(offset, &mut bytes).unwrap();
+    u64::from_le_bytes(bytes)
+}
+
+/// Sleeps in `wait_for_write` until the counter at `offset` reaches `value`; returns the
+/// longest single wait.
+fn wait_for_counter(segment: &Mmf, offset: usize, value: u64) -> Duration {
+    let mut longest = Duration::ZERO;
+    loop {
+        // The sequence before the look: a write after it either shows in the look or ends
+        // the wait at once.
+        let seen = segment.write_seq();
+        if counter(segment, offset) == value {
+            return longest;
+        }
+        let t = Instant::now();
+        match segment.wait_for_write(seen, Some(LOST)) {
+            Ok(now) => assert_ne!(now, seen),
+            Err(e) => panic!("waiting for {value} at {offset}: {e} (a lost wake-up)"),
+        }
+        longest = longest.max(t.elapsed());
+    }
+}
+
+/// The child of the ping-pong: answers every ping `i` (offset 0) with pong `i` (offset 8).
+fn seq_pong_role() {
+    let segment = seq_options(&arg("name")).open().unwrap();
+    let rounds = arg_u64("rounds");
+    let mut longest = Duration::ZERO;
+    for i in 1..=rounds {
+        longest = longest.max(wait_for_counter(&segment, 0, i));
+        segment.write_at(8, &i.to_le_bytes()).unwrap();
+    }
+    say("longest_wait_us", longest.as_micros());
+}
+
+/// Two processes take turns through one segment, each sleeping in `wait_for_write` until the
+/// other's write: no turn locks, no polling. Every round has a window between a side's look
+/// and its sleep in which the other side's write may land; a wake-up lost there would leave
+/// both asleep until `LOST`, since the recovery interval is far longer.
+#[test]
+fn wait_for_write_ping_pong_between_processes_loses_no_wake_up() {
+    let rounds: u64 = if cfg!(windows) { 300 } else { 2000 };
+    let name = common::unique_name("seq-pingpong");
+    let segment = seq_options(&name).create(4096).unwrap();
+    let child = common::child("seq_pong")
+        .arg("name", &name)
+        .arg("rounds", rounds)
+        .spawn();
+    let t = Instant::now();
+    let mut longest = Duration::ZERO;
+    for i in 1..=rounds {
+        segment.write_at(0, &i.to_le_bytes()).unwrap();
+        longest = longest.max(wait_for_counter(&segment, 8, i));
+    }
+    let elapsed = t.elapsed();
+    let out = child.finish(CHILD_TIMEOUT);
+    let child_longest = Duration::from_micros(out.value("longest_wait_us"));
+    println!(
+        "{rounds} round trips in {elapsed:?} ({:?} each); longest wait: parent {longest:?}, child {child_longest:?}",
+        elapsed / rounds as u32
+    );
+    assert_eq!(counter(&segment, 8), rounds);
+    // Generous for a loaded machine, far below the lost-wake-up timeout.
+    for (who, wait) in [("parent", longest), ("child", child_longest)] {
+        assert!(wait < Duration::from_secs(5), "{who} waited {wait:?} once");
+    }
+}
+
+/// Waits once in `wait_for_write` (read-only or read-write handle, as `access` says), then
+/// reports how long and at what CPU cost.
+#[cfg(any(target_os = "linux", windows))]
+fn seq_waiter_role() {
+    let name = arg("name");
+    let segment = match arg("access").as_str() {
+        "ro" => seq_options(&name).open_read_only().unwrap(),
+        "rw" => seq_options(&name).open().unwrap(),
+        other => panic!("unknown access {other}"),
+    };
+    check_cpu_clock();
+    let seen = segment.write_seq();
+    let before = cpu_time();
+    say("waiting", seen);
+    let t = Instant::now();
+    let now = segment.wait_for_write(seen, Some(LOST)).unwrap();
+    let waited = t.elapsed();
+    let cpu = cpu_time() - before;
+    assert_eq!(now, seen.wrapping_add(2), "woken by the one write");
+    say("waited_us", waited.as_micros());
+    say("cpu_us", cpu.as_micros());
+}
+
+/// A process asleep in `wait_for_write` wakes when another process writes, within a bound,
+/// and burns (almost) no CPU meanwhile. A read-write handle sleeps in the kernel; a
+/// read-only one polls at most every millisecond, which costs little more.
+#[cfg(any(target_os = "linux", windows))]
+fn write_waiter_wakes_on_a_write(access: &str) {
+    let name = common::unique_name("seq-waiter");
+    let segment = seq_options(&name).create(4096).unwrap();
+    let mut child = common::child("seq_waiter")
+        .arg("name", &name)
+        .arg("access", access)
+        .spawn();
+    child.expect("waiting", CHILD_TIMEOUT);
+    std::thread::sleep(Duration::from_millis(500));
+    segment.write_at(0, b"wake up").unwrap();
+    let written = Instant::now();
+    let out = child.finish(CHILD_TIMEOUT);
+    // From the write to the child's report arriving through its pipe: an upper bound on the
+    // wake-up.
+    let woken_within = written.elapsed();
+    let waited = Duration::from_micros(out.value("waited_us"));
+    let cpu = Duration::from_micros(out.value("cpu_us"));
+    println!("{access} waiter: waited {waited:?}, woken within {woken_within:?}, {cpu:?} of CPU");
+    assert!(
+        waited >= Duration::from_millis(400),
+        "returned before the write: {waited:?}"
+    );
+    assert!(
+        woken_within < Duration::from_secs(5),
+        "woken {woken_within:?} after the write"
+    );
+    assert!(
+        cpu < Duration::from_millis(100),
+        "a {access} waiter burnt {cpu:?} of CPU in {waited:?}"
+    );
+}
+
+#[cfg(any(target_os = "linux", windows))]
+#[test]
+fn write_waiter_with_a_read_write_handle_sleeps_until_the_write() {
+    write_waiter_wakes_on_a_write("rw");
+}
+
+#[cfg(any(target_os = "linux", windows))]
+#[test]
+fn write_waiter_with_a_read_only_handle_wakes_on_the_write() {
+    write_waiter_wakes_on_a_write("ro");
 }

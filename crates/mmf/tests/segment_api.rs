@@ -583,3 +583,112 @@ fn threads_sharing_one_handle_never_see_a_half_write() {
     assert!(writes.iter().all(|&n| n > 0), "writers {writes:?}");
     assert!(reads.iter().all(|&n| n > 0), "readers {reads:?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Noticing writes without a lock: write_seq and wait_for_write (issue 12)
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn write_seq_counts_completed_writes_and_nothing_else() {
+    let name = unique_name("seq");
+    let segment = Mmf::create(&name, 4096).unwrap();
+    let reader = Mmf::open_read_only(&name).unwrap();
+    let start = segment.write_seq();
+    assert_eq!(start % 2, 0, "never odd");
+    drop(segment.read().unwrap());
+    segment.read_at(0, &mut [0; 8]).unwrap();
+    assert_eq!(segment.write_seq(), start, "reads are not writes");
+    let guard = segment.write().unwrap();
+    assert_eq!(
+        segment.write_seq(),
+        start,
+        "a write in progress is not counted"
+    );
+    drop(guard);
+    assert_eq!(segment.write_seq(), start.wrapping_add(2));
+    segment.write_at(0, b"x").unwrap();
+    drop(segment.try_write().unwrap());
+    assert_eq!(
+        segment.write_seq(),
+        start.wrapping_add(6),
+        "every kind of write"
+    );
+    assert_eq!(
+        reader.write_seq(),
+        segment.write_seq(),
+        "the same on read-only handles"
+    );
+}
+
+#[test]
+fn wait_for_write_returns_at_once_for_a_write_it_has_not_seen() {
+    let segment = Mmf::create(&unique_name("seq-stale"), 4096).unwrap();
+    let seen = segment.write_seq();
+    segment.write_at(0, b"x").unwrap();
+    let t = Instant::now();
+    assert_eq!(
+        segment
+            .wait_for_write(seen, Some(Duration::from_secs(30)))
+            .unwrap(),
+        seen.wrapping_add(2)
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "it waited {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn wait_for_write_times_out_with_a_typed_error_when_nothing_is_written() {
+    let name = unique_name("seq-timeout");
+    let segment = Mmf::create(&name, 4096).unwrap();
+    let reader = Mmf::open_read_only(&name).unwrap();
+    for handle in [&segment, &reader] {
+        let timeout = Duration::from_millis(100);
+        let t = Instant::now();
+        match handle.wait_for_write(handle.write_seq(), Some(timeout)) {
+            Err(Error::Timeout { waited }) => {
+                assert!(waited >= timeout, "reported {waited:?}");
+                assert!(t.elapsed() >= timeout);
+            }
+            other => panic!("read-only {}: {other:?}", handle.is_read_only()),
+        }
+        // A zero timeout only looks.
+        assert!(matches!(
+            handle.wait_for_write(handle.write_seq(), Some(Duration::ZERO)),
+            Err(Error::Timeout { .. })
+        ));
+    }
+    // The writer's next acquisitions still work (the sleeper's PARKED bit is cleared by
+    // the release that wakes, or found by the next writer).
+    segment.write_at(0, b"y").unwrap();
+    drop(segment.read().unwrap());
+}
+
+#[test]
+fn wait_for_write_wakes_a_thread_for_a_write_from_another_handle() {
+    let name = unique_name("seq-thread");
+    let segment = Mmf::create(&name, 4096).unwrap();
+    let writer = Mmf::open(&name).unwrap();
+    let reader = Mmf::open_read_only(&name).unwrap();
+    for waiter in [&segment, &reader] {
+        let seen = waiter.write_seq();
+        std::thread::scope(|s| {
+            let woken = s.spawn(|| {
+                let t = Instant::now();
+                let now = waiter.wait_for_write(seen, Some(Duration::from_secs(30)));
+                (now, t.elapsed())
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            writer.write_at(0, b"z").unwrap();
+            let (now, waited) = woken.join().unwrap();
+            assert_eq!(now.unwrap(), seen.wrapping_add(2));
+            assert!(
+                waited >= Duration::from_millis(50),
+                "did not wait: {waited:?}"
+            );
+            assert!(waited < Duration::from_secs(10), "woken late: {waited:?}");
+        });
+    }
+}

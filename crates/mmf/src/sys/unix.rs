@@ -367,6 +367,7 @@ impl OsSegment for Segment {
         self.len
     }
 
+    #[inline]
     fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
@@ -689,3 +690,7 @@ mod tests {
         );
     }
 }
+
+/// Whether a wake-up names the word it wakes (a futex): then a release that must wake
+/// sleepers on two words wakes each. Elsewhere here sleepers poll, and a wake is a no-op.
+pub(crate) const WAKES_BY_WORD: bool = true;

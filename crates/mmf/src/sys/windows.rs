@@ -463,6 +463,7 @@ impl OsSegment for Segment {
         self.len
     }
 
+    #[inline]
     fn as_ptr(&self) -> *mut u8 {
         self.view.as_ptr()
     }
@@ -569,6 +570,11 @@ impl Waiter {
         }
     }
 }
+
+/// Whether a wake-up names the word it wakes: not here, one semaphore per segment wakes
+/// every sleeper whatever word it sleeps on, so a release that must wake sleepers on two
+/// words signals it once (twice would leave stale tokens: spurious wake-ups).
+pub(crate) const WAKES_BY_WORD: bool = false;
 
 impl OsWaiter for Waiter {
     fn new(name: &str, opts: &OsOptions, create: bool, access: Access) -> Result<Self> {
