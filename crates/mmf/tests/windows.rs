@@ -57,9 +57,9 @@ fn child() {
 /// `(protection, region size)` of the pages at `at`, as the OS reports them.
 fn query(at: *const u8) -> (u32, usize) {
     let mut info = MEMORY_BASIC_INFORMATION::default();
-    // SAFETY: `info` is a valid, writable MEMORY_BASIC_INFORMATION of the size passed;
-    // VirtualQuery reads only the address-space bookkeeping for `at`.
     let written =
+        // SAFETY: `info` is a valid, writable MEMORY_BASIC_INFORMATION of the size passed;
+        // VirtualQuery reads only the address-space bookkeeping for `at`.
         unsafe { VirtualQuery(at.cast(), &mut info, size_of::<MEMORY_BASIC_INFORMATION>()) };
     assert_ne!(
         written,
@@ -430,8 +430,8 @@ fn token_user_and_group() -> (String, String) {
             .Sid,
     );
     let group = info(token, TokenPrimaryGroup);
-    // SAFETY: as above, a TOKEN_PRIMARY_GROUP.
     let group =
+        // SAFETY: as above, a TOKEN_PRIMARY_GROUP.
         sid_text(unsafe { group.as_ptr().cast::<TOKEN_PRIMARY_GROUP>().read() }.PrimaryGroup);
     // SAFETY: `token` was opened above and is closed only here.
     unsafe { CloseHandle(token) };
@@ -665,8 +665,8 @@ fn the_dacl_is_enforced_once_the_owner_narrows_its_own_rights() {
     let mut present = 0;
     let mut dacl: *mut ACL = ptr::null_mut();
     let mut defaulted = 0;
-    // SAFETY: `narrowed` is a valid descriptor; the out pointers are valid.
     let ok =
+        // SAFETY: `narrowed` is a valid descriptor; the out pointers are valid.
         unsafe { GetSecurityDescriptorDacl(narrowed.0, &mut present, &mut dacl, &mut defaulted) };
     assert!(ok != FALSE && present != FALSE);
     // SAFETY: `handle` has WRITE_DAC; `dacl` points into `narrowed`, alive for the call.

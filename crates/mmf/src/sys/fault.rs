@@ -863,9 +863,9 @@ mod linux {
                 default_action(sig, info);
             }
         } else if previous.sa_flags & libc::SA_SIGINFO != 0 {
-            // SAFETY: the previous handler was installed with SA_SIGINFO, so this is its
-            // signature; we pass it exactly what the kernel passed us.
             let f: extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void) =
+                // SAFETY: the previous handler was installed with SA_SIGINFO, so this is its
+                // signature; we pass it exactly what the kernel passed us.
                 unsafe { std::mem::transmute(handler) };
             f(sig, info, context);
         } else {
@@ -1104,8 +1104,8 @@ mod tests {
                     // its bytes): compare with them.
                     let mut out = vec![0u8; len + 2 * PAGE];
                     let at = out.as_ptr().align_offset(PAGE) + heap_off;
-                    // SAFETY: as above, the source crosses the cut; `out` is a live local.
                     let result =
+                        // SAFETY: as above, the source crosses the cut; `out` is a live local.
                         unsafe { copy_with(out[at..].as_mut_ptr(), dst.cast_const(), len, vector) };
                     let Err(Fault { remaining }) = result else {
                         panic!("{case:?}: copy out of the cut segment returned {result:?}");

@@ -697,9 +697,9 @@ impl OsWaiter for Waiter {
             return;
         }
         let count = i32::try_from(count).unwrap_or(i32::MAX);
-        // SAFETY: the semaphore handle is valid while `self` lives (opened with
-        // SEMAPHORE_MODIFY_STATE); the previous count is not asked for (null).
         let ok =
+            // SAFETY: the semaphore handle is valid while `self` lives (opened with
+            // SEMAPHORE_MODIFY_STATE); the previous count is not asked for (null).
             unsafe { ReleaseSemaphore(self.semaphore.as_raw_handle(), count, ptr::null_mut()) };
         // The only expected failure is ERROR_TOO_MANY_POSTS: the semaphore already holds
         // nearly i32::MAX tokens, which is more than enough for every sleeper.

@@ -262,8 +262,8 @@ pub(super) fn identity() -> Result<&'static Identity> {
     if unsafe { OpenProcessToken(process, TOKEN_QUERY, &mut raw) } == FALSE || raw.is_null() {
         return Err(Error::os("OpenProcessToken", io_error(last_error())));
     }
-    // SAFETY: `raw` is the valid token handle just opened, owned by nothing else.
     let token =
+        // SAFETY: `raw` is the valid token handle just opened, owned by nothing else.
         unsafe { <OwnedHandle as std::os::windows::io::FromRawHandle>::from_raw_handle(raw) };
     let user = token_information(&token, TokenUser)?;
     // SAFETY: GetTokenInformation(TokenUser) filled the 8-aligned buffer, which is large
