@@ -37,6 +37,7 @@
 //! | `check-macos`        | `cargo check -p mmf --all-targets` for `x86_64-apple-darwin` | the macOS side of the Unix layer compiles; there is no macOS linker here to go further |
 //! | `check-freebsd`      | the same for `x86_64-unknown-freebsd`                  | as for macOS |
 //! | `fuzz-build`         | `cargo +nightly fuzz build` of `crates/mmf/fuzz`       | the fuzz target keeps compiling against the library it fuzzes |
+//! | `peers`              | `cargo fmt --check` and `cargo clippy -D warnings` of `crates/mmf/benches/peers` | the peer benchmark (its own workspace, run by `cargo xtask bench-peers`) keeps compiling against the library it measures |
 //!
 //! Which integration suites (`crates/mmf/tests/*.rs`) run where is [`LINUX_ONLY_SUITES`] and
 //! [`WINDOWS_ONLY_SUITES`]; every other suite runs on both; aarch64 runs the Linux suites but
@@ -62,7 +63,13 @@
 //! tens of minutes.
 //! `cargo xtask mutants --cargo-mutants [ARGS..]` runs cargo-mutants over the lock, channel,
 //! segment and fault modules instead (about a thousand mutants; shard it).
+//!
+//! # `cargo xtask bench-peers [--update-docs] [ARGS..]`
+//!
+//! Two-process latency of mmf against its peers; see `bench_peers.rs`. Not a step of `test`
+//! (it measures, and wants a quiet machine); the `peers` step only keeps it compiling.
 
+mod bench_peers;
 mod mutants;
 mod setup;
 mod wine;
@@ -81,6 +88,7 @@ usage: cargo xtask setup
        cargo xtask fuzz [--seconds N]
        cargo xtask mutants [--runs N] [--only NAME[,NAME..]] [--list]
        cargo xtask mutants --cargo-mutants [CARGO-MUTANTS ARGS..]
+       cargo xtask bench-peers [--update-docs] [--runs N] [--only MECH,..] [--sizes N,..] [--cpus A,B|none]
 
   setup  install what the checks need, where it is missing
   test   run setup, then every step in order, stopping at the first failure
@@ -89,7 +97,10 @@ usage: cargo xtask setup
   mutants  apply each mutation of xtask/mutations/*.txt to a copy of the workspace and run
            its test N times (default 3); fails unless every run fails; not part of `test`;
            --cargo-mutants runs cargo-mutants over the lock, channel, segment and fault
-           modules instead (about a thousand mutants: shard it)";
+           modules instead (about a thousand mutants: shard it)
+  bench-peers  two-process latency of mmf against shared_memory + raw_sync, iceoryx2, a Unix
+           socket and the memcpy and cache-line floors; table, JSON lines and chart in
+           target/bench-peers (--update-docs copies table and chart to docs/); not part of `test`";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -99,6 +110,7 @@ fn main() -> ExitCode {
         Some("test") => Selection::parse(&args[1..]).and_then(|selection| test(&root, &selection)),
         Some("fuzz") => fuzz_seconds(&args[1..]).and_then(|seconds| fuzz(&root, seconds)),
         Some("mutants") => mutants::main(&root, &args[1..]),
+        Some("bench-peers") => bench_peers::main(&root, &args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}\n\nsteps: {}", step_names().join(", "));
             return ExitCode::SUCCESS;
@@ -165,6 +177,7 @@ fn steps() -> Vec<Step> {
             "check -p mmf --all-targets --target x86_64-unknown-freebsd",
         ),
         step("fuzz-build", fuzz_build),
+        step("peers", bench_peers::check),
     ]
 }
 
