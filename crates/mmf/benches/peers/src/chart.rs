@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::Sample;
 
@@ -56,7 +57,7 @@ pub fn draw(
             .map(|m| median_of(runs, m, size, |s| s.p99_ns))
             .collect();
         let lo = p50.iter().cloned().fold(f64::INFINITY, f64::min) / 2.0;
-        let hi = p99.iter().cloned().fold(0.0, f64::max) * 2.0;
+        let hi = p99.iter().cloned().fold(0.0, f64::max) * 4.0;
         let n = mechanisms.len();
         let mut chart = ChartBuilder::on(panel)
             .caption(crate::human_size(size), ("sans-serif", 14))
@@ -76,15 +77,19 @@ pub fn draw(
             })
             .y_labels(n)
             .draw()?;
-        for (i, m) in mechanisms.iter().enumerate() {
-            let c = colour(m);
-            chart.draw_series(std::iter::once(Rectangle::new(
-                [
-                    (lo, SegmentValue::Exact(i)),
-                    (p50[i], SegmentValue::Exact(i + 1)),
-                ],
-                c.filled(),
-            )))?;
+        chart.draw_series(
+            Histogram::horizontal(&chart)
+                .baseline(lo)
+                .margin(8)
+                .style_func(|y, _| match y {
+                    SegmentValue::Exact(i) | SegmentValue::CenterOf(i) => {
+                        colour(&mechanisms[*i]).filled()
+                    }
+                    SegmentValue::Last => BLACK.filled(),
+                })
+                .data(p50.iter().enumerate().map(|(i, &v)| (i, v))),
+        )?;
+        for i in 0..n {
             // The whisker from p50 to p99, in the middle of the bar.
             chart.draw_series(std::iter::once(PathElement::new(
                 vec![
@@ -93,10 +98,15 @@ pub fn draw(
                 ],
                 BLACK.stroke_width(2),
             )))?;
+            // The p50 figure just past the whisker's end, centred on the bar.
+            let label = ("sans-serif", 11)
+                .into_font()
+                .into_text_style(panel)
+                .pos(Pos::new(HPos::Left, VPos::Center));
             chart.draw_series(std::iter::once(Text::new(
                 crate::human_ns(p50[i]),
-                (p50[i] * 1.1, SegmentValue::Exact(i)),
-                ("sans-serif", 11).into_font(),
+                (p99[i] * 1.08, SegmentValue::CenterOf(i)),
+                label,
             )))?;
         }
     }
