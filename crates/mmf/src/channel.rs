@@ -218,6 +218,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::header::{KIND_FRAME_CHANNEL, KIND_FRAME_READERS};
+pub use crate::name::reader_table_name;
 use crate::segment::{Mmf, MmfOptions};
 use crate::sys::{Hold, Liveness, OsProcess, Process, ProcessId};
 use crate::trust::TrustedOwners;
@@ -256,9 +257,6 @@ const SLOT_ALIGN: usize = 4096;
 /// `pin` value meaning "no slot" (a pin stores slot + 1, so that all-zero bytes, what a
 /// truncated and regrown table holds, pin nothing).
 const NO_SLOT: u32 = 0;
-/// Suffix of the reader table's name: `+` is outside the user alphabet (see [`crate::Mmf`],
-/// "Names"), so no user's segment can be called that.
-const TABLE_SUFFIX: &str = "+readers";
 /// Longest a reader sleeps in the kernel before it looks at `latest` again, woken or not: a
 /// reader that scribbles the table's `parked` count to 0 stops the writer's wake-ups, and
 /// this bounds the delay it causes (Windows caps each kernel wait the same way anyway).
@@ -479,12 +477,6 @@ impl FrameSpec {
         let read = self.mode & 0o044;
         0o600 | read | (read >> 1)
     }
-}
-
-/// The OS name of the reader table of channel `channel`: `<channel>+readers` (module docs,
-/// "Reader table layout"). [`Mmf::remove`](crate::Mmf::remove) removes it with the channel.
-pub fn reader_table_name(channel: &str) -> String {
-    format!("{channel}{TABLE_SUFFIX}")
 }
 
 /// User fields published with a frame; the channel does not interpret them.

@@ -77,6 +77,7 @@ mod error;
 pub mod header;
 #[allow(unsafe_code)]
 pub mod lock;
+mod liveness;
 mod name;
 #[cfg(not(loom))]
 #[allow(unsafe_code)]

@@ -139,7 +139,7 @@ pub(crate) fn remaining(deadline: Option<Instant>) -> Option<std::time::Duration
     deadline.map(|d| d.saturating_duration_since(Instant::now()))
 }
 
-pub use crate::lock::{Hold, Liveness, ProcessId};
+pub use crate::liveness::{Hold, Liveness, ProcessId};
 
 /// Who is this process, and is another one still alive.
 pub(crate) trait OsProcess {
