@@ -75,9 +75,9 @@ mod error;
 #[cfg(not(loom))]
 #[allow(unsafe_code)]
 pub mod header;
+mod liveness;
 #[allow(unsafe_code)]
 pub mod lock;
-mod liveness;
 mod name;
 #[cfg(not(loom))]
 #[allow(unsafe_code)]
