@@ -368,10 +368,11 @@ const AARCH64_RUNNER: &str = "qemu-aarch64-static -L /usr/aarch64-linux-gnu";
 ///   after the users have stopped, and their floors fail (1 run in 5). It needs the users to
 ///   run until the scribbler tells them to stop before it can run here.
 const NOT_ON_AARCH64: &[&str] = &["scribble", "sigbus_install", "truncation"];
-/// Unit tests of the lock (`crates/mmf/src/lock/tests.rs`) that cannot run under qemu-user: they wait until a
-/// thread sleeps in a futex wait on the lock word by reading `/proc/self/task/<tid>/syscall`,
-/// which shows the host's system call, the emulator's own `futex` (202 on x86_64), never the
-/// guest's (98 on aarch64), so they would wait their 10 s and fail. They run natively on
+/// Unit tests of the lock (`crates/mmf/src/lock/tests.rs`) that cannot run under qemu-user:
+/// they wait until a thread sleeps in a futex wait on the lock word by reading
+/// `/proc/self/task/<tid>/syscall`, which shows the host's system call, the emulator's own
+/// `futex` (202 on x86_64), never the guest's (98 on aarch64), so they would wait their 10 s
+/// and fail. They run natively on
 /// x86_64 and i686, and loom models the same wake-ups.
 const LOCK_TESTS_NOT_UNDER_QEMU: &[&str] = &[
     "sleepers_on_the_lock_word_are_woken_by_the_write_unlock",

@@ -12,8 +12,8 @@ use crate::sync::AtomicU32;
 /// The default lock: a writer-preferring reader/writer lock that recovers from holders that
 /// die, with poisoning.
 ///
-/// See the [module documentation](crate::lock) for the area layout, the fairness policy, how waiting
-/// works and what happens when a holder dies.
+/// See the [module documentation](crate::lock) for the area layout, the fairness policy, how
+/// waiting works and what happens when a holder dies.
 pub enum SharedRwLock {}
 
 /// Words in the control block at the start of the default lock's area.
