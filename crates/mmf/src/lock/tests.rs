@@ -4,7 +4,10 @@
 use super::layout::*;
 use super::*;
 use crate::sync::AtomicU32;
-use crate::sync::Ordering::{Acquire, Relaxed, Release};
+use crate::sync::Ordering::Relaxed;
+// Only the wake-up tests, which find a sleeper by its system call in `/proc`, order by hand.
+#[cfg(target_os = "linux")]
+use crate::sync::Ordering::{Acquire, Release};
 use crate::sys;
 use std::sync::atomic::{AtomicBool, AtomicU8};
 use std::sync::Arc;
