@@ -381,10 +381,11 @@ const AARCH64_RUNNER: &str = "qemu-aarch64-static -L /usr/aarch64-linux-gnu";
 ///   after the users have stopped, and their floors fail (1 run in 5). It needs the users to
 ///   run until the scribbler tells them to stop before it can run here.
 const NOT_ON_AARCH64: &[&str] = &["scribble", "sigbus_install", "truncation"];
-/// Unit tests of `crates/mmf/src/lock.rs` that cannot run under qemu-user: they wait until a
-/// thread sleeps in a futex wait on the lock word by reading `/proc/self/task/<tid>/syscall`,
-/// which shows the host's system call, the emulator's own `futex` (202 on x86_64), never the
-/// guest's (98 on aarch64), so they would wait their 10 s and fail. They run natively on
+/// Unit tests of the lock (`crates/mmf/src/lock/tests.rs`) that cannot run under qemu-user:
+/// they wait until a thread sleeps in a futex wait on the lock word by reading
+/// `/proc/self/task/<tid>/syscall`, which shows the host's system call, the emulator's own
+/// `futex` (202 on x86_64), never the guest's (98 on aarch64), so they would wait their 10 s
+/// and fail. They run natively on
 /// x86_64 and i686, and loom models the same wake-ups.
 const LOCK_TESTS_NOT_UNDER_QEMU: &[&str] = &[
     "sleepers_on_the_lock_word_are_woken_by_the_write_unlock",
@@ -414,7 +415,7 @@ const AARCH64_TIME_SCALE: &str = "4";
 fn test_aarch64(root: &Path) -> Result {
     let linux = suites(root, false, NOT_ON_AARCH64)?;
     // A skip that names no test would skip nothing and hide a rename: each must still exist.
-    let lock_rs = root.join("crates").join("mmf").join("src").join("lock.rs");
+    let lock_rs = root.join("crates/mmf/src/lock/tests.rs");
     let lock_source = std::fs::read_to_string(&lock_rs)
         .map_err(|e| format!("cannot read {}: {e}", lock_rs.display()))?;
     if let Some(gone) = LOCK_TESTS_NOT_UNDER_QEMU
@@ -422,7 +423,7 @@ fn test_aarch64(root: &Path) -> Result {
         .find(|name| !lock_source.contains(&format!("fn {name}()")))
     {
         return Err(format!(
-            "xtask skips the lock test `{gone}` under qemu, but lock.rs has no such test"
+            "xtask skips the lock test `{gone}` under qemu, but lock/tests.rs has no such test"
         ));
     }
     println!(

@@ -61,8 +61,13 @@ const RUN_LIMIT: Duration = Duration::from_secs(600);
 
 /// The modules `--cargo-mutants` mutates.
 pub const CARGO_MUTANTS_FILES: &[&str] = &[
-    "crates/mmf/src/lock.rs",
-    "crates/mmf/src/channel.rs",
+    "crates/mmf/src/lock/layout.rs",
+    "crates/mmf/src/lock/protocol.rs",
+    "crates/mmf/src/lock/slots.rs",
+    "crates/mmf/src/channel/common.rs",
+    "crates/mmf/src/channel/layout.rs",
+    "crates/mmf/src/channel/reader.rs",
+    "crates/mmf/src/channel/writer.rs",
     "crates/mmf/src/segment.rs",
     "crates/mmf/src/sys/fault.rs",
 ];

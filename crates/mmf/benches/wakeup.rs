@@ -67,8 +67,8 @@ mod linux {
         /// `FUTEX_WAIT` on a bare word: the floor.
         Futex,
         /// Seven `sched_yield` calls, then `FUTEX_WAIT`: what the lock's spin cost when it
-        /// ended in yields as parking_lot's does (`SpinWait` in lock.rs says why it no longer
-        /// does).
+        /// ended in yields as parking_lot's does (`SpinWait` in lock/protocol.rs says why it no
+        /// longer does).
         FutexAfterYields,
         /// `Mmf::write()` while the parent holds the write lock.
         MmfWrite,

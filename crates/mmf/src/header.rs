@@ -59,6 +59,8 @@ pub const MAGIC: [u8; 8] = *b"mmf\0seg\x01";
 pub const LAYOUT_VERSION: u32 = 1;
 /// Length of the header; the data region starts here (page aligned).
 pub const HEADER_LEN: usize = 4096;
+// The OS layer maps and patches this many bytes as the header without knowing its fields.
+const _: () = assert!(HEADER_LEN == crate::sys::HEADER_LEN);
 /// Value of `state` once the creator has finished initialising.
 pub const STATE_READY: u32 = 0x5245_4459; // "READ" + "Y": unlikely to be left by anything else
 /// Byte offset of the lock area in the header.
@@ -251,7 +253,7 @@ impl Header {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use proptest::prelude::*;
 

@@ -75,6 +75,7 @@ mod error;
 #[cfg(not(loom))]
 #[allow(unsafe_code)]
 pub mod header;
+mod liveness;
 #[allow(unsafe_code)]
 pub mod lock;
 mod name;

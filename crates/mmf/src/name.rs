@@ -55,6 +55,21 @@ pub(crate) fn validate_companion(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Suffix of a frame channel's reader table's name: `+` is outside the user alphabet (see
+/// [`crate::Mmf`], "Names"), so no user's segment can be called that.
+const TABLE_SUFFIX: &str = "+readers";
+
+/// The OS name of the reader table of channel `channel`: `<channel>+readers` (module docs of
+/// [`crate::channel`], "Reader table layout"). [`Mmf::remove`](crate::Mmf::remove) removes
+/// it with the channel.
+///
+/// Here, with the name rule, rather than in the channel: both the channel (which creates
+/// the table) and the segment (whose `remove` removes it) need it, and the segment stands
+/// below the channel.
+pub fn reader_table_name(channel: &str) -> String {
+    format!("{channel}{TABLE_SUFFIX}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

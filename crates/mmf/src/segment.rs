@@ -645,11 +645,11 @@ impl Mmf {
     /// [`channel`](crate::channel)) goes with it, so that a new writer can create the
     /// channel again after one that crashed.
     pub fn remove(name: &str) -> Result<()> {
-        crate::name::validate(name)?;
+        name::validate(name)?;
         let removed = sys::Segment::remove(name, Namespace::Local);
         // Only a channel has one; a missing table (plain segments, Windows) is no error, and
         // a table we may not remove is reported only if the name itself was removed.
-        match sys::Segment::remove(&crate::channel::reader_table_name(name), Namespace::Local) {
+        match sys::Segment::remove(&name::reader_table_name(name), Namespace::Local) {
             Ok(()) | Err(Error::NotFound { .. }) => removed,
             Err(e) => removed.and(Err(e)),
         }

@@ -18,7 +18,7 @@ pub(crate) fn spin_loop() {
 }
 
 /// Under loom, a scheduling point for the model futex's timed-out sleeps (the native lock
-/// never yields: see `SpinWait` in lock.rs).
+/// never yields: see `SpinWait` in lock/protocol.rs).
 #[cfg(loom)]
 #[inline]
 pub(crate) fn yield_now() {

@@ -540,7 +540,7 @@ fn hammer_two_writers_four_readers_never_tear_a_record() {
         assert!(v > 0, "reader {id} verified nothing");
         verified += v;
     }
-    // Writers are not starved (lock.rs, "Fairness"): a writer asking for the lock blocks new
+    // Writers are not starved (the lock module, "Fairness"): a writer asking for the lock blocks new
     // readers, so it gets in as soon as the readers inside have left. Each reader scan holds a
     // read lock over all 64 records, the longest hold here, and a writer's record costs about a
     // sixtieth of a scan, so a writer that shares fairly completes many records per scan of the

@@ -107,7 +107,7 @@ mod linux {
 
     #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
     use super::Fault;
-    use crate::header::HEADER_LEN;
+    use crate::sys::HEADER_LEN;
 
     /// A symbol name carrying the crate's major and minor version, so that two versions of mmf
     /// linked into one program do not clash.
@@ -1054,7 +1054,7 @@ mod tests {
         std::fs::OpenOptions::new()
             .write(true)
             .open(format!("/dev/shm/{name}"))
-            .and_then(|file| file.set_len((crate::header::HEADER_LEN + cut) as u64))
+            .and_then(|file| file.set_len((crate::sys::HEADER_LEN + cut) as u64))
             .unwrap();
         let mut cases = 0;
         // (bytes before the cut, bytes after it): small path; loop head (before < 64);

@@ -134,12 +134,19 @@ pub(crate) trait OsWaiter: Sized + Send + Sync {
     fn wake_all(&self, sleepers: &AtomicU32, word: &AtomicU32);
 }
 
+/// Bytes at the start of every mapping that hold the segment's header: what
+/// [`OsSegment::open`] maps before the header is validated, and what a truncation fault
+/// patches over (`fault.rs`). The OS layer knows only this length, not the header's fields;
+/// the header's layout ([`crate::header::HEADER_LEN`]) asserts that it is this, so the arrow
+/// runs from the header down to the OS layer and not back up.
+pub(crate) const HEADER_LEN: usize = 4096;
+
 /// The remaining time until `deadline`, or `None` for no deadline; zero once it has passed.
 pub(crate) fn remaining(deadline: Option<Instant>) -> Option<std::time::Duration> {
     deadline.map(|d| d.saturating_duration_since(Instant::now()))
 }
 
-pub use crate::lock::{Hold, Liveness, ProcessId};
+pub use crate::liveness::{Hold, Liveness, ProcessId};
 
 /// Who is this process, and is another one still alive.
 pub(crate) trait OsProcess {

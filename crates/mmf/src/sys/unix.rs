@@ -13,9 +13,9 @@ use rustix::shm;
 
 use super::{
     Access, Hold, Liveness, Namespace, OsOptions, OsProcess, OsSegment, OsWaiter, ProcessId,
+    HEADER_LEN,
 };
 use crate::error::{Error, Result};
-use crate::header::HEADER_LEN;
 
 /// A mapped POSIX shared-memory object.
 pub(crate) struct Segment {

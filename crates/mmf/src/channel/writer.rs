@@ -1,0 +1,497 @@
+//! The writing end: [`FrameSpec`] (what a channel is created with) and [`FrameWriter`], which
+//! creates the channel, publishes frames and sweeps dead readers.
+
+use std::sync::atomic::fence;
+use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::header::{KIND_FRAME_CHANNEL, KIND_FRAME_READERS};
+use crate::liveness::Hold;
+use crate::name::reader_table_name;
+use crate::segment::{Mmf, MmfOptions};
+use crate::sys::{OsProcess, Process};
+
+use super::clock::monotonic_ns;
+use super::common::Channel;
+use super::frame::FrameMeta;
+use super::layout::{
+    latest_word, magic_words, store64, Geometry, CHANNEL_VERSION, CONTROL_LEN, LATEST_BUSY,
+    LATEST_CLOSED, LATEST_NONE, MAX_READERS, MAX_SLOTS, NO_SLOT, SLOT_ALIGN, SMALL_FRAME_SLOTS,
+    SMALL_FRAME_SLOTS_BYTES, SWEEP_INTERVAL, TABLE_LEN, WARM_SLOT_MIN_STRIDE, WRITER_BYTE,
+};
+
+/// Parameters of a new channel, for [`FrameWriter::create`].
+///
+/// ```
+/// # use mmf::FrameSpec;
+/// let spec = FrameSpec { max_frame_len: 1920 * 1080 * 3, max_readers: 3, ..FrameSpec::default() };
+/// assert_eq!(spec, FrameSpec::new(1920 * 1080 * 3).max_readers(3));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameSpec {
+    /// Largest frame in bytes (at least 1; the default 0 must be overridden).
+    pub max_frame_len: usize,
+    /// Readers that may be open at once (1 to [`MAX_READERS`], default 4).
+    pub max_readers: usize,
+    /// Frame slots of `max_frame_len` bytes each: `max_readers + 2` to [`MAX_SLOTS`], or 0
+    /// (the default) for `max_readers + 2` raised to [`SMALL_FRAME_SLOTS`] when those fit in
+    /// [`SMALL_FRAME_SLOTS_BYTES`]. More slots cost memory and make small frames faster (see
+    /// the [module docs](crate::channel)); they never change what readers see.
+    pub slots: usize,
+    /// Who may open the channel as a reader, as Unix permission bits (default `0o600`):
+    /// `0o600` this user only, `0o640` also the group, `0o644` everyone. Read bits are
+    /// what count: the frames are created without group or other write (or execute) bits,
+    /// whatever is asked, because readers never get write access to them; the reader table
+    /// gets write access for every class that may read (module docs, "Trust"). On Windows
+    /// the bits are translated into the objects' security descriptors. Readers in another
+    /// user account open with [`FrameReader::open_trusting`](super::FrameReader::open_trusting).
+    pub mode: u32,
+}
+
+impl Default for FrameSpec {
+    fn default() -> Self {
+        FrameSpec {
+            max_frame_len: 0,
+            max_readers: 4,
+            slots: 0,
+            mode: 0o600,
+        }
+    }
+}
+
+impl FrameSpec {
+    /// A spec for frames of up to `max_frame_len` bytes, with the defaults otherwise.
+    pub fn new(max_frame_len: usize) -> Self {
+        FrameSpec {
+            max_frame_len,
+            ..FrameSpec::default()
+        }
+    }
+
+    /// Sets [`max_readers`](Self::max_readers).
+    pub fn max_readers(mut self, max_readers: usize) -> Self {
+        self.max_readers = max_readers;
+        self
+    }
+
+    /// Sets the number of [`slots`](Self::slots) (0: the default).
+    pub fn slots(mut self, slots: usize) -> Self {
+        self.slots = slots;
+        self
+    }
+
+    /// Sets who may read, as permission bits (see [`mode`](Self::mode)).
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Permission bits of the channel object (frames and control block): the owner reads
+    /// and writes, the classes `mode` lets read may only read.
+    pub(super) fn channel_mode(&self) -> u32 {
+        0o600 | (self.mode & 0o044)
+    }
+
+    /// Permission bits of the reader table: every class that may read the frames may also
+    /// write here (a reader claims an entry and pins through it).
+    pub(super) fn table_mode(&self) -> u32 {
+        let read = self.mode & 0o044;
+        0o600 | read | (read >> 1)
+    }
+}
+
+/// The writing end of a frame channel: creates the channel and owns its name.
+///
+/// There is exactly one writer per channel (the creator); the channel's name is removed when
+/// it drops, and open readers keep working with the frames already published.
+pub struct FrameWriter {
+    pub(super) channel: Channel,
+    pub(super) seq: u64,
+    pub(super) latest: u32,
+    pub(super) next: u32,
+    /// Slots known to be free (bit per slot): neither latest nor pinned when the pins were
+    /// last scanned, and not published into since (see `take_free_slot`).
+    pub(super) free: u64,
+    /// Whether slots are reused warm-first (module docs, **Warm slots**).
+    pub(super) warm: bool,
+    /// Sequence number of the last frame published into each slot (0: none yet).
+    pub(super) written: [u64; MAX_SLOTS],
+    pub(super) meta: FrameMeta,
+    /// Whether frames carry their publish time (see `set_timestamps`).
+    pub(super) timestamps: bool,
+    pub(super) last_sweep: Instant,
+    pub(super) since_sweep: u32,
+}
+
+impl FrameWriter {
+    /// Creates channel `name` for frames of up to `spec.max_frame_len` bytes and
+    /// `spec.max_readers` readers. Every slot is faulted in now, so the first frames cost
+    /// what later ones do.
+    ///
+    /// Two objects are created: the channel `name` (mode [`FrameSpec::mode`] without any
+    /// group or other write bit) and its reader table `name+readers` (see the module docs).
+    ///
+    /// Errors: [`Error::InvalidSize`] for a zero or unmappable `max_frame_len` or a
+    /// `max_readers` outside 1..=[`MAX_READERS`]; everything [`Mmf::create`] can return.
+    pub fn create(name: &str, spec: FrameSpec) -> Result<FrameWriter> {
+        let (geometry, total) = Geometry::for_spec(&spec)?;
+        // Not the segment's prefault, which would populate every page before the header is
+        // even published: the loop at the end does it, after readers can attach.
+        let mmf = MmfOptions::new(name)
+            .kind(KIND_FRAME_CHANNEL)
+            .mode(spec.channel_mode())
+            .create(total)?;
+        // Before the magic: a reader that sees the magic finds the table. A failure drops
+        // `mmf`, which removes the channel's name again.
+        let table = Self::create_table(name, &spec)?;
+        let channel = Channel {
+            mmf,
+            table,
+            geometry,
+        };
+        let control = channel.control();
+        // Both objects are zero-filled: every entry is free and unpinned, nobody is parked,
+        // no slot is stamped (frames count from 1); `latest` needs LATEST_NONE.
+        control.version.store(CHANNEL_VERSION, Relaxed);
+        control.slot_count.store(geometry.slots, Relaxed);
+        control.max_readers.store(geometry.max_readers, Relaxed);
+        store64(&control.max_frame_len, geometry.max_frame_len as u64);
+        store64(&control.slot_stride, geometry.stride as u64);
+        let me = Process::current();
+        control.writer_pid.store(me.pid, Relaxed);
+        store64(&control.writer_start, me.start);
+        // Held until the writer's handle closes: drop, exit, kill or exec. A fresh object has
+        // no other holder, so `Busy` cannot happen; it would only mean "ask by pid".
+        let held = channel.mmf.hold_data_byte(WRITER_BYTE) == Hold::Held;
+        control.writer_held.store(u32::from(held), Relaxed);
+        control.latest.store(LATEST_NONE, Relaxed);
+        // The magic goes before the prefault below, which takes about a second per GiB of
+        // slots: readers may open meanwhile instead of waiting for it (and timing out on a
+        // large channel). The control block is complete here, and a reader touches no slot
+        // before `latest` names one, which only a publish does, after this function returns.
+        let [m0, m1] = magic_words();
+        control.magic[1].store(m1, Relaxed);
+        // Release: publishes every field above; pairs with the Acquire load of magic[0] in
+        // FrameReaderOptions::open, which waits for it.
+        control.magic[0].store(m0, Release);
+        // Write-fault every page of every slot: mapping with populate may leave pages
+        // read-only or unmapped on some systems, and a first write costs ~10x a warm one.
+        for slot in 0..geometry.slots {
+            let base = channel.slot_ptr(slot);
+            for offset in (0..geometry.stride).step_by(SLOT_ALIGN) {
+                // SAFETY: offset < stride, so the byte lies inside slot `slot`, inside our
+                // read-write mapping.
+                let byte = unsafe { base.add(offset) };
+                // Readers may be open (the magic is out) but read no slot until a publish
+                // names it in `latest`, and that SeqCst store orders these writes before
+                // their reads; the zero written is what the fresh object holds anyway.
+                // SAFETY: as above, the byte is mapped writable; no reader reads it yet.
+                unsafe { std::ptr::write_volatile(byte, 0) };
+            }
+        }
+        Ok(FrameWriter {
+            channel,
+            seq: 0,
+            latest: NO_SLOT,
+            next: 0,
+            free: 0,
+            warm: geometry.stride > WARM_SLOT_MIN_STRIDE,
+            written: [0; MAX_SLOTS],
+            meta: FrameMeta::default(),
+            timestamps: true,
+            last_sweep: Instant::now(),
+            since_sweep: 0,
+        })
+    }
+
+    /// Creates the reader table of channel `name`, whose name the caller has just created
+    /// exclusively: a table already under the table's name is a leftover of an earlier
+    /// channel (a writer that crashed, whose channel name was removed on its own), removed
+    /// and replaced once.
+    pub(super) fn create_table(name: &str, spec: &FrameSpec) -> Result<Mmf> {
+        let options = MmfOptions::new(reader_table_name(name))
+            .kind(KIND_FRAME_READERS)
+            .companion()
+            .mode(spec.table_mode());
+        match options.create(TABLE_LEN) {
+            Err(Error::AlreadyExists { .. }) => {
+                <crate::sys::Segment as crate::sys::OsSegment>::remove(
+                    &reader_table_name(name),
+                    crate::sys::Namespace::Local,
+                )?;
+                options.create(TABLE_LEN)
+            }
+            other => other,
+        }
+    }
+
+    /// The channel's name.
+    pub fn name(&self) -> &str {
+        self.channel.mmf.name()
+    }
+
+    /// Largest frame in bytes.
+    pub fn max_frame_len(&self) -> usize {
+        self.channel.geometry.max_frame_len
+    }
+
+    /// Readers the channel was created for.
+    pub fn max_readers(&self) -> usize {
+        self.channel.geometry.max_readers as usize
+    }
+
+    /// Whether the reader table was truncated by another process and the writer now works
+    /// on private zero pages in its place: it publishes on, but sees no reader's pin and
+    /// wakes no sleeping reader any more (readers get typed errors; see the module docs,
+    /// "Trust"). Recreate the channel to serve readers again.
+    pub fn reader_table_lost(&self) -> bool {
+        self.channel.table.mapping_lost()
+    }
+
+    /// Sequence number of the last frame published (0 before the first; frames count from 1).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Sets the user fields published with every following frame.
+    pub fn set_meta(&mut self, meta: FrameMeta) {
+        self.meta = meta;
+    }
+
+    /// Whether following frames carry their publish time
+    /// ([`Frame::timestamp_ns`](super::Frame::timestamp_ns); on by default). Off, they carry
+    /// 0 and each publish saves one read of the monotonic clock, which is a measurable part
+    /// of a small frame's cost (`cargo bench -p mmf --bench channel -- small` shows both). A
+    /// camera that stamps frames itself (e.g. with the sensor's capture time, in
+    /// [`FrameMeta::tag`]) needs no second clock read.
+    pub fn set_timestamps(&mut self, on: bool) {
+        self.timestamps = on;
+    }
+
+    /// Copies `frame` into a free slot and publishes it; returns its sequence number.
+    ///
+    /// [`Error::FrameTooLarge`] if `frame` is longer than `max_frame_len`.
+    pub fn publish(&mut self, frame: &[u8]) -> Result<u64> {
+        if frame.len() > self.max_frame_len() {
+            return Err(Error::FrameTooLarge {
+                len: frame.len() as u64,
+                max: self.max_frame_len() as u64,
+            });
+        }
+        self.publish_with(|buf| {
+            buf[..frame.len()].copy_from_slice(frame);
+            frame.len()
+        })
+    }
+
+    /// Lets `fill` write a frame in place into a free slot (`max_frame_len` bytes; contents
+    /// are whatever an earlier frame left there), then publishes the first `n` bytes, where
+    /// `n` is what `fill` returns. Never waits for readers. Returns the sequence number.
+    ///
+    /// [`Error::FrameTooLarge`] (and nothing published) if `n > max_frame_len`.
+    pub fn publish_with(&mut self, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<u64> {
+        let slot = self.take_free_slot()?;
+        let max = self.max_frame_len();
+        let seq = self.seq + 1;
+        // Stamp the slot before writing into it, seqlock-writer style: Relaxed stores, then a
+        // Release fence that orders them before every write `fill` makes; pairs with the
+        // Acquire fence in `Frame::verify`, so a reader that read any byte of this frame
+        // (through a pin some other process cleared) sees the new stamp.
+        store64(&self.channel.control().stamps[slot as usize], seq);
+        fence(Release);
+        // SAFETY: slot < slots, so its max_frame_len bytes lie in our read-write mapping; no
+        // reader reads it (neither `latest` nor pinned: take_free_slot, module docs), and
+        // `&mut self` makes this the only borrow in this process.
+        let buf = unsafe { std::slice::from_raw_parts_mut(self.channel.slot_ptr(slot), max) };
+        let len = fill(buf);
+        if len > max {
+            // Nothing was published, so the slot is still free.
+            self.free |= 1 << slot;
+            return Err(Error::FrameTooLarge {
+                len: len as u64,
+                max: max as u64,
+            });
+        }
+        let control = self.channel.control();
+        // Seqlock write: mark the metadata as changing, then rewrite it. Relaxed + Release
+        // fence: the busy value is ordered before the metadata stores below; pairs with the
+        // reader's Acquire fence in `pin` (a reader that saw any new metadata sees busy or
+        // later on its re-check).
+        control
+            .latest
+            .store(latest_word(LATEST_BUSY, self.seq), Relaxed);
+        fence(Release);
+        let desc = &control.desc;
+        store64(&desc.seq, seq);
+        let timestamp = if self.timestamps { monotonic_ns() } else { 0 };
+        store64(&desc.timestamp, timestamp);
+        store64(&desc.len, len as u64);
+        desc.width.store(self.meta.width, Relaxed);
+        desc.height.store(self.meta.height, Relaxed);
+        desc.pixel_format.store(self.meta.pixel_format, Relaxed);
+        store64(&desc.tag, self.meta.tag);
+        // SeqCst (also Release): publishes the frame bytes and metadata to a reader whose
+        // load sees this value; takes part in the store-latest / load-pins versus
+        // store-pin / load-latest order that keeps pinned slots safe (module docs); and pairs
+        // with the reader's SeqCst increment of `parked` then load of `latest` in wait_next
+        // against our load of `parked` below: either it sees this value, or we see its count.
+        control.latest.store(latest_word(slot, seq), SeqCst);
+        // Whatever a peer scribbled here costs at most a needless wake-up call, or (a zero)
+        // a sleeping reader's wait until MAX_SLEEP.
+        if self.channel.table().parked.load(SeqCst) != 0 {
+            self.channel.waiter().wake_all(&control.latest);
+        }
+        self.seq = seq;
+        self.latest = slot;
+        self.written[slot as usize] = seq;
+        self.next = (slot + 1) % self.channel.geometry.slots;
+        self.since_sweep += 1;
+        if self.since_sweep >= 16 {
+            self.since_sweep = 0;
+            if self.last_sweep.elapsed() >= SWEEP_INTERVAL {
+                self.last_sweep = Instant::now();
+                self.channel.reclaim_dead_readers();
+            }
+        }
+        Ok(seq)
+    }
+
+    /// Releases the reader entries of processes that died while reading; returns how many.
+    /// The writer also does this on its own while publishing (see the module docs).
+    pub fn reclaim_dead_readers(&mut self) -> usize {
+        self.channel.reclaim_dead_readers()
+    }
+
+    /// Takes a slot that no reader reads or can start to read: one found free by the last
+    /// scan of the readers' pins and not published into since. Scans again only when none
+    /// is left, so most publishes read none of the cache lines readers write when they pin
+    /// (each scan finds up to `slots - 1` free slots).
+    ///
+    /// Why a slot stays free after the scan without another look: a reader reads a slot
+    /// only after storing its pin and then seeing `latest` still name it, both SeqCst. A pin
+    /// the scan missed was stored after the scan's SeqCst loads, so that reader's re-check
+    /// sees the `latest` of that moment, which is the one at the scan (excluded) or a slot
+    /// published since (taken out of the free set). Its re-check fails and it retries
+    /// (`latest` also carries 25 bits of the sequence number, so an old value of the same
+    /// slot does not match).
+    pub(super) fn take_free_slot(&mut self) -> Result<u32> {
+        let slots = self.channel.geometry.slots;
+        if self.warm {
+            // A fresh scan every time (module docs, **Warm slots**); the same argument as
+            // above keeps the slot free until we publish into it.
+            let free = self.scan_free_slots();
+            return (0..slots)
+                .filter(|&slot| free & (1 << slot) != 0)
+                // Most recently written first; among never-written slots, the lowest.
+                .max_by_key(|&slot| (self.written[slot as usize], std::cmp::Reverse(slot)))
+                .ok_or_else(|| Error::corrupt("no free frame slot"));
+        }
+        if self.free == 0 {
+            self.free = self.scan_free_slots();
+        }
+        let slot = (0..slots)
+            .map(|k| (self.next + k) % slots)
+            .find(|&slot| self.free & (1 << slot) != 0)
+            // Unreachable by counting (module docs): every entry names at most one slot.
+            .ok_or_else(|| Error::corrupt("no free frame slot"))?;
+        self.free &= !(1 << slot);
+        Ok(slot)
+    }
+
+    /// The slots that are neither the latest frame nor pinned by any reader, as a bit set.
+    pub(super) fn scan_free_slots(&self) -> u64 {
+        let slots = self.channel.geometry.slots;
+        let mut taken: u64 = 0;
+        if self.latest < slots {
+            taken |= 1 << self.latest;
+        }
+        for entry in self.channel.readers() {
+            // SeqCst: see take_free_slot and the store of `latest` in publish_with; also
+            // Acquire, pairing with the reader's Release unpin, so its reads of the slot end
+            // before we write it.
+            // A pin stores slot + 1: NO_SLOT (0) wraps to u32::MAX, and garbage >= slots
+            // excludes nothing.
+            let pinned = entry.pin.load(SeqCst).wrapping_sub(1);
+            if pinned < slots {
+                taken |= 1 << pinned;
+            }
+        }
+        // slots <= MAX_SLOTS = 62, so the shift cannot overflow.
+        ((1u64 << slots) - 1) & !taken
+    }
+}
+
+impl Drop for FrameWriter {
+    fn drop(&mut self) {
+        let control = self.channel.control();
+        // The flag lives in the `latest` word that sleeping readers wait on, so a reader about
+        // to sleep cannot miss it: the kernel compares the word before sleeping. SeqCst (also
+        // Release): pairs with the load in Channel::writer_gone; every frame published before
+        // is visible to a reader that sees the flag.
+        control.latest.fetch_or(LATEST_CLOSED, SeqCst);
+        self.channel.waiter().wake_all(&control.latest);
+    }
+}
+
+impl std::fmt::Debug for FrameWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameWriter")
+            .field("name", &self.name())
+            .field("max_frame_len", &self.max_frame_len())
+            .field("max_readers", &self.max_readers())
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Geometry {
+    pub(super) fn for_spec(spec: &FrameSpec) -> Result<(Geometry, usize)> {
+        if spec.max_frame_len == 0 {
+            return Err(Error::InvalidSize {
+                size: 0,
+                reason: "a frame channel needs max_frame_len of at least 1 byte",
+            });
+        }
+        if spec.max_readers == 0 || spec.max_readers > MAX_READERS {
+            return Err(Error::InvalidSize {
+                size: spec.max_readers as u64,
+                reason: "max_readers must be between 1 and 32",
+            });
+        }
+        let least = spec.max_readers + 2;
+        if spec.slots != 0 && !(least..=MAX_SLOTS).contains(&spec.slots) {
+            return Err(Error::InvalidSize {
+                size: spec.slots as u64,
+                reason: "slots must be 0 (the default) or between max_readers + 2 and 62",
+            });
+        }
+        let stride = spec.max_frame_len.checked_next_multiple_of(SLOT_ALIGN);
+        let slots = match (spec.slots, stride) {
+            (0, Some(stride)) if stride <= SMALL_FRAME_SLOTS_BYTES / SMALL_FRAME_SLOTS => {
+                least.max(SMALL_FRAME_SLOTS)
+            }
+            (0, _) => least,
+            (slots, _) => slots,
+        };
+        let total = stride
+            .and_then(|stride| stride.checked_mul(slots))
+            .and_then(|s| s.checked_add(CONTROL_LEN))
+            // Half the address space: the segment adds its header, and no mapping gets near.
+            .filter(|&t| t <= isize::MAX as usize / 2)
+            .ok_or(Error::InvalidSize {
+                size: spec.max_frame_len as u64,
+                reason: "max_frame_len times the slot count is larger than this platform can map",
+            })?;
+        let stride = (total - CONTROL_LEN) / slots;
+        Ok((
+            Geometry {
+                slots: slots as u32,
+                max_readers: spec.max_readers as u32,
+                max_frame_len: spec.max_frame_len,
+                stride,
+            },
+            total,
+        ))
+    }
+}
