@@ -70,6 +70,12 @@ trait Link {
     fn receive(&mut self, seq: u64) -> bool;
 }
 
+/// A payload of real bytes: a `vec![0; n]` would leave most of its pages mapped to the
+/// kernel's shared zero page, and copying from that one page flatters every copy.
+fn payload(size: usize) -> Vec<u8> {
+    (0..size).map(|i| (i * 31 % 251) as u8).collect()
+}
+
 fn stamp(payload: &mut [u8], seq: u64) {
     let n = payload.len();
     payload[..8].copy_from_slice(&seq.to_le_bytes());
@@ -576,7 +582,7 @@ fn child(role: &str) {
     link.connect();
     println!("ready");
     std::io::stdout().flush().unwrap();
-    let mut payload = vec![0u8; size];
+    let mut payload = payload(size);
     let mut seq = 1;
     loop {
         let go_on = link.receive(seq);
@@ -628,7 +634,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Times `timed` round trips after `warm` untimed ones; returns one-way figures.
 fn drive(link: &mut dyn Link, size: usize, warm: usize, timed: usize) -> (f64, f64) {
-    let mut payload = vec![0u8; size];
+    let mut payload = payload(size);
     let mut one_way = Vec::with_capacity(timed);
     let mut seq = 1;
     for i in 0..warm + timed {
@@ -651,9 +657,9 @@ fn drive(link: &mut dyn Link, size: usize, warm: usize, timed: usize) -> (f64, f
 
 /// The memcpy floor: the same stamped copy and check, in one process, twice per round trip.
 fn memcpy_floor(size: usize, warm: usize, timed: usize) -> (f64, f64) {
-    let mut src = vec![0u8; size];
-    let mut dst = vec![0u8; size];
-    let mut back = vec![0u8; size];
+    let mut src = payload(size);
+    let mut dst = payload(size);
+    let mut back = payload(size);
     let mut one_way = Vec::with_capacity(timed);
     for i in 0..warm + timed {
         let seq = i as u64 + 1;
