@@ -94,7 +94,9 @@ pub use channel::{
     Frame, FrameInfo, FrameMeta, FrameReader, FrameReaderOptions, FrameSpec, FrameWriter,
 };
 pub use error::{Error, LockError, LockResult, Owner, PoisonError, Result};
-pub use lock::{Acquired, Context, LockArea, NotAcquired, RawRwLock, SharedRwLock, Waiter};
+pub use lock::{
+    Acquired, Context, LockArea, NotAcquired, RawRwLock, SharedRwLock, Waiter, WinMmfLock,
+};
 pub use name::MAX_NAME_LEN;
 #[cfg(not(loom))]
 pub use segment::{

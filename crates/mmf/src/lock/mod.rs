@@ -16,7 +16,98 @@
 //! [`Waiter`], [`LockArea`]); `layout.rs` the default lock's words and bits; `protocol.rs`
 //! how its readers and writers enter, wait and leave; `slots.rs` its slot table and the
 //! recovery of dead holders; `model.rs` the loom model's futex; `tests.rs` and
-//! `loom_tests.rs` the unit tests and the models.
+//! `loom_tests.rs` the unit tests and the models. `winmmf.rs` holds a second lock,
+//! [`WinMmfLock`] (the `winmmf` crate's one-word spin lock), and `winmmf_tests.rs` its tests.
+//!
+//! # Bringing your own lock
+//!
+//! A lock is a type that implements [`RawRwLock`] on the words of a [`LockArea`], and it is
+//! chosen per segment with [`MmfOptions::lock`](crate::MmfOptions::lock); every process must
+//! open the segment with the same type (the header records [`RawRwLock::KIND`]). The crate
+//! has two: [`SharedRwLock`] (the default, below) and [`WinMmfLock`] (the `winmmf` crate's
+//! one-word spin lock, see `lock/winmmf.rs`). A third, as small as a lock can be: a mutex
+//! (readers exclude each other too) in word 0 that sleeps through the segment's [`Waiter`]:
+//!
+//! ```
+//! use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+//! use std::time::Instant;
+//! use mmf::{Acquired, Context, LockArea, MmfOptions, NotAcquired, RawRwLock};
+//!
+//! /// Word 0: 0 free, 1 held. No recovery: a holder that dies wedges it.
+//! struct Mutex;
+//!
+//! impl Mutex {
+//!     fn try_take(area: &LockArea) -> Result<Acquired, NotAcquired> {
+//!         // Acquire: pairs with the Release store in `give_back`.
+//!         match area.words()[0].compare_exchange(0, 1, Acquire, Relaxed) {
+//!             Ok(_) => Ok(Acquired::Clean),
+//!             Err(_) => Err(NotAcquired::Unavailable),
+//!         }
+//!     }
+//!     fn take(area: &LockArea, ctx: &Context<'_>, deadline: Option<Instant>)
+//!         -> Result<Acquired, NotAcquired> {
+//!         loop {
+//!             if let Ok(acquired) = Self::try_take(area) {
+//!                 return Ok(acquired);
+//!             }
+//!             if deadline.is_some_and(|d| Instant::now() >= d) {
+//!                 return Err(NotAcquired::Unavailable);
+//!             }
+//!             // Sleeps in the kernel while the word is still 1 (a futex on Linux).
+//!             ctx.waiter().wait(&area.words()[0], 1, deadline);
+//!         }
+//!     }
+//!     fn give_back(area: &LockArea, ctx: &Context<'_>) {
+//!         // Release: pairs with the Acquire compare-exchange in `try_take`.
+//!         area.words()[0].store(0, Release);
+//!         // A real lock would wake only when someone sleeps (a "parked" bit).
+//!         ctx.waiter().wake_all(&area.words()[0]);
+//!     }
+//! }
+//!
+//! // SAFETY: one holder at a time of either kind (compare-exchange 0 -> 1), Acquire on
+//! // taking and Release on giving back, and "MTX1" is no other lock's KIND.
+//! unsafe impl RawRwLock for Mutex {
+//!     const KIND: u32 = u32::from_be_bytes(*b"MTX1");
+//!     fn init(area: &LockArea) {
+//!         // Relaxed: the header's publication orders it before any opener.
+//!         area.words()[0].store(0, Relaxed);
+//!     }
+//!     fn try_lock_shared(area: &LockArea, _: &Context<'_>) -> Result<Acquired, NotAcquired> {
+//!         Self::try_take(area)
+//!     }
+//!     fn lock_shared(area: &LockArea, ctx: &Context<'_>, deadline: Option<Instant>)
+//!         -> Result<Acquired, NotAcquired> {
+//!         Self::take(area, ctx, deadline)
+//!     }
+//!     unsafe fn unlock_shared(area: &LockArea, ctx: &Context<'_>) {
+//!         Self::give_back(area, ctx)
+//!     }
+//!     fn try_lock_exclusive(area: &LockArea, _: &Context<'_>) -> Result<Acquired, NotAcquired> {
+//!         Self::try_take(area)
+//!     }
+//!     fn lock_exclusive(area: &LockArea, ctx: &Context<'_>, deadline: Option<Instant>)
+//!         -> Result<Acquired, NotAcquired> {
+//!         Self::take(area, ctx, deadline)
+//!     }
+//!     unsafe fn unlock_exclusive(area: &LockArea, ctx: &Context<'_>) {
+//!         Self::give_back(area, ctx)
+//!     }
+//! }
+//!
+//! # fn main() -> mmf::Result<()> {
+//! let name = format!("byo-lock-{}", std::process::id());
+//! let segment = MmfOptions::new(&name).lock::<Mutex>().create(4096)?;
+//! segment.write_at(0, b"mine")?;
+//! let other = MmfOptions::new(&name).lock::<Mutex>().open()?;
+//! let guard = other.read()?;
+//! assert_eq!(&guard[..4], b"mine");
+//! assert!(matches!(segment.try_write(), Err(mmf::LockError::Failed(mmf::Error::WouldBlock))));
+//! drop(guard);
+//! // Another lock type cannot open it.
+//! assert!(matches!(mmf::Mmf::open(&name), Err(mmf::Error::LockMismatch { .. })));
+//! # Ok(()) }
+//! ```
 //!
 //! # The default lock's area
 //!
@@ -317,8 +408,12 @@ mod protocol;
 mod slots;
 #[cfg(all(test, not(loom)))]
 mod tests;
+pub(crate) mod winmmf;
+#[cfg(all(test, not(loom)))]
+mod winmmf_tests;
 
 pub use layout::SharedRwLock;
+pub use winmmf::WinMmfLock;
 // The token of a handle without a slot, which the segment also gives its read-only handles.
 #[cfg(not(loom))]
 pub(crate) use layout::UNTRACKED;
