@@ -88,6 +88,9 @@ mod sync;
 mod sys;
 #[cfg(not(loom))]
 mod trust;
+#[cfg(not(loom))]
+#[allow(unsafe_code)]
+pub mod winmmf;
 
 #[cfg(not(loom))]
 pub use channel::{

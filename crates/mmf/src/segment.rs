@@ -152,11 +152,12 @@ pub struct Mmf<L: RawRwLock = SharedRwLock> {
 /// ```
 #[derive(Clone)]
 pub struct MmfOptions<L: RawRwLock = SharedRwLock> {
-    name: String,
-    os: OsOptions,
-    persist: bool,
-    open_timeout: Duration,
-    lock_timeout: Option<Duration>,
+    // The first five are also read by the headerless layout's builder (`crate::winmmf`).
+    pub(crate) name: String,
+    pub(crate) os: OsOptions,
+    pub(crate) persist: bool,
+    pub(crate) open_timeout: Duration,
+    pub(crate) lock_timeout: Option<Duration>,
     recovery_interval: Duration,
     /// Segment kind written to / required in the header's `flags` word.
     kind: u32,
@@ -571,7 +572,7 @@ fn read_only(op: &'static str) -> Error {
     Error::ReadOnly { op }
 }
 
-fn truncated(name: &str, segment: &sys::Segment, needed: usize) -> Error {
+pub(crate) fn truncated(name: &str, segment: &sys::Segment, needed: usize) -> Error {
     #[cfg(unix)]
     let found = match segment.current_len() {
         Ok(found) => found,
@@ -592,7 +593,7 @@ fn truncated(name: &str, segment: &sys::Segment, needed: usize) -> Error {
 
 /// [`Error::Truncated`] if the object is now shorter than `needed` bytes (`fstat`; Unix). A
 /// Windows section cannot be shrunk, so there it always passes.
-fn check_size(name: &str, segment: &sys::Segment, needed: usize) -> Result<()> {
+pub(crate) fn check_size(name: &str, segment: &sys::Segment, needed: usize) -> Result<()> {
     #[cfg(unix)]
     if segment.current_len()? < needed as u64 {
         return Err(truncated(name, segment, needed));

@@ -77,7 +77,7 @@ pub(crate) const UNINITIALISED: u32 = 0xFF << 24;
 /// # Ok(()) }
 /// ```
 ///
-/// and it is the lock of `WinMmf` (`crate::winmmf`), the headerless layout of the
+/// and it is the lock of [`WinMmf`](crate::winmmf::WinMmf), the headerless layout of the
 /// `winmmf` crate, where its word sits at offset 0 of the mapping.
 #[derive(Debug, Clone, Copy)]
 pub struct WinMmfLock;

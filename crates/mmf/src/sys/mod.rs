@@ -17,7 +17,7 @@ mod os;
 /// Surviving truncation: the fault-catching copy and the SIGBUS handler (issue 4).
 pub(crate) mod fault;
 
-pub(crate) use os::{Process, Segment, Waiter, WAKES_BY_WORD};
+pub(crate) use os::{page_size, Process, Segment, Waiter, WAKES_BY_WORD};
 
 /// Which kernel namespace a name lives in (meaningful on Windows only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -41,6 +41,11 @@ unsafe impl Sync for Segment {}
 ///
 /// macOS limits POSIX shm names to 31 bytes (PSHMNAMLEN), so longer names are replaced there
 /// by a fixed-length hash; every process computes the same one.
+/// The system page size: what the headerless layout rounds its objects up to.
+pub(crate) fn page_size() -> usize {
+    rustix::param::page_size()
+}
+
 fn os_name(name: &str) -> String {
     if cfg!(target_os = "macos") && name.len() > 30 {
         // FNV-1a 64: stable across builds and processes, unlike std's RandomState.

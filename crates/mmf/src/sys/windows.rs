@@ -161,7 +161,7 @@ fn is_out_of_memory(code: WIN32_ERROR) -> bool {
 }
 
 /// The system page size (the granularity of protection and of `VirtualQuery`).
-fn page_size() -> usize {
+pub(crate) fn page_size() -> usize {
     static PAGE: OnceLock<usize> = OnceLock::new();
     *PAGE.get_or_init(|| {
         let mut info = SYSTEM_INFO::default();
