@@ -25,7 +25,7 @@
 //! | OS | architectures | backing object | how a blocked process waits | lifetime | tested how |
 //! |----|---------------|----------------|-----------------------------|----------|------------|
 //! | Linux | x86_64, i686, aarch64 | POSIX shm (`/dev/shm`) | bounded spin, then shared futex on the lock word | until removed (creator removes on drop by default) | x86_64 and i686: unit tests, every integration suite but `windows`, doc tests; x86_64 also Miri and loom on the lock and header; aarch64 under qemu-user (children started through the emulator): unit tests (but the 4 lock wake-up tests that find a sleeping thread by its system call in `/proc`, where qemu shows its own), every integration suite but `windows`, `truncation`, `scribble` and `sigbus_install`, doc tests (qemu on x86_64 keeps x86's memory order, so this checks the Arm build, not Arm's weaker ordering; on aarch64 a copy that races with a truncation is not caught and raises `SIGBUS`) |
-//! | Windows | x86_64, i686 | pagefile-backed section (`Local\` or `Global\` name) | bounded spin, then a named semaphore per segment (`<name>#mmf-wake`), signalled only when the header's sleeper count is non-zero; each kernel wait capped at 1 s | until the last handle closes | x86_64 under wine 8: unit tests, the `channel`, `multiprocess`, `robust`, `segment_api` and `windows` suites, doc tests (not `hostile`, `hostile_reader`, `linux_shm`, `namespaces`, `scribble`, `sigbus_install`, `truncation`: they forge, truncate or squat `/dev/shm` objects, test Linux's PID namespaces, or interpose `sigaction`); i686 built, not run |
+//! | Windows | x86_64, i686 | pagefile-backed section (`Local\` or `Global\` name) | bounded spin, then a named semaphore per segment (`<name>#mmf-wake`), signalled only when the header's sleeper count is non-zero; each kernel wait capped at 1 s | until the last handle closes | x86_64 under wine 8: unit tests, the `channel`, `multiprocess`, `robust`, `segment_api`, `winmmf_layout` and `windows` suites, doc tests (not `hostile`, `hostile_reader`, `linux_shm`, `namespaces`, `scribble`, `sigbus_install`, `truncation`: they forge, truncate or squat `/dev/shm` objects, test Linux's PID namespaces, or interpose `sigaction`); i686 built, not run |
 //! | macOS, FreeBSD | x86_64 | POSIX shm | bounded spin, then 0.5 ms sleeps re-checking the word | until removed | compiled (`cargo check`) only |
 //!
 //! # Trust model
@@ -59,7 +59,9 @@
 //! readers, copy out of the frame and trust the copy only after [`Frame::verify`] passes.
 //!
 //! See [`Mmf`] for names, lifetime and the shared-memory contract, [`header`] for the byte
-//! layout of the region, and [`lock`] for the lock and how to bring your own.
+//! layout of the region, [`lock`] for the lock and how to bring your own (with a second lock,
+//! [`WinMmfLock`], the `winmmf` crate's), and [`winmmf`] for that crate's headerless layout,
+//! which `mmf` opens and creates.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

@@ -194,7 +194,14 @@ mod linux_bytes {
     #[test]
     fn the_object_holds_the_lock_word_at_0_and_the_data_from_4() {
         let name = unique_name("wbytes");
-        let mapping = options(&name).create(1000).expect("create");
+        // A timeout, so that data written over the word (a wrong offset) fails the test
+        // rather than wedging it.
+        let mapping = MmfOptions::new(&name)
+            .lock::<WinMmfLock>()
+            .lock_timeout(Some(Duration::from_secs(5)))
+            .winmmf_compatible()
+            .create(1000)
+            .expect("create");
         let file = object(&name);
         assert_eq!(file.metadata().unwrap().len(), PAGE as u64);
         assert_eq!(word(&file), 0, "a new mapping is initialised and unlocked");
