@@ -17,7 +17,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{arg, arg_u64, say, unique_name, CHILD_TIMEOUT};
-use mmf::winmmf::{WinMmf, LOCK_WORD_LEN};
+use mmf::winmmf::WinMmf;
+#[cfg(any(target_os = "linux", windows))]
+use mmf::winmmf::LOCK_WORD_LEN;
 use mmf::{Error, Mmf, MmfOptions, WinMmfLock};
 
 /// The entry point of every child process of this file (ignored in a normal test run).
@@ -29,6 +31,15 @@ fn child() {
         "holder" => holder_role(),
         other => panic!("unknown child role {other:?}"),
     });
+}
+
+#[test]
+fn handles_and_guards_have_the_thread_bounds_of_mmfs() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<WinMmf>();
+    send_sync::<mmf::winmmf::WinMmfReadGuard<'_>>();
+    send_sync::<mmf::winmmf::WinMmfWriteGuard<'_>>();
+    send_sync::<mmf::winmmf::WinMmfOptions>();
 }
 
 fn options(name: &str) -> mmf::winmmf::WinMmfOptions {

@@ -1,52 +1,8 @@
 //! [`WinMmfLock`]: the lock of the `winmmf` crate (0.6), a second [`RawRwLock`] and the lock
 //! of the headerless layout that `winmmf` itself uses ([`crate::winmmf`]).
 //!
-//! One 32-bit word, changed only by compare-exchange, exactly as `winmmf::states::RWLock`
-//! (0.6.2, `src/states.rs`) changes it, so that this lock and that one exclude each other on
-//! the same word:
-//!
-//! ```text
-//!  31   30 ............ 24   23 ................................. 0
-//! +----+------------------+----------------------------------------+
-//! | W  |  unused (0)      |  read locks held (24 bits)             |
-//! +----+------------------+----------------------------------------+
-//!  \________ top byte: 0xFF while uninitialised _________/
-//! ```
-//!
-//! | bits  | name            | rule                                                                 |
-//! |-------|-----------------|----------------------------------------------------------------------|
-//! | 31    | `W` (`WRITER`)  | a writer holds the lock; set only from "initialised, no `W`, no readers" |
-//! | 24–30 | unused          | zero; kept as found by every change (winmmf's `chunk ± 1`, `chunk \| W`) |
-//! | 0–23  | readers (`READERS`) | read locks held, by anyone; a reader enters only while `W` is clear and the count is below `0xFF_FFFF` |
-//! | 24–31 all ones | `UNINITIALISED` | winmmf's creator stores `0xFF00_0000` and then changes it to `0` once it has zeroed the data; no lock is taken while the top byte is `0xFF` |
-//!
-//! As in winmmf, "uninitialised" is read from the whole top byte, so a word whose unused bits
-//! are all set while `W` is set reads as uninitialised too; neither crate ever sets the unused
-//! bits.
-//!
-//! # What it gives up, against [`SharedRwLock`](super::SharedRwLock)
-//!
-//! - **No recovery.** The word says how many readers there are, not who they are, and not
-//!   who the writer is: a process that dies holding the lock wedges it. A dead writer leaves
-//!   `W` set for good; a dead reader leaves the count one too high, so no writer ever gets in
-//!   again. Only recreating the segment clears it. [`RawRwLock::writer_is_gone`] cannot tell.
-//! - **No poison.** Since nobody recovers a dead writer's lock, nobody can be told that it
-//!   did: every acquisition is [`Acquired::Clean`].
-//! - **No sleeping.** Waiters spin: a bounded spin of 2 + 4 + … + 64 `spin_loop` hints, then
-//!   `yield_now` between attempts until they get the lock or their deadline passes. A blocked
-//!   process therefore burns a CPU while it waits (winmmf's own `spin_and_lock_*` spin with no
-//!   pause at all); it never sleeps in the kernel, and a release wakes nobody.
-//!   [`RawRwLock::wait_for_release`] is the trait's default, a 1 ms poll.
-//! - **No fairness.** Writers are not preferred: a writer needs a moment with no reader at
-//!   all, so a steady stream of overlapping readers starves it. A reader may therefore take
-//!   a second read lock while holding one (winmmf's lock is recursive for readers), unlike
-//!   with the default lock.
-//! - **No ownership.** A release trusts that the caller holds what it releases (the trait's
-//!   contract); a word that a foreign process has corrupted is released as far as it makes
-//!   sense (a read unlock on a zero count does nothing) and never panics.
-//!
-//! What it keeps: the exclusion of the trait's contract between every process that follows
-//! the protocol, `winmmf` 0.6 processes included; try and timed acquisitions.
+//! The type's docs hold its bit table and what it gives up; the word-level functions here
+//! are also what [`crate::winmmf`] locks its headerless mappings with.
 
 use std::time::Instant;
 
@@ -62,8 +18,54 @@ pub(crate) const READERS: u32 = 0x00FF_FFFF;
 /// The top byte all ones: the word is not initialised yet (winmmf's `INITIALIZE_MASK`).
 pub(crate) const UNINITIALISED: u32 = 0xFF << 24;
 
-/// The lock of the `winmmf` crate: one word, spin only, no recovery (see the [module
-/// docs](self) for its bits and what it gives up).
+/// The lock of the `winmmf` crate: one word, spin only, no recovery.
+///
+/// One 32-bit word, changed only by compare-exchange, exactly as `winmmf::states::RWLock`
+/// (0.6.2, `src/states.rs`) changes it, so that this lock and that one exclude each other on
+/// the same word:
+///
+/// ```text
+///  31   30 ............ 24   23 ................................. 0
+/// +----+------------------+----------------------------------------+
+/// | W  |  unused (0)      |  read locks held (24 bits)             |
+/// +----+------------------+----------------------------------------+
+///  \________ top byte: 0xFF while uninitialised _________/
+/// ```
+///
+/// | bits  | name            | rule                                                                 |
+/// |-------|-----------------|----------------------------------------------------------------------|
+/// | 31    | `W` (`WRITER`)  | a writer holds the lock; set only from "initialised, no `W`, no readers" |
+/// | 24–30 | unused          | zero; kept as found by every change (winmmf's `chunk ± 1`, `chunk \| W`) |
+/// | 0–23  | readers (`READERS`) | read locks held, by anyone; a reader enters only while `W` is clear and the count is below `0xFF_FFFF` |
+/// | 24–31 all ones | `UNINITIALISED` | winmmf's creator stores `0xFF00_0000` and then changes it to `0` once it has zeroed the data; no lock is taken while the top byte is `0xFF` |
+///
+/// As in winmmf, "uninitialised" is read from the whole top byte, so a word whose unused bits
+/// are all set while `W` is set reads as uninitialised too; neither crate ever sets the unused
+/// bits.
+///
+/// # What it gives up, against [`SharedRwLock`](super::SharedRwLock)
+///
+/// - **No recovery.** The word says how many readers there are, not who they are, and not
+///   who the writer is: a process that dies holding the lock wedges it. A dead writer leaves
+///   `W` set for good; a dead reader leaves the count one too high, so no writer ever gets in
+///   again. Only recreating the segment clears it. [`RawRwLock::writer_is_gone`] cannot tell.
+/// - **No poison.** Since nobody recovers a dead writer's lock, nobody can be told that it
+///   did: every acquisition is [`Acquired::Clean`].
+/// - **No sleeping.** Waiters spin: a bounded spin of 2 + 4 + … + 64 `spin_loop` hints, then
+///   `yield_now` between attempts until they get the lock or their deadline passes. A blocked
+///   process therefore burns a CPU while it waits (winmmf's own `spin_and_lock_*` spin with no
+///   pause at all); it never sleeps in the kernel, and a release wakes nobody.
+///   [`RawRwLock::wait_for_release`] is the trait's default, a 1 ms poll.
+/// - **No fairness.** Writers are not preferred: a writer needs a moment with no reader at
+///   all, so a steady stream of overlapping readers starves it. A reader may therefore take
+///   a second read lock while holding one (winmmf's lock is recursive for readers), unlike
+///   with the default lock.
+/// - **No ownership.** A release trusts that the caller holds what it releases (the trait's
+///   contract); a word that a foreign process has corrupted is released as far as it makes
+///   sense (a read unlock on a zero count does nothing) and never panics.
+///
+/// What it keeps: the exclusion of the trait's contract between every process that follows
+/// the protocol, `winmmf` 0.6 processes included; try and timed acquisitions.
 ///
 /// It works in an ordinary `mmf` segment, where it uses word 0 of the header's
 /// [`LockArea`]:
