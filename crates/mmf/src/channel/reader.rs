@@ -15,7 +15,7 @@ use crate::segment::MmfOptions;
 use crate::sys::{OsProcess, Process};
 use crate::trust::TrustedOwners;
 
-use super::common::{control_of, Channel};
+use super::common::{control_of, prefetch, Channel};
 use super::frame::{FrameInfo, FrameMeta};
 use super::layout::{
     latest_word, load64, magic_words, reader_byte, store64, Geometry, ReaderEntry, CLAIM_BUSY,
@@ -595,6 +595,10 @@ impl FrameReader {
             // Unit tests run the writer here, in the window the re-check below closes.
             #[cfg(test)]
             super::tests::between_look_and_pin();
+            // Start fetching the frame's first line now: its transfer from the writer's CPU
+            // then overlaps our pin and re-check instead of following them (a SeqCst store
+            // holds back every later load), which shortens a small frame's hand-over.
+            prefetch(self.channel.slot_ptr(slot));
             // A pin through an entry that is no longer ours would protect nothing (and
             // might clear its new owner's pin later). One load of the line we store to next.
             if !self.entry_is_ours() {
