@@ -964,6 +964,10 @@ impl<L: RawRwLock> Mmf<L> {
         // The clock only for timed waits: reading it would double the cost of an
         // uncontended lock + unlock (see benches/lock.rs).
         let start = deadline.map(|_| Instant::now());
+        // The data's first line travels while we take the lock (whose atomic read-modify-write
+        // would otherwise hold back the caller's first read until it is done): a reader
+        // woken by a write in another process gets the two transfers overlapped.
+        crate::sys::prefetch(self.data_ptr());
         match L::lock_shared(&self.header().lock, &self.ctx(), deadline) {
             Ok(acquired) => self.shared_guard(acquired),
             Err(not) => Err(LockError::Failed(self.not_acquired(not, || {

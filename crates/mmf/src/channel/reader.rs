@@ -12,10 +12,10 @@ use crate::header::{KIND_FRAME_CHANNEL, KIND_FRAME_READERS};
 use crate::liveness::Hold;
 use crate::name::reader_table_name;
 use crate::segment::MmfOptions;
-use crate::sys::{OsProcess, Process};
+use crate::sys::{prefetch, OsProcess, Process};
 use crate::trust::TrustedOwners;
 
-use super::common::{control_of, prefetch, Channel};
+use super::common::{control_of, Channel};
 use super::frame::{FrameInfo, FrameMeta};
 use super::layout::{
     latest_word, load64, magic_words, reader_byte, store64, Geometry, ReaderEntry, CLAIM_BUSY,
