@@ -835,6 +835,67 @@ fn human_size(size: usize) -> String {
     }
 }
 
+/// What the README shows: a row per mechanism, a column per size, each cell the median p50
+/// over the runs and, below the floors, the median of its per-run ratios to shm-raw-sync.
+fn compact(args: &Args, runs: &[Vec<Sample>]) -> String {
+    let label = |m: &str| {
+        match m {
+            "memcpy" => "floor: warm memcpy (one process)",
+            "cacheline" => "floor: cache-line ping-pong",
+            "mmf-frames" => "**mmf** frame channel",
+            "mmf-lock" => "**mmf** segment + lock",
+            "shm-raw-sync" => "shared_memory 0.12 + raw_sync 0.1",
+            "iceoryx2" => "iceoryx2 0.10",
+            "uds" => "Unix domain socket",
+            other => other,
+        }
+        .to_owned()
+    };
+    let p50 = |run: &Vec<Sample>, m: &str, size: usize| {
+        run.iter()
+            .find(|s| s.mechanism == m && s.size == size)
+            .map(|s| s.p50_ns)
+    };
+    let mut md = String::from("| one way, p50 (p99) |");
+    for &size in &args.sizes {
+        md.push_str(&format!(" {} |", human_size(size)));
+    }
+    md.push_str("\n|---|");
+    for _ in &args.sizes {
+        md.push_str("---:|");
+    }
+    md.push('\n');
+    for m in &args.only {
+        md.push_str(&format!("| {} |", label(m)));
+        for &size in &args.sizes {
+            let mid = median(runs.iter().filter_map(|r| p50(r, m, size)).collect());
+            let p99 = median(
+                runs.iter()
+                    .filter_map(|r| r.iter().find(|s| &s.mechanism == m && s.size == size))
+                    .map(|s| s.p99_ns)
+                    .collect(),
+            );
+            let ratio: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| Some(p50(r, m, size)? / p50(r, "shm-raw-sync", size)?))
+                .collect();
+            let shown_ratio = !ratio.is_empty() && m != "memcpy" && m != "cacheline";
+            md.push_str(&format!(
+                " {} ({}){} |",
+                human_ns(mid),
+                human_ns(p99),
+                if shown_ratio {
+                    format!(" = {:.2}x", median(ratio))
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        md.push('\n');
+    }
+    md
+}
+
 /// Per size: every mechanism's median p50/p99 over the runs, and the medians over the runs of
 /// its per-run ratio to each baseline (each ratio taken within one run).
 fn report(args: &Args, runs: &[Vec<Sample>]) -> String {
@@ -931,7 +992,11 @@ fn main() {
         runs.push(samples);
     }
     let args = Args { cpus, ..args };
-    let table = report(&args, &runs);
+    let table = format!(
+        "{}\nRatios: medians over the runs of the per-run ratio to shared_memory + raw_sync.\n\n{}",
+        compact(&args, &runs),
+        report(&args, &runs)
+    );
     println!("{table}");
     std::fs::write(args.out.join("peers.md"), &table).unwrap();
     let svg = args.out.join("peers.svg");
