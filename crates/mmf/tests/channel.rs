@@ -1141,10 +1141,12 @@ fn large_frames_reuse_the_warmest_free_slot_and_small_ones_rotate() {
     assert_eq!(slots_used(large, 40, false).len(), 2);
     // A reader that holds a frame while two more are published: three.
     assert_eq!(slots_used(large, 40, true).len(), 3);
-    // Small frames keep rotating through all 16 slots between scans of the pins.
+    // Smaller frames keep rotating through all their slots between scans of the pins: the 16
+    // of a 64 B frame, the 6 (4 readers + 2) of the largest frame that is not warm.
+    assert_eq!(slots_used(64, 40, false).len(), 16);
     assert_eq!(
         slots_used(mmf::channel::WARM_SLOT_MIN_STRIDE, 40, false).len(),
-        16
+        6
     );
 }
 

@@ -38,14 +38,17 @@
 //! channel's name removes both.
 //!
 //! **Slots.** A channel created for `R` readers (`FrameSpec::max_readers`, 1 to
-//! [`MAX_READERS`]) has at least `R + 2` slots: by default exactly `R + 2`, raised to
-//! [`SMALL_FRAME_SLOTS`] (16) when that many slots fit in 1 MiB (frames up to 64 KiB), or
-//! any count from `R + 2` to [`MAX_SLOTS`] set with [`FrameSpec::slots`]. Slots beyond
-//! `R + 2` do not change the guarantees; they let the writer look at the readers' pins less
-//! often (see **Never torn**), which is what makes small frames fast: in
-//! `cargo bench -p mmf --bench channel`, a 64 B frame crosses between processes in about
-//! 2.7x the time of a bare cache-line ping-pong with 16 slots, against 3.7x to 4x with the
-//! 3 slots of `R + 2` for one reader. Each reader owns one entry in a reader table
+//! [`MAX_READERS`]) has at least `R + 2` slots: by default as many as fit in
+//! [`SMALL_FRAME_SLOTS_BYTES`] (64 KiB of slots, whole pages each), at most
+//! [`SMALL_FRAME_SLOTS`] (16) and at least `R + 2`: 16 for frames up to 4 KiB, 8 for 8 KiB,
+//! `R + 2` from 32 KiB on; or any count from `R + 2` to [`MAX_SLOTS`] set with
+//! [`FrameSpec::slots`]. Slots beyond `R + 2` do not change the guarantees; they let the
+//! writer look at the readers' pins less often (see **Never torn**), which is what makes
+//! small frames fast: in `cargo bench -p mmf --bench channel`, a 64 B frame crosses between
+//! processes in about 2.7x the time of a bare cache-line ping-pong with 16 slots, against
+//! 3.7x to 4x with the 3 slots of `R + 2` for one reader. The 64 KiB bound keeps the slots
+//! a writer rotates through in its first-level cache: with 16 slots of 8 KiB, an 8 KiB
+//! frame's hand-over was about 10% slower than with 8 or 4 (`cargo xtask bench-peers`). Each reader owns one entry in a reader table
 //! and pins at most one slot at a time through it (a [`Frame`] borrows its reader mutably).
 //! To publish, the writer picks a slot that is neither the latest frame nor named by any pin:
 //! at most `R` pins plus the latest exclude at most `R + 1` slots, so one is always free, and

@@ -35,8 +35,9 @@ pub struct FrameSpec {
     /// Readers that may be open at once (1 to [`MAX_READERS`], default 4).
     pub max_readers: usize,
     /// Frame slots of `max_frame_len` bytes each: `max_readers + 2` to [`MAX_SLOTS`], or 0
-    /// (the default) for `max_readers + 2` raised to [`SMALL_FRAME_SLOTS`] when those fit in
-    /// [`SMALL_FRAME_SLOTS_BYTES`]. More slots cost memory and make small frames faster (see
+    /// (the default) for as many as fit in [`SMALL_FRAME_SLOTS_BYTES`], at most
+    /// [`SMALL_FRAME_SLOTS`] and at least `max_readers + 2`. More slots cost memory and make
+    /// small frames faster, up to the point where they no longer fit in a cache (see
     /// the [module docs](crate::channel)); they never change what readers see.
     pub slots: usize,
     /// Who may open the channel as a reader, as Unix permission bits (default `0o600`):
@@ -468,9 +469,8 @@ impl Geometry {
         }
         let stride = spec.max_frame_len.checked_next_multiple_of(SLOT_ALIGN);
         let slots = match (spec.slots, stride) {
-            (0, Some(stride)) if stride <= SMALL_FRAME_SLOTS_BYTES / SMALL_FRAME_SLOTS => {
-                least.max(SMALL_FRAME_SLOTS)
-            }
+            // stride >= SLOT_ALIGN, so no division by zero.
+            (0, Some(stride)) => least.max(SMALL_FRAME_SLOTS.min(SMALL_FRAME_SLOTS_BYTES / stride)),
             (0, _) => least,
             (slots, _) => slots,
         };

@@ -131,7 +131,11 @@ mod mmf_frames {
 
     impl Frames {
         pub fn new(out: &str, inbound: &str, size: usize) -> Frames {
-            let writer = FrameWriter::create(out, FrameSpec::new(size).max_readers(1))
+            let mut spec = FrameSpec::new(size).max_readers(1);
+            if let Ok(n) = std::env::var("MMF_PEERS_SLOTS") {
+                spec = spec.slots(n.parse().unwrap());
+            }
+            let writer = FrameWriter::create(out, spec)
                 .expect("create the frame channel");
             Frames {
                 writer,
