@@ -19,7 +19,8 @@
 //!   destination and the same check, twice per "round trip".
 //! - `cacheline`: the floor for telling another CPU: two processes bounce one cache line of a
 //!   shared mapping (no payload).
-//! - `mmf-frames`: `FrameWriter::publish` / `FrameReader::try_next`, default `FrameSpec`.
+//! - `mmf-frames`: `FrameWriter::publish` / `FrameReader::try_next`, default `FrameSpec` for
+//!   one reader (`MMF_PEERS_SLOTS=N` in the environment sets `FrameSpec::slots` instead).
 //! - `mmf-lock`: a plain `Mmf` segment per direction: write guard, copy, release; the reader
 //!   polls `Mmf::write_seq` and checks under a read guard.
 //! - `shm-raw-sync`: `shared_memory` 0.12 with a `raw_sync` 0.1 `RwLock` (process-shared
