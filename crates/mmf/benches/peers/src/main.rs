@@ -136,8 +136,7 @@ mod mmf_frames {
             if let Ok(n) = std::env::var("MMF_PEERS_SLOTS") {
                 spec = spec.slots(n.parse().unwrap());
             }
-            let writer = FrameWriter::create(out, spec)
-                .expect("create the frame channel");
+            let writer = FrameWriter::create(out, spec).expect("create the frame channel");
             Frames {
                 writer,
                 reader: None,
