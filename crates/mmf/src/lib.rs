@@ -88,10 +88,18 @@ mod sync;
 mod sys;
 #[cfg(not(loom))]
 mod trust;
+#[cfg(not(loom))]
+pub mod view;
+
+/// The `bytemuck` this crate's typed views are built on ([`view`]), for `Pod`/`Zeroable`
+/// impls without a dependency of one's own.
+#[cfg(not(loom))]
+pub use bytemuck;
 
 #[cfg(not(loom))]
 pub use channel::{
     Frame, FrameInfo, FrameMeta, FrameReader, FrameReaderOptions, FrameSpec, FrameWriter,
+    ReaderStats,
 };
 pub use error::{Error, LockError, LockResult, Owner, PoisonError, Result};
 pub use lock::{Acquired, Context, LockArea, NotAcquired, RawRwLock, SharedRwLock, Waiter};
@@ -104,3 +112,5 @@ pub use segment::{
 pub use sys::Namespace;
 #[cfg(not(loom))]
 pub use trust::TrustedOwners;
+#[cfg(not(loom))]
+pub use view::{View, ViewMut};

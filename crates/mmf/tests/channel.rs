@@ -14,7 +14,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{arg, arg_u64, say, unique_name, Rng, CHILD_TIMEOUT};
-use mmf::{Error, FrameMeta, FrameReader, FrameReaderOptions, FrameSpec, FrameWriter, Mmf};
+use mmf::{
+    Error, FrameMeta, FrameReader, FrameReaderOptions, FrameSpec, FrameWriter, Mmf, ReaderStats,
+};
 
 #[test]
 #[ignore = "not a test: the entry point of this file's child processes, which run it with --include-ignored"]
@@ -717,6 +719,40 @@ fn skipped_counts_follow_sequence_numbers() {
     // latest() of the same frame counts nothing new.
     assert_eq!(reader.latest().unwrap().unwrap().seq(), 5);
     assert_eq!((reader.received(), reader.skipped()), (2, 3));
+}
+
+/// The reader's counts are reachable while a frame is held (the frame borrows its reader
+/// mutably, so `reader.received()` is not), and they include the held frame.
+#[test]
+fn reader_stats_are_reachable_while_a_frame_is_held() {
+    let name = unique_name("chan-stats");
+    let mut writer = FrameWriter::create(&name, FrameSpec::new(64)).unwrap();
+    let mut reader = FrameReader::open(&name).unwrap();
+    assert_eq!(reader.stats(), ReaderStats::default());
+    writer.publish(b"one").unwrap();
+    {
+        let frame = reader.try_next().unwrap().unwrap();
+        let stats = frame.reader_stats();
+        assert_eq!(
+            (stats.received, stats.skipped, stats.last_seq),
+            (1, 0, Some(1))
+        );
+    }
+    for _ in 0..3 {
+        writer.publish(b"more").unwrap();
+    }
+    let frame = reader.wait_next(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        frame.reader_stats(),
+        ReaderStats {
+            received: 2,
+            skipped: 2,
+            last_seq: Some(4)
+        }
+    );
+    drop(frame);
+    assert_eq!(reader.stats().received, reader.received());
+    assert_eq!(reader.stats().skipped, reader.skipped());
 }
 
 #[test]

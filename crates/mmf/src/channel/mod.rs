@@ -231,7 +231,7 @@ mod writer;
 
 pub use crate::name::reader_table_name;
 pub use clock::monotonic_ns;
-pub use frame::{FrameInfo, FrameMeta};
+pub use frame::{FrameInfo, FrameMeta, ReaderStats};
 pub use layout::{
     CHANNEL_VERSION, MAX_READERS, MAX_SLOTS, SMALL_FRAME_SLOTS, SMALL_FRAME_SLOTS_BYTES,
     WARM_SLOT_MIN_STRIDE,

@@ -2,6 +2,8 @@
 //! borrows the reader that pinned it and unpins through it when dropped.
 
 use std::hint;
+
+use bytemuck::Pod;
 use std::ops::Deref;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{fence, AtomicBool};
@@ -16,7 +18,7 @@ use crate::sys::{OsProcess, Process};
 use crate::trust::TrustedOwners;
 
 use super::common::{control_of, Channel};
-use super::frame::{FrameInfo, FrameMeta};
+use super::frame::{FrameInfo, FrameMeta, ReaderStats};
 use super::layout::{
     latest_word, load64, magic_words, reader_byte, store64, Geometry, ReaderEntry, CLAIM_BUSY,
     CLAIM_FREE, CLAIM_GEN_ONE, CLAIM_OWNED, CLAIM_STATE, CONTROL_LEN, DEFAULT_SPIN, LATEST_BUSY,
@@ -342,6 +344,17 @@ impl FrameReader {
     /// Sequence number of the newest frame this reader has seen.
     pub fn last_seq(&self) -> Option<u64> {
         self.last_seq
+    }
+
+    /// [`received`](Self::received), [`skipped`](Self::skipped) and
+    /// [`last_seq`](Self::last_seq) at once; while a [`Frame`] is held, the same through
+    /// [`Frame::reader_stats`].
+    pub fn stats(&self) -> ReaderStats {
+        ReaderStats {
+            received: self.received,
+            skipped: self.skipped,
+            last_seq: self.last_seq,
+        }
     }
 
     /// How long [`wait_next`](Self::wait_next) spins before sleeping in the kernel
@@ -771,6 +784,34 @@ impl Frame<'_> {
         }
     }
 
+    /// The frame's first `size_of::<T>()` bytes as a `T`, for any `T: bytemuck::Pod`
+    /// (see [`Mmf::view`](crate::Mmf::view)). Slots start on page boundaries, so every
+    /// alignment up to 4096 is met; [`Error::TypeMismatch`] if the frame is shorter than a
+    /// `T`.
+    ///
+    /// ```
+    /// # use mmf::{FrameReader, FrameSpec, FrameWriter};
+    /// # fn main() -> mmf::Result<()> {
+    /// # let name = format!("cast-doc-{}", std::process::id());
+    /// let mut camera = FrameWriter::create(&name, FrameSpec::new(64))?;
+    /// let mut reader = FrameReader::open(&name)?;
+    /// camera.publish(mmf::bytemuck::bytes_of(&[1.5f32, 2.5, 4.0]))?;
+    /// let frame = reader.latest()?.unwrap();
+    /// assert_eq!(frame.cast::<[f32; 3]>()?, &[1.5, 2.5, 4.0]);
+    /// assert_eq!(frame.as_slice_of::<f32>()?.len(), 3);
+    /// assert!(frame.cast::<[f32; 4]>().is_err(), "longer than the frame");
+    /// # Ok(()) }
+    /// ```
+    pub fn cast<T: Pod>(&self) -> Result<&T> {
+        crate::view::cast::<T>(self.data, 1)
+    }
+
+    /// The whole frame as a `[T]`; [`Error::TypeMismatch`] unless its length is a whole
+    /// number of `T`s (see [`cast`](Self::cast)).
+    pub fn as_slice_of<T: Pod>(&self) -> Result<&[T]> {
+        crate::view::cast_whole::<T>(self.data)
+    }
+
     /// All metadata at once.
     pub fn info(&self) -> &FrameInfo {
         &self.info
@@ -787,6 +828,11 @@ impl Frame<'_> {
     /// Frames skipped between the previous frame this reader saw and this one.
     pub fn skipped(&self) -> u64 {
         self.info.skipped
+    }
+    /// The counts of the reader this frame came from, this frame included: what
+    /// [`FrameReader::stats`] says, reachable while the frame borrows the reader.
+    pub fn reader_stats(&self) -> ReaderStats {
+        self.reader.stats()
     }
     /// The writer's user fields.
     pub fn meta(&self) -> FrameMeta {
