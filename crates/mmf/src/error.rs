@@ -276,7 +276,7 @@ pub enum Error {
     Revoked,
 
     /// A timed wait ran out.
-    #[error("timed out after {waited:?} waiting for the lock or for a new frame")]
+    #[error("timed out after {waited:?} waiting for the lock, for a new frame, or for a frame channel with a live writer")]
     Timeout {
         /// How long the caller waited.
         waited: Duration,

@@ -768,6 +768,13 @@ impl<L: RawRwLock> Mmf<L> {
         self.segment.hold_byte((HEADER_LEN + offset) as u64)
     }
 
+    /// Removes the name if it still names this handle's object (not one created under the
+    /// same name since): a frame writer taking over a dead writer's channel. No effect on
+    /// Windows, where a section goes with its last handle.
+    pub(crate) fn remove_name_if_same(&self) -> Result<()> {
+        self.segment.remove_if_same(&self.name, self.namespace)
+    }
+
     /// Releases what [`hold_data_byte`](Self::hold_data_byte) took.
     pub(crate) fn release_data_byte(&self, offset: usize) {
         self.segment.release_byte((HEADER_LEN + offset) as u64);

@@ -57,6 +57,16 @@ pub(super) const NO_SLOT: u32 = 0;
 /// this bounds the delay it causes (Windows caps each kernel wait the same way anyway).
 pub(super) const MAX_SLEEP: Duration = Duration::from_secs(1);
 
+/// Longest pause between two tries of [`FrameReaderOptions::wait`](super::FrameReaderOptions::wait):
+/// bounds how late a waiting reader attaches, at about 20 cheap open attempts a second.
+pub(super) const OPEN_WAIT_MAX_PAUSE: Duration = Duration::from_millis(50);
+
+/// How long [`FrameWriter::create`](super::FrameWriter::create) keeps trying to take over a
+/// dead writer's channel whose name cannot be removed at once: on Windows a section lives
+/// as long as a handle, and the old readers close theirs within about a second of learning
+/// the writer is gone (their sleeps are capped at [`MAX_SLEEP`]).
+pub(super) const TAKEOVER_WAIT: Duration = Duration::from_secs(3);
+
 /// Bits of the `latest` word that hold the slot.
 pub(super) const LATEST_SLOT: u32 = 63;
 

@@ -133,8 +133,30 @@
 //! [`FrameReader::try_next`] returns it once the last frame has been taken after a drop, and
 //! [`FrameReader::writer_alive`] asks directly. Frames already published stay readable
 //! through [`FrameReader::latest`] for as long as the reader is open. To resume, open the
-//! channel again once a new writer has created it (after a writer crash on Linux the name is
-//! still there: the new writer must [`Mmf::remove`](crate::Mmf::remove) it first).
+//! channel again once a new writer has created it: [`FrameReader::open_wait`] waits for
+//! that (and for a channel that does not exist yet, so consumers may start before their
+//! camera), sleeping between tries.
+//!
+//! **Restart.** A writer process that dies leaves the channel's name behind (Linux; on
+//! Windows the section lives while readers hold it). [`FrameWriter::create`] under that
+//! name takes it over when the recorded writer is gone, and never otherwise: it opens the
+//! old channel read-write, and on Linux takes the kernel lock on the old writer's byte
+//! (byte 40, see Liveness) itself. Getting it proves the old writer dead (a live writer
+//! holds it until its handle closes) and keeps every other would-be taker out until this
+//! one's handle closes; without kernel locks (macOS, FreeBSD, Windows) the recorded
+//! process's liveness decides. The taker then sets the old channel's closed bit and wakes
+//! its sleepers (its readers get [`Error::WriterGone`] at once, and keep their mapping and
+//! its frames: nothing in the old object is reused), removes the name only if it still
+//! names the old object, and creates a new channel and reader table exclusively (`O_EXCL`).
+//! So of several writers racing to take over one dead channel exactly one creates the
+//! new one, the others get [`Error::AlreadyExists`]; no taker removes a name that a live
+//! writer's channel holds, because only the holder of the dead object's byte removes, and
+//! only that object. On Windows the name frees itself once the old readers close their
+//! handles (they learn of the takeover within a second), so `create` keeps trying for up
+//! to 3 s. Not taken over: a channel whose writer lives, one of another layout version or
+//! user, one whose creator has not published its control block yet (a writer killed in
+//! that window, microseconds after creating the object, leaves a name to remove by hand
+//! with [`Mmf::remove`](crate::Mmf::remove)), and anything that is not a channel.
 //!
 //! # Trust
 //!
@@ -191,7 +213,7 @@
 //! | 16 | 4 | `max_readers` | 1..=[`MAX_READERS`] |
 //! | 24 | 8 | `max_frame_len` | bytes per frame, at least 1 |
 //! | 32 | 8 | `slot_stride` | `max_frame_len` rounded up to 4096 |
-//! | 40 | 12 | writer pid, start time | who the writer is; byte 40 is the writer's kernel-lock byte (see Liveness) |
+//! | 40 | 12 | writer pid, start time | who the writer is; byte 40 is the writer's kernel-lock byte (see Liveness), and a new writer taking the channel over holds it too (see Restart) |
 //! | 52 | 4 | `writer_held` | 1 if the writer holds the lock on byte 40: readers ask the kernel, not the pid |
 //! | 64 | 4 | `latest` | bits 0..6: slot of the newest frame (63: none yet, 62: metadata being rewritten); bit 6: the writer has dropped; bits 7..32: its sequence number mod 2^25. Also the futex word readers sleep on |
 //! | 68 | 44 | newest frame's metadata | seq, timestamp, len (2 words each), width, height, pixel format, tag (2 words) |
@@ -209,6 +231,7 @@
 //! | 0 | 4 | `parked` | readers sleeping in `wait_next` (the writer wakes them only when non-zero) |
 //! | 64 + 64i | 64 | reader entry `i` | claim word (bits 0..2: 0 free, 1 busy, 2 owned; bits 2..: generation; its first byte is the owner's kernel-lock byte), pid, start time (2 words), pin (slot + 1, 0: none), parked flag, `held` (as `writer_held`, for the entry's byte) |
 //!
+//! [`Error::AlreadyExists`]: crate::Error::AlreadyExists
 //! [`Error::ChannelFull`]: crate::Error::ChannelFull
 //! [`Error::Corrupt`]: crate::Error::Corrupt
 //! [`Error::FrameOverwritten`]: crate::Error::FrameOverwritten

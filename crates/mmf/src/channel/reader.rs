@@ -23,7 +23,7 @@ use super::layout::{
     latest_word, load64, magic_words, reader_byte, store64, Geometry, ReaderEntry, CLAIM_BUSY,
     CLAIM_FREE, CLAIM_GEN_ONE, CLAIM_OWNED, CLAIM_STATE, CONTROL_LEN, DEFAULT_SPIN, LATEST_BUSY,
     LATEST_CLOSED, LATEST_NONE, LATEST_SEQ_SHIFT, LATEST_SLOT, MAX_PIN_ATTEMPTS, MAX_SLEEP,
-    NO_SLOT, TABLE_LEN,
+    NO_SLOT, OPEN_WAIT_MAX_PAUSE, TABLE_LEN,
 };
 
 /// A reading end of a frame channel.
@@ -70,6 +70,8 @@ pub struct FrameReaderOptions {
     pub(super) name: String,
     pub(super) open_timeout: Duration,
     pub(super) trusted: TrustedOwners,
+    /// How long to wait for the channel to appear (or for a live writer), if at all.
+    pub(super) wait: Option<Duration>,
 }
 
 impl FrameReaderOptions {
@@ -79,7 +81,20 @@ impl FrameReaderOptions {
             name: name.into(),
             open_timeout: crate::segment::DEFAULT_OPEN_TIMEOUT,
             trusted: TrustedOwners::new(),
+            wait: None,
         }
+    }
+
+    /// Waits up to `timeout` for the channel: while no channel of that name exists yet
+    /// ([`Error::NotFound`]), its writer is still creating it ([`Error::NotReady`]), or its
+    /// writer has gone ([`Error::WriterGone`]: a new writer takes such a channel over, see
+    /// [`FrameWriter::create`](super::FrameWriter::create)), [`open`](Self::open) tries
+    /// again, sleeping between tries (1 ms, doubling up to 50 ms, so a waiting consumer costs
+    /// next to no CPU and attaches within 50 ms of the writer). [`Error::Timeout`] when the
+    /// time runs out; every other error at once. The same as [`FrameReader::open_wait`].
+    pub fn wait(mut self, timeout: Duration) -> Self {
+        self.wait = Some(timeout);
+        self
     }
 
     /// Also accept a channel created by one of `owners` (Unix; by default only this
@@ -100,9 +115,36 @@ impl FrameReaderOptions {
         self
     }
 
-    /// Opens the channel (see [`FrameReader::open`] for the errors).
+    /// Opens the channel (see [`FrameReader::open`] for the errors), waiting for it if
+    /// [`wait`](Self::wait) says so.
     pub fn open(&self) -> Result<FrameReader> {
-        FrameReader::open_with(self)
+        let Some(wait) = self.wait else {
+            return FrameReader::open_with(self);
+        };
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let left = wait.saturating_sub(start.elapsed());
+            let attempt = FrameReaderOptions {
+                open_timeout: self.open_timeout.min(left),
+                wait: None,
+                ..self.clone()
+            };
+            match FrameReader::open_with(&attempt) {
+                Err(Error::NotFound { .. } | Error::NotReady { .. } | Error::WriterGone { .. })
+                    if !left.is_zero() =>
+                {
+                    std::thread::sleep(pause.min(wait.saturating_sub(start.elapsed())));
+                    pause = (pause * 2).min(OPEN_WAIT_MAX_PAUSE);
+                }
+                Err(Error::NotFound { .. } | Error::NotReady { .. } | Error::WriterGone { .. }) => {
+                    return Err(Error::Timeout {
+                        waited: start.elapsed(),
+                    })
+                }
+                other => return other,
+            }
+        }
     }
 }
 
@@ -120,6 +162,41 @@ impl FrameReader {
     /// [`open_trusting`](Self::open_trusting).
     pub fn open(name: &str) -> Result<FrameReader> {
         FrameReaderOptions::new(name).open()
+    }
+
+    /// Opens channel `name`, waiting up to `timeout` for it to appear, for its writer to
+    /// finish creating it, or for a new writer to replace one that has gone: a consumer may
+    /// start before its camera, and follow it through a restart (on [`Error::WriterGone`],
+    /// drop the reader and call this again). [`Error::Timeout`] if no live channel came in
+    /// time; the other errors of [`open`](Self::open) at once. The same as
+    /// [`FrameReaderOptions::wait`].
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use mmf::{Error, FrameReader};
+    ///
+    /// # fn main() -> mmf::Result<()> {
+    /// let mut reader = FrameReader::open_wait("cam0", Duration::from_secs(30))?;
+    /// loop {
+    ///     // The frame borrows the reader: reopen after the match, not inside it.
+    ///     let gone = match reader.wait_next(Duration::from_secs(1)) {
+    ///         Ok(frame) => {
+    ///             println!("frame {}", frame.seq());
+    ///             false
+    ///         }
+    ///         Err(Error::Timeout { .. }) => false,
+    ///         // The camera stopped or crashed: follow the next one.
+    ///         Err(Error::WriterGone { .. }) => true,
+    ///         Err(e) => return Err(e),
+    ///     };
+    ///     if gone {
+    ///         reader = FrameReader::open_wait("cam0", Duration::from_secs(30))?;
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn open_wait(name: &str, timeout: Duration) -> Result<FrameReader> {
+        FrameReaderOptions::new(name).wait(timeout).open()
     }
 
     /// Opens channel `name` as [`open`](Self::open) does, also accepting a channel created

@@ -2,23 +2,25 @@
 //! creates the channel, publishes frames and sweeps dead readers.
 
 use std::sync::atomic::fence;
+use std::sync::atomic::Ordering::Acquire;
 use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::header::{KIND_FRAME_CHANNEL, KIND_FRAME_READERS};
-use crate::liveness::Hold;
+use crate::liveness::{Hold, Liveness, ProcessId};
 use crate::name::reader_table_name;
 use crate::segment::{Mmf, MmfOptions};
 use crate::sys::{OsProcess, Process};
 
 use super::clock::monotonic_ns;
-use super::common::Channel;
+use super::common::{control_of, Channel};
 use super::frame::FrameMeta;
 use super::layout::{
-    latest_word, magic_words, store64, Geometry, CHANNEL_VERSION, CONTROL_LEN, LATEST_BUSY,
-    LATEST_CLOSED, LATEST_NONE, MAX_READERS, MAX_SLOTS, NO_SLOT, SLOT_ALIGN, SMALL_FRAME_SLOTS,
-    SMALL_FRAME_SLOTS_BYTES, SWEEP_INTERVAL, TABLE_LEN, WARM_SLOT_MIN_STRIDE, WRITER_BYTE,
+    latest_word, load64, magic_words, store64, Control, Geometry, CHANNEL_VERSION, CONTROL_LEN,
+    LATEST_BUSY, LATEST_CLOSED, LATEST_NONE, MAX_READERS, MAX_SLOTS, NO_SLOT, SLOT_ALIGN,
+    SMALL_FRAME_SLOTS, SMALL_FRAME_SLOTS_BYTES, SWEEP_INTERVAL, TABLE_LEN, TAKEOVER_WAIT,
+    WARM_SLOT_MIN_STRIDE, WRITER_BYTE,
 };
 
 /// Parameters of a new channel, for [`FrameWriter::create`].
@@ -132,10 +134,122 @@ impl FrameWriter {
     /// Two objects are created: the channel `name` (mode [`FrameSpec::mode`] without any
     /// group or other write bit) and its reader table `name+readers` (see the module docs).
     ///
+    /// **Restart.** If `name` is taken by a channel whose writer is gone (its process died,
+    /// as a camera that crashed or was killed leaves it), `create` takes the name over:
+    /// it marks the old channel closed and wakes its readers (they get
+    /// [`Error::WriterGone`] at once, keep the old mapping and its frames, and can reopen,
+    /// e.g. with [`FrameReader::open_wait`](super::FrameReader::open_wait)), removes the old
+    /// names, and creates a new channel in their place (module docs, "Restart"). A channel
+    /// whose writer lives is never taken over: [`Error::AlreadyExists`], as for anything
+    /// else under the name (a plain segment, a channel of another version or of another
+    /// user, one still being created).
+    ///
     /// Errors: [`Error::InvalidSize`] for a zero or unmappable `max_frame_len` or a
     /// `max_readers` outside 1..=[`MAX_READERS`]; everything [`Mmf::create`] can return.
     pub fn create(name: &str, spec: FrameSpec) -> Result<FrameWriter> {
         let (geometry, total) = Geometry::for_spec(&spec)?;
+        let deadline = Instant::now() + TAKEOVER_WAIT;
+        loop {
+            match Self::create_once(name, &spec, geometry, total) {
+                Err(taken @ Error::AlreadyExists { .. }) => {
+                    if !Self::take_over(name)? || Instant::now() >= deadline {
+                        return Err(taken);
+                    }
+                    // Windows: the old readers still hold the section (or its table).
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Clears the way for a new channel under `name` if what holds the name is a channel
+    /// whose writer is gone; returns whether to try creating again (`false`: leave it, the
+    /// name is someone's). See "Restart" in the module docs for why exactly one of several
+    /// writers racing to take over a dead channel wins, and why a live one is never touched.
+    fn take_over(name: &str) -> Result<bool> {
+        // Read-write: to hold the writer's byte and mark the channel closed. Whatever is not
+        // a readable, initialised channel of ours is left alone.
+        let old = match MmfOptions::new(name)
+            .kind(KIND_FRAME_CHANNEL)
+            .open_timeout(Duration::from_millis(100))
+            .open()
+        {
+            Ok(old) => old,
+            // Gone since (a dropping writer removed it, or, on Windows, only the reader
+            // table's name was left): create again.
+            Err(Error::NotFound { .. }) => return Ok(true),
+            Err(_) => return Ok(false),
+        };
+        if old.len() < CONTROL_LEN {
+            return Ok(false);
+        }
+        let control = control_of(&old);
+        // Acquire: pairs with the creator's Release store of magic[0]; the fields read
+        // below are the ones it published. A channel without its magic is still being
+        // created (or its creator died while creating it): not ours to take.
+        let magic = [
+            control.magic[0].load(Acquire),
+            control.magic[1].load(Relaxed),
+        ];
+        if magic != magic_words() || control.version.load(Relaxed) != CHANNEL_VERSION {
+            return Ok(false);
+        }
+        // SeqCst (also Acquire): pairs with the SeqCst fetch_or in FrameWriter's Drop.
+        let closed = control.latest.load(SeqCst) & LATEST_CLOSED != 0;
+        let dead = if control.writer_held.load(Relaxed) != 0 {
+            // The kernel's answer, and a lock at once: holding the dead writer's byte keeps
+            // every other taker out until our handle closes, after the name is removed.
+            match old.hold_data_byte(WRITER_BYTE) {
+                Hold::Held => true,
+                // A live writer, or another taker: leave it. A writer that dropped is
+                // removing the name itself: look again.
+                Hold::Busy => return Ok(closed),
+                Hold::Unsupported => Self::pid_dead(&old, control),
+            }
+        } else {
+            closed || Self::pid_dead(&old, control)
+        };
+        if !dead {
+            return Ok(false);
+        }
+        // Tell the old channel's readers now rather than when their waits run out: they
+        // sleep on `latest`. SeqCst: as in Drop, pairs with the readers' loads of the flag.
+        control.latest.fetch_or(LATEST_CLOSED, SeqCst);
+        old.waiter().wake_all(&control.latest);
+        if let Ok(table) = MmfOptions::new(reader_table_name(name))
+            .kind(KIND_FRAME_READERS)
+            .companion()
+            .open_timeout(Duration::ZERO)
+            .open()
+        {
+            // Windows: readers sleep on the table's semaphore.
+            table.waiter().wake_all(&control.latest);
+        }
+        // Only if the name still names the dead channel: never a new writer's.
+        match old.remove_name_if_same() {
+            Ok(()) | Err(Error::NotFound { .. }) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the process recorded as the writer has died (where no kernel lock answers).
+    fn pid_dead(old: &Mmf, control: &Control) -> bool {
+        let writer = ProcessId {
+            pid: control.writer_pid.load(Relaxed),
+            start: load64(&control.writer_start),
+        };
+        old.data_holder_liveness(writer, None) == Liveness::Dead
+    }
+
+    /// One attempt at creating channel `name`: [`Error::AlreadyExists`] if the name is taken.
+    fn create_once(
+        name: &str,
+        spec: &FrameSpec,
+        geometry: Geometry,
+        total: usize,
+    ) -> Result<FrameWriter> {
+        let spec = *spec;
         // Not the segment's prefault, which would populate every page before the header is
         // even published: the loop at the end does it, after readers can attach.
         let mmf = MmfOptions::new(name)
