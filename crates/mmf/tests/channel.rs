@@ -32,6 +32,7 @@ fn child() {
         "patient-reader" => patient_reader_role(),
         "restart-camera" => restart_camera_role(),
         "restart-consumer" => restart_consumer_role(),
+        "header-writer" => header_writer_role(),
         "camera-consumer" => {
             let report = camera::consumer(&arg("name"), arg_u64("seconds") as f64);
             say("report", report.to_line());
@@ -1455,4 +1456,145 @@ fn open_wait_times_out_when_no_channel_comes_and_opens_one_that_does() {
     let mut reader = FrameReader::open_wait(&name, CHILD_TIMEOUT).unwrap();
     let _writer = late.join().unwrap();
     assert_eq!(reader.wait_next(CHILD_TIMEOUT).unwrap()[..], [9; 64]);
+}
+
+/// The per-frame user header: bounded at creation, zeroed by the plain publishes, written
+/// with the frame by `publish_with_header`, typed access with typed errors.
+#[test]
+fn user_headers_travel_with_their_frames() {
+    use mmf::channel::MAX_USER_HEADER_LEN;
+    assert!(matches!(
+        FrameWriter::create(
+            &unique_name("chan-uh-big"),
+            FrameSpec::new(64).user_header_len(MAX_USER_HEADER_LEN + 1)
+        ),
+        Err(Error::InvalidSize { .. })
+    ));
+    let name = unique_name("chan-uh");
+    let mut writer = FrameWriter::create(&name, FrameSpec::new(100).user_header_len(24)).unwrap();
+    let mut reader = FrameReader::open(&name).unwrap();
+    writer
+        .publish_with_header(|header, frame| {
+            assert_eq!((header.len(), frame.len()), (24, 100));
+            header.copy_from_slice(&[7; 24]);
+            frame[..3].copy_from_slice(b"abc");
+            3
+        })
+        .unwrap();
+    {
+        let frame = reader.latest().unwrap().unwrap();
+        assert_eq!(
+            (frame.user_header(), &frame[..]),
+            (&[7u8; 24][..], &b"abc"[..])
+        );
+        assert_eq!(
+            frame.user_header_as::<[u32; 6]>().unwrap(),
+            &[0x0707_0707; 6]
+        );
+        assert!(matches!(
+            frame.user_header_as::<[u64; 4]>(),
+            Err(Error::TypeMismatch { len: 24, .. })
+        ));
+    }
+    // A plain publish leaves no earlier frame's header behind.
+    for _ in 0..20 {
+        writer.publish(b"plain").unwrap();
+        assert_eq!(
+            reader.wait_next(CHILD_TIMEOUT).unwrap().user_header(),
+            [0; 24]
+        );
+    }
+    writer
+        .publish_with_header_as(|header: &mut [u64; 3], frame| {
+            *header = [1, 2, 3];
+            frame[0] = 1;
+            1
+        })
+        .unwrap();
+    assert_eq!(
+        reader
+            .wait_next(CHILD_TIMEOUT)
+            .unwrap()
+            .user_header_as::<[u64; 3]>()
+            .unwrap(),
+        &[1, 2, 3]
+    );
+    let seq = writer.seq();
+    assert!(matches!(
+        writer.publish_with_header_as(|_: &mut [u64; 4], _| 1),
+        Err(Error::TypeMismatch { .. })
+    ));
+    assert_eq!(writer.seq(), seq, "nothing published");
+    // No header: an empty one.
+    let name = unique_name("chan-uh-none");
+    let mut writer = FrameWriter::create(&name, FrameSpec::new(100)).unwrap();
+    let mut reader = FrameReader::open(&name).unwrap();
+    writer.publish(b"x").unwrap();
+    assert!(reader.latest().unwrap().unwrap().user_header().is_empty());
+}
+
+/// Writer child: publishes frames flat out whose user header holds the frame's sequence
+/// number and checksum, for `ms` milliseconds.
+fn header_writer_role() {
+    let mut writer = FrameWriter::create(
+        &arg("name"),
+        FrameSpec::new(MAX_FRAME).max_readers(2).user_header_len(16),
+    )
+    .unwrap();
+    say("created", 1);
+    let run = Duration::from_millis(arg_u64("ms"));
+    let start = Instant::now();
+    while start.elapsed() < run {
+        let seq = writer.seq() + 1;
+        writer
+            .publish_with_header_as(|header: &mut [u64; 2], frame| {
+                let len = fill_frame(seq, frame);
+                *header = [seq, common::fnv1a(&frame[..len])];
+                len
+            })
+            .unwrap();
+    }
+    say("published", writer.seq());
+}
+
+/// Across processes, the user header always belongs to the frame it came with: a writer
+/// child publishes flat out, each header naming its frame's sequence number and checksum,
+/// while this process's readers check every frame against its header (holding some).
+#[test]
+fn a_user_header_is_never_torn_from_its_frame_across_processes() {
+    let name = unique_name("chan-uh-proc");
+    let ms = if cfg!(debug_assertions) { 1500 } else { 500 };
+    let mut child = common::child("header-writer")
+        .arg("name", &name)
+        .arg("ms", ms)
+        .spawn();
+    child.expect("created", CHILD_TIMEOUT);
+    let mut reader = FrameReader::open_wait(&name, CHILD_TIMEOUT).unwrap();
+    let mut checked = 0u64;
+    loop {
+        let frame = match reader.wait_next(Duration::from_secs(10)) {
+            Ok(frame) => frame,
+            Err(Error::WriterGone { .. }) => break,
+            Err(e) => panic!("{e}"),
+        };
+        let &[seq, checksum] = frame.user_header_as::<[u64; 2]>().unwrap();
+        assert_eq!(seq, frame.seq(), "header of another frame");
+        verify_frame(seq, MAX_FRAME, checksum, &frame);
+        if checked % 64 == 0 {
+            thread::sleep(Duration::from_micros(300));
+            assert_eq!(
+                frame.user_header_as::<[u64; 2]>().unwrap(),
+                &[seq, checksum]
+            );
+            verify_frame(seq, MAX_FRAME, checksum, &frame);
+        }
+        frame.verify().unwrap();
+        checked += 1;
+    }
+    let published: u64 = child.expect("published", CHILD_TIMEOUT).parse().unwrap();
+    child.finish(CHILD_TIMEOUT);
+    assert!(
+        checked > 10 && checked <= published,
+        "{checked} of {published}"
+    );
 }

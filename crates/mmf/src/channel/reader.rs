@@ -763,9 +763,18 @@ impl FrameReader {
         let data = unsafe {
             std::slice::from_raw_parts(this.channel.slot_ptr(pinned.slot), pinned.info.len)
         };
+        // SAFETY: as for `data`: the header's user_header_len bytes lie in the same pinned
+        // slot (Geometry::user_header_offset, validated at open).
+        let user_header = unsafe {
+            std::slice::from_raw_parts(
+                this.channel.user_header_ptr(pinned.slot),
+                this.channel.geometry.user_header_len,
+            )
+        };
         Frame {
             reader: this,
             data,
+            user_header,
             slot: pinned.slot,
             info: pinned.info,
         }
@@ -831,6 +840,7 @@ impl std::fmt::Debug for FrameReader {
 pub struct Frame<'a> {
     pub(super) reader: &'a FrameReader,
     pub(super) data: &'a [u8],
+    pub(super) user_header: &'a [u8],
     pub(super) slot: u32,
     pub(super) info: FrameInfo,
 }
@@ -887,6 +897,21 @@ impl Frame<'_> {
     /// number of `T`s (see [`cast`](Self::cast)).
     pub fn as_slice_of<T: Pod>(&self) -> Result<&[T]> {
         crate::view::cast_whole::<T>(self.data)
+    }
+
+    /// The user header the writer published with this frame
+    /// ([`FrameWriter::publish_with_header`](super::FrameWriter::publish_with_header)):
+    /// always [`FrameSpec::user_header_len`](super::FrameSpec::user_header_len) bytes
+    /// (empty without one), in the frame's slot, so it belongs to this frame and is
+    /// protected as its bytes are (and covered by [`verify`](Self::verify)).
+    pub fn user_header(&self) -> &[u8] {
+        self.user_header
+    }
+
+    /// The user header's first bytes as a `T` (page aligned, so any alignment up to 4096
+    /// fits); [`Error::TypeMismatch`] if the header is shorter than a `T`.
+    pub fn user_header_as<T: Pod>(&self) -> Result<&T> {
+        crate::view::cast::<T>(self.user_header, 1)
     }
 
     /// All metadata at once.

@@ -6,21 +6,24 @@ use std::sync::atomic::Ordering::Acquire;
 use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
 use std::time::{Duration, Instant};
 
+use bytemuck::Pod;
+
 use crate::error::{Error, Result};
 use crate::header::{KIND_FRAME_CHANNEL, KIND_FRAME_READERS};
 use crate::liveness::{Hold, Liveness, ProcessId};
 use crate::name::reader_table_name;
 use crate::segment::{Mmf, MmfOptions};
 use crate::sys::{OsProcess, Process};
+use crate::view;
 
 use super::clock::monotonic_ns;
 use super::common::{control_of, Channel};
 use super::frame::FrameMeta;
 use super::layout::{
-    latest_word, load64, magic_words, store64, Control, Geometry, CHANNEL_VERSION, CONTROL_LEN,
-    LATEST_BUSY, LATEST_CLOSED, LATEST_NONE, MAX_READERS, MAX_SLOTS, NO_SLOT, SLOT_ALIGN,
-    SMALL_FRAME_SLOTS, SMALL_FRAME_SLOTS_BYTES, SWEEP_INTERVAL, TABLE_LEN, TAKEOVER_WAIT,
-    WARM_SLOT_MIN_STRIDE, WRITER_BYTE,
+    latest_word, load64, magic_words, slot_stride, store64, Control, Geometry, CHANNEL_VERSION,
+    CONTROL_LEN, LATEST_BUSY, LATEST_CLOSED, LATEST_NONE, MAX_READERS, MAX_SLOTS,
+    MAX_USER_HEADER_LEN, NO_SLOT, SLOT_ALIGN, SMALL_FRAME_SLOTS, SMALL_FRAME_SLOTS_BYTES,
+    SWEEP_INTERVAL, TABLE_LEN, TAKEOVER_WAIT, WARM_SLOT_MIN_STRIDE, WRITER_BYTE,
 };
 
 /// Parameters of a new channel, for [`FrameWriter::create`].
@@ -49,6 +52,12 @@ pub struct FrameSpec {
     /// the bits are translated into the objects' security descriptors. Readers in another
     /// user account open with [`FrameReader::open_trusting`](super::FrameReader::open_trusting).
     pub mode: u32,
+    /// Bytes of the user header each frame carries beside its payload (0, the default, to
+    /// [`MAX_USER_HEADER_LEN`]): the writer fills it in
+    /// [`FrameWriter::publish_with_header`], readers get it with
+    /// [`Frame::user_header`](super::Frame::user_header). It lives in the frame's slot, so
+    /// it is never torn from its frame. Costs one page per slot.
+    pub user_header_len: usize,
 }
 
 impl Default for FrameSpec {
@@ -58,6 +67,7 @@ impl Default for FrameSpec {
             max_readers: 4,
             slots: 0,
             mode: 0o600,
+            user_header_len: 0,
         }
     }
 }
@@ -80,6 +90,12 @@ impl FrameSpec {
     /// Sets the number of [`slots`](Self::slots) (0: the default).
     pub fn slots(mut self, slots: usize) -> Self {
         self.slots = slots;
+        self
+    }
+
+    /// Sets the per-frame [`user_header_len`](Self::user_header_len).
+    pub fn user_header_len(mut self, len: usize) -> Self {
+        self.user_header_len = len;
         self
     }
 
@@ -270,6 +286,10 @@ impl FrameWriter {
         control.version.store(CHANNEL_VERSION, Relaxed);
         control.slot_count.store(geometry.slots, Relaxed);
         control.max_readers.store(geometry.max_readers, Relaxed);
+        // Cannot truncate: at most MAX_USER_HEADER_LEN (for_spec).
+        control
+            .user_header_len
+            .store(geometry.user_header_len as u32, Relaxed);
         store64(&control.max_frame_len, geometry.max_frame_len as u64);
         store64(&control.slot_stride, geometry.stride as u64);
         let me = Process::current();
@@ -404,7 +424,53 @@ impl FrameWriter {
     /// `n` is what `fill` returns. Never waits for readers. Returns the sequence number.
     ///
     /// [`Error::FrameTooLarge`] (and nothing published) if `n > max_frame_len`.
+    ///
+    /// A channel with a user header ([`FrameSpec::user_header_len`]) publishes it zeroed:
+    /// fill it with [`publish_with_header`](Self::publish_with_header).
     pub fn publish_with(&mut self, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<u64> {
+        self.publish_with_header(|header, frame| {
+            header.fill(0);
+            fill(frame)
+        })
+    }
+
+    /// As [`publish_with`](Self::publish_with), with the frame's user header too:
+    /// `fill(header, frame)` gets the slot's [`FrameSpec::user_header_len`] header bytes
+    /// (page aligned; contents are what an earlier frame left there) and its
+    /// `max_frame_len` frame bytes, writes both, and returns the frame's length. Readers
+    /// get the header with [`Frame::user_header`](super::Frame::user_header), always the
+    /// one written with the frame: both live in the same slot, under the same protection.
+    ///
+    /// ```
+    /// use mmf::{FrameReader, FrameSpec, FrameWriter};
+    ///
+    /// #[derive(Clone, Copy)]
+    /// #[repr(C)]
+    /// struct Exposure { camera_id: u32, gain: f32, sensor_time_ns: u64 }
+    /// // SAFETY: repr(C), Pod fields, no padding (4 + 4 + 8 bytes).
+    /// unsafe impl mmf::bytemuck::Zeroable for Exposure {}
+    /// // SAFETY: as above.
+    /// unsafe impl mmf::bytemuck::Pod for Exposure {}
+    ///
+    /// # fn main() -> mmf::Result<()> {
+    /// # let name = format!("header-doc-{}", std::process::id());
+    /// let spec = FrameSpec::new(640 * 480).user_header_len(size_of::<Exposure>());
+    /// let mut camera = FrameWriter::create(&name, spec)?;
+    /// let mut reader = FrameReader::open(&name)?;
+    /// camera.publish_with_header_as(|exposure: &mut Exposure, pixels| {
+    ///     *exposure = Exposure { camera_id: 7, gain: 2.0, sensor_time_ns: 123 };
+    ///     pixels[0] = 255;
+    ///     640 * 480
+    /// })?;
+    /// let frame = reader.latest()?.unwrap();
+    /// let exposure = frame.user_header_as::<Exposure>()?;
+    /// assert_eq!((exposure.camera_id, exposure.sensor_time_ns, frame[0]), (7, 123, 255));
+    /// # Ok(()) }
+    /// ```
+    pub fn publish_with_header(
+        &mut self,
+        fill: impl FnOnce(&mut [u8], &mut [u8]) -> usize,
+    ) -> Result<u64> {
         let slot = self.take_free_slot()?;
         let max = self.max_frame_len();
         let seq = self.seq + 1;
@@ -418,7 +484,13 @@ impl FrameWriter {
         // reader reads it (neither `latest` nor pinned: take_free_slot, module docs), and
         // `&mut self` makes this the only borrow in this process.
         let buf = unsafe { std::slice::from_raw_parts_mut(self.channel.slot_ptr(slot), max) };
-        let len = fill(buf);
+        let header_len = self.channel.geometry.user_header_len;
+        // SAFETY: as for `buf`: the header's bytes lie in the same free slot, after the
+        // frame's pages (Geometry::user_header_offset), so the two slices do not overlap.
+        let header = unsafe {
+            std::slice::from_raw_parts_mut(self.channel.user_header_ptr(slot), header_len)
+        };
+        let len = fill(header, buf);
         if len > max {
             // Nothing was published, so the slot is still free.
             self.free |= 1 << slot;
@@ -469,6 +541,22 @@ impl FrameWriter {
             }
         }
         Ok(seq)
+    }
+
+    /// As [`publish_with_header`](Self::publish_with_header), with the header as an `H`
+    /// (any `bytemuck::Pod`, see [`Mmf::view`](crate::Mmf::view)) at its start.
+    /// [`Error::TypeMismatch`] (nothing published) if `H` is larger than
+    /// [`FrameSpec::user_header_len`].
+    pub fn publish_with_header_as<H: Pod>(
+        &mut self,
+        fill: impl FnOnce(&mut H, &mut [u8]) -> usize,
+    ) -> Result<u64> {
+        // The header of every slot starts on a page boundary: one check covers all of them.
+        let header_len = self.channel.geometry.user_header_len;
+        let needed = view::check::<H>(self.channel.user_header_ptr(0) as usize, header_len, 1)?;
+        self.publish_with_header(|header, frame| {
+            fill(bytemuck::from_bytes_mut(&mut header[..needed]), frame)
+        })
     }
 
     /// Releases the reader entries of processes that died while reading; returns how many.
@@ -573,6 +661,12 @@ impl Geometry {
                 reason: "max_readers must be between 1 and 32",
             });
         }
+        if spec.user_header_len > MAX_USER_HEADER_LEN {
+            return Err(Error::InvalidSize {
+                size: spec.user_header_len as u64,
+                reason: "user_header_len must be at most 4096 (MAX_USER_HEADER_LEN)",
+            });
+        }
         let least = spec.max_readers + 2;
         if spec.slots != 0 && !(least..=MAX_SLOTS).contains(&spec.slots) {
             return Err(Error::InvalidSize {
@@ -580,7 +674,8 @@ impl Geometry {
                 reason: "slots must be 0 (the default) or between max_readers + 2 and 62",
             });
         }
-        let stride = spec.max_frame_len.checked_next_multiple_of(SLOT_ALIGN);
+        let stride = slot_stride(spec.max_frame_len as u64, spec.user_header_len as u64)
+            .and_then(|s| usize::try_from(s).ok());
         let slots = match (spec.slots, stride) {
             (0, Some(stride)) if stride <= SMALL_FRAME_SLOTS_BYTES / SMALL_FRAME_SLOTS => {
                 least.max(SMALL_FRAME_SLOTS)
@@ -604,6 +699,7 @@ impl Geometry {
                 max_readers: spec.max_readers as u32,
                 max_frame_len: spec.max_frame_len,
                 stride,
+                user_header_len: spec.user_header_len,
             },
             total,
         ))
