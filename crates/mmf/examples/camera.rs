@@ -215,8 +215,11 @@ where
 /// camera (it waits for the channel with `open_wait`) and follows a camera that crashes and
 /// is started again (on `WriterGone` it opens the channel again, waiting for the new one).
 pub fn consumer(name: &str, seconds: f64) -> Report {
-    let mut reader = FrameReader::open_wait(name, CAMERA_WAIT)
-        .unwrap_or_else(|e| panic!("opening frame channel {name:?}: {e}"));
+    // `None` once the camera went away and no new one came in time.
+    let mut reader = Some(
+        FrameReader::open_wait(name, CAMERA_WAIT)
+            .unwrap_or_else(|e| panic!("opening frame channel {name:?}: {e}")),
+    );
     let cpu_start = cpu_time();
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(seconds);
@@ -224,9 +227,9 @@ pub fn consumer(name: &str, seconds: f64) -> Report {
     let mut last_frame = start;
     // Counts of the cameras before the current one (a reader counts its own channel only).
     let (mut frames, mut skipped, mut restarts) = (0, 0, 0);
-    while Instant::now() < end {
+    while let Some(current) = reader.as_mut().filter(|_| Instant::now() < end) {
         // The frame borrows the reader: decide here, reopen after the match.
-        let camera_gone = match reader.wait_next(Duration::from_millis(200)) {
+        let camera_gone = match current.wait_next(Duration::from_millis(200)) {
             Ok(frame) => {
                 let now = monotonic_ns();
                 latencies_ns.push(now.saturating_sub(frame.timestamp_ns()));
@@ -251,16 +254,20 @@ pub fn consumer(name: &str, seconds: f64) -> Report {
             Err(e) => panic!("reading frames: {e}"),
         };
         if camera_gone {
+            // Closed before waiting: on Windows the old channel's name lives as long as a
+            // handle, and the new camera cannot take it over until then.
+            if let Some(old) = reader.take() {
+                frames += old.received();
+                skipped += old.skipped();
+            }
             let left = end.saturating_duration_since(Instant::now());
             match FrameReader::open_wait(name, left.min(CAMERA_WAIT)) {
                 Ok(next) => {
-                    frames += reader.received();
-                    skipped += reader.skipped();
                     restarts += 1;
-                    reader = next;
+                    reader = Some(next);
                 }
-                // No camera came back in time: the stream is over.
-                Err(Error::Timeout { .. }) => break,
+                // No camera came back in time: the stream is over (`reader` stays None).
+                Err(Error::Timeout { .. }) => {}
                 Err(e) => panic!("reopening frame channel {name:?}: {e}"),
             }
         }
@@ -274,10 +281,13 @@ pub fn consumer(name: &str, seconds: f64) -> Report {
         let i = ((latencies_ns.len() - 1) as f64 * p).round() as usize;
         latencies_ns[i] as f64 / 1000.0
     };
-    let frames = frames + reader.received();
+    if let Some(last) = &reader {
+        frames += last.received();
+        skipped += last.skipped();
+    }
     Report {
         frames,
-        skipped: skipped + reader.skipped(),
+        skipped,
         fps: frames as f64 / wall.as_secs_f64(),
         latency_p50_us: pct(0.50),
         latency_p99_us: pct(0.99),

@@ -1265,6 +1265,8 @@ fn restart_consumer_role() {
             if let Some(frame) = reader.latest().unwrap() {
                 verify_frame(frame.seq(), MAX_FRAME, frame.tag(), &frame);
             }
+            // Closed first: on Windows the old channel's name lives as long as a handle.
+            drop(reader);
             reader = FrameReader::open_wait(&name, CHILD_TIMEOUT).expect("the next camera");
         }
     }

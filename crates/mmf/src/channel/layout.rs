@@ -275,6 +275,8 @@ impl Geometry {
         }
         let max_frame_len = load64(&control.max_frame_len);
         let stride = load64(&control.slot_stride);
+        // Relaxed: as the fields above, ordered by the opener's Acquire load of the magic;
+        // untrusted all the same, hence the checks.
         let user_header_len = control.user_header_len.load(Relaxed);
         if user_header_len as usize > MAX_USER_HEADER_LEN {
             return Err(Error::corrupt(format!(

@@ -169,7 +169,9 @@ impl FrameReader {
     /// start before its camera, and follow it through a restart (on [`Error::WriterGone`],
     /// drop the reader and call this again). [`Error::Timeout`] if no live channel came in
     /// time; the other errors of [`open`](Self::open) at once. The same as
-    /// [`FrameReaderOptions::wait`].
+    /// [`FrameReaderOptions::wait`]. Drop the old reader before reopening: on Windows a
+    /// channel's name lives as long as any handle to it, so an old reader kept open keeps
+    /// the new writer from taking the name over.
     ///
     /// ```no_run
     /// use std::time::Duration;
@@ -190,6 +192,8 @@ impl FrameReader {
     ///         Err(e) => return Err(e),
     ///     };
     ///     if gone {
+    ///         // Closed first: on Windows the old channel's name lives while a handle does.
+    ///         drop(reader);
     ///         reader = FrameReader::open_wait("cam0", Duration::from_secs(30))?;
     ///     }
     /// }

@@ -167,9 +167,13 @@ impl FrameWriter {
         let deadline = Instant::now() + TAKEOVER_WAIT;
         loop {
             match Self::create_once(name, &spec, geometry, total) {
-                Err(taken @ Error::AlreadyExists { .. }) => {
-                    if !Self::take_over(name)? || Instant::now() >= deadline {
-                        return Err(taken);
+                Err(Error::AlreadyExists { name: taken, .. }) => {
+                    // Only the old reader table's name left (Windows: old readers still hold
+                    // it): wait for them without judging the channel's name, which openers
+                    // may briefly hold on the half-made channel just dropped.
+                    let table_only = taken != name;
+                    if Instant::now() >= deadline || !(table_only || Self::take_over(name)?) {
+                        return Err(Error::AlreadyExists { name: taken });
                     }
                     // Windows: the old readers still hold the section (or its table).
                     std::thread::sleep(Duration::from_millis(5));
@@ -204,6 +208,8 @@ impl FrameWriter {
         // Acquire: pairs with the creator's Release store of magic[0]; the fields read
         // below are the ones it published. A channel without its magic is still being
         // created (or its creator died while creating it): not ours to take.
+        // Relaxed (magic[1], version, writer_held below): ordered after the creator's stores
+        // by the Acquire load of magic[0], as in FrameReaderOptions::open.
         let magic = [
             control.magic[0].load(Acquire),
             control.magic[1].load(Relaxed),
@@ -251,6 +257,7 @@ impl FrameWriter {
 
     /// Whether the process recorded as the writer has died (where no kernel lock answers).
     fn pid_dead(old: &Mmf, control: &Control) -> bool {
+        // Relaxed: set before the magic, which the caller loaded with Acquire.
         let writer = ProcessId {
             pid: control.writer_pid.load(Relaxed),
             start: load64(&control.writer_start),
@@ -286,7 +293,8 @@ impl FrameWriter {
         control.version.store(CHANNEL_VERSION, Relaxed);
         control.slot_count.store(geometry.slots, Relaxed);
         control.max_readers.store(geometry.max_readers, Relaxed);
-        // Cannot truncate: at most MAX_USER_HEADER_LEN (for_spec).
+        // Cannot truncate: at most MAX_USER_HEADER_LEN (for_spec). Relaxed: published by
+        // the Release store of the magic below, like every field here.
         control
             .user_header_len
             .store(geometry.user_header_len as u32, Relaxed);
@@ -350,10 +358,15 @@ impl FrameWriter {
             .mode(spec.table_mode());
         match options.create(TABLE_LEN) {
             Err(Error::AlreadyExists { .. }) => {
-                <crate::sys::Segment as crate::sys::OsSegment>::remove(
+                // NotFound: gone meanwhile (its last handle closed, on Windows, where this
+                // removes nothing and `create` retries while old readers hold the table).
+                match <crate::sys::Segment as crate::sys::OsSegment>::remove(
                     &reader_table_name(name),
                     crate::sys::Namespace::Local,
-                )?;
+                ) {
+                    Ok(()) | Err(Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
                 options.create(TABLE_LEN)
             }
             other => other,
