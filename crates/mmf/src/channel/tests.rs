@@ -347,6 +347,17 @@ fn garbage_in_the_control_block_is_a_typed_error() {
         FrameReader::open(&name),
         Err(Error::Corrupt { .. })
     ));
+    // A hostile user header length: past the bound, or not matching the stride, so that a
+    // reader would read past its slot (or the mapping) if it believed it.
+    store64(&control.max_frame_len, 100);
+    assert!(FrameReader::open(&name).is_ok(), "restored");
+    for bad in [u32::MAX, MAX_USER_HEADER_LEN as u32 + 1, 1] {
+        control.user_header_len.store(bad, Relaxed);
+        assert!(
+            matches!(FrameReader::open(&name), Err(Error::Corrupt { .. })),
+            "user header of {bad} bytes"
+        );
+    }
 }
 
 /// Random words anywhere in the control block and the reader table: reader and writer
