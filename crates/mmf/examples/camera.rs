@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo run --release --example camera -- [--width 1920] [--height 1080] [--fps 60]
-//!                                         [--consumers 3] [--seconds 10]
+//!                                         [--consumers 3] [--seconds 10] [--name NAME]
+//! cargo run --release --example camera -- --consumer NAME [--seconds 30]
 //! ```
 //!
 //! The camera renders a moving test pattern (RGB, 3 bytes per pixel) straight into the
@@ -10,6 +11,11 @@
 //! process (this same binary, started with `--consumer`) that waits for every new frame, checks
 //! its stamp, and reports frames received and skipped, fps, publish-to-read latency and CPU
 //! use. The tests run the same code (`tests/channel.rs` includes this file).
+//!
+//! Start order and restarts: a consumer started on its own (`--consumer NAME`) waits for the
+//! camera (`FrameReader::open_wait`); kill the camera (`kill -9`) and start it again with the
+//! same `--name`, and the new camera takes the dead one's channel over while the consumer
+//! sees `WriterGone`, reopens and goes on (its report counts the `restarts`).
 
 use std::io::BufRead;
 use std::process::{Command, Stdio};
@@ -40,19 +46,22 @@ pub struct Report {
     pub latency_p99_us: f64,
     /// Process CPU time / wall time, in percent (`NaN` where the platform cannot tell).
     pub cpu_percent: f64,
+    /// Cameras followed after the first (each a `WriterGone`, then a reopen).
+    pub restarts: u64,
 }
 
 impl Report {
     /// One line, parsed back by [`Report::from_line`].
     pub fn to_line(&self) -> String {
         format!(
-            "frames={} skipped={} fps={:.2} p50_us={:.1} p99_us={:.1} cpu={:.2}",
+            "frames={} skipped={} fps={:.2} p50_us={:.1} p99_us={:.1} cpu={:.2} restarts={}",
             self.frames,
             self.skipped,
             self.fps,
             self.latency_p50_us,
             self.latency_p99_us,
-            self.cpu_percent
+            self.cpu_percent,
+            self.restarts
         )
     }
 
@@ -70,6 +79,7 @@ impl Report {
             latency_p50_us: field("p50_us")?,
             latency_p99_us: field("p99_us")?,
             cpu_percent: field("cpu")?,
+            restarts: field("restarts")? as u64,
         })
     }
 }
@@ -201,16 +211,25 @@ where
     })
 }
 
-/// A consumer: reads every new frame for `seconds`, then reports.
+/// A consumer: reads every new frame for `seconds`, then reports. It may start before the
+/// camera (it waits for the channel with `open_wait`) and follows a camera that crashes and
+/// is started again (on `WriterGone` it opens the channel again, waiting for the new one).
 pub fn consumer(name: &str, seconds: f64) -> Report {
-    let mut reader = open_with_retry(name);
+    // `None` once the camera went away and no new one came in time.
+    let mut reader = Some(
+        FrameReader::open_wait(name, CAMERA_WAIT)
+            .unwrap_or_else(|e| panic!("opening frame channel {name:?}: {e}")),
+    );
     let cpu_start = cpu_time();
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(seconds);
     let mut latencies_ns = Vec::new();
     let mut last_frame = start;
-    while Instant::now() < end {
-        match reader.wait_next(Duration::from_millis(200)) {
+    // Counts of the cameras before the current one (a reader counts its own channel only).
+    let (mut frames, mut skipped, mut restarts) = (0, 0, 0);
+    while let Some(current) = reader.as_mut().filter(|_| Instant::now() < end) {
+        // The frame borrows the reader: decide here, reopen after the match.
+        let camera_gone = match current.wait_next(Duration::from_millis(200)) {
             Ok(frame) => {
                 let now = monotonic_ns();
                 latencies_ns.push(now.saturating_sub(frame.timestamp_ns()));
@@ -226,12 +245,31 @@ pub fn consumer(name: &str, seconds: f64) -> Report {
                 }
                 std::hint::black_box(sum);
                 last_frame = Instant::now();
+                false
             }
-            // The camera stopped (or crashed): the stream is over.
-            Err(Error::WriterGone { .. }) => break,
+            // The camera stopped or crashed: wait for the next one below.
+            Err(Error::WriterGone { .. }) => true,
             Err(Error::Timeout { .. }) if last_frame.elapsed() > Duration::from_secs(5) => break,
-            Err(Error::Timeout { .. }) => {}
+            Err(Error::Timeout { .. }) => false,
             Err(e) => panic!("reading frames: {e}"),
+        };
+        if camera_gone {
+            // Closed before waiting: on Windows the old channel's name lives as long as a
+            // handle, and the new camera cannot take it over until then.
+            if let Some(old) = reader.take() {
+                frames += old.received();
+                skipped += old.skipped();
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            match FrameReader::open_wait(name, left.min(CAMERA_WAIT)) {
+                Ok(next) => {
+                    restarts += 1;
+                    reader = Some(next);
+                }
+                // No camera came back in time: the stream is over (`reader` stays None).
+                Err(Error::Timeout { .. }) => {}
+                Err(e) => panic!("reopening frame channel {name:?}: {e}"),
+            }
         }
     }
     let wall = start.elapsed();
@@ -243,28 +281,23 @@ pub fn consumer(name: &str, seconds: f64) -> Report {
         let i = ((latencies_ns.len() - 1) as f64 * p).round() as usize;
         latencies_ns[i] as f64 / 1000.0
     };
+    if let Some(last) = &reader {
+        frames += last.received();
+        skipped += last.skipped();
+    }
     Report {
-        frames: reader.received(),
-        skipped: reader.skipped(),
-        fps: reader.received() as f64 / wall.as_secs_f64(),
+        frames,
+        skipped,
+        fps: frames as f64 / wall.as_secs_f64(),
         latency_p50_us: pct(0.50),
         latency_p99_us: pct(0.99),
         cpu_percent: cpu_percent(cpu_start, wall),
+        restarts,
     }
 }
 
-fn open_with_retry(name: &str) -> FrameReader {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match FrameReader::open(name) {
-            Ok(reader) => return reader,
-            Err(Error::NotFound { .. }) if Instant::now() < deadline => {
-                thread::sleep(Duration::from_millis(10))
-            }
-            Err(e) => panic!("opening frame channel {name:?}: {e}"),
-        }
-    }
-}
+/// How long a consumer waits for a camera to appear, or to come back after it went away.
+const CAMERA_WAIT: Duration = Duration::from_secs(10);
 
 fn cpu_percent(start: Option<Duration>, wall: Duration) -> f64 {
     match (start, cpu_time()) {
@@ -338,9 +371,11 @@ fn parse_args(args: &[String]) -> Result<(Config, Option<String>), String> {
             "--fps" => config.fps = value()?.parse().map_err(|_| bad(flag))?,
             "--consumers" => config.consumers = value()?.parse().map_err(|_| bad(flag))?,
             "--seconds" => config.seconds = value()?.parse().map_err(|_| bad(flag))?,
+            "--name" => config.name = value()?.clone(),
             "--consumer" => consumer_of = Some(value()?.clone()),
             "-h" | "--help" => return Err(
-                "usage: camera [--width N] [--height N] [--fps F] [--consumers N] [--seconds S]"
+                "usage: camera [--width N] [--height N] [--fps F] [--consumers N] [--seconds S] [--name NAME]
+       camera --consumer NAME [--seconds S]"
                     .into(),
             ),
             other => return Err(format!("unknown flag {other:?} (try --help)")),

@@ -234,6 +234,27 @@ pub enum Error {
         seq: u64,
     },
 
+    /// A typed view or cast ([`Mmf::view`](crate::Mmf::view), [`Frame::cast`](crate::Frame::cast)
+    /// …) asked for a type that does not fit the bytes: larger than them, or more strictly
+    /// aligned than their start, or a slice of zero-sized elements. Nothing was locked.
+    #[error("{count} x {type_name} (size {size}, align {align}) does not fit {len} bytes starting at an address aligned to {start_align}: {reason}")]
+    TypeMismatch {
+        /// The element type, as `std::any::type_name` spells it.
+        type_name: &'static str,
+        /// Its size in bytes.
+        size: u64,
+        /// Its alignment in bytes.
+        align: u64,
+        /// Elements asked for (1 for a single value).
+        count: u64,
+        /// Bytes available (the data region, the frame or the user header).
+        len: u64,
+        /// The largest power of two, up to 4096, that the bytes' start is aligned to.
+        start_align: u64,
+        /// What did not fit.
+        reason: &'static str,
+    },
+
     /// A `try_` operation could not proceed without waiting.
     #[error("the operation would have to wait (the lock is held elsewhere, or a frame is being published); try again later")]
     WouldBlock,
@@ -255,7 +276,7 @@ pub enum Error {
     Revoked,
 
     /// A timed wait ran out.
-    #[error("timed out after {waited:?} waiting for the lock or for a new frame")]
+    #[error("timed out after {waited:?} waiting for the lock, for a new frame, or for a frame channel with a live writer")]
     Timeout {
         /// How long the caller waited.
         waited: Duration,
@@ -365,7 +386,7 @@ impl From<Error> for io::Error {
             Error::ReaderEvicted { .. } => K::Other,
             Error::FrameOverwritten { .. } => K::InvalidData,
             Error::WrongKind { .. } => K::InvalidData,
-            Error::SizeMismatch { .. } => K::InvalidInput,
+            Error::SizeMismatch { .. } | Error::TypeMismatch { .. } => K::InvalidInput,
             Error::AlreadyExists { .. } => K::AlreadyExists,
             Error::PermissionDenied { .. } | Error::ReadOnly { .. } => K::PermissionDenied,
             Error::NotReady { .. } | Error::Timeout { .. } => K::TimedOut,

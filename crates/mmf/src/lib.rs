@@ -20,6 +20,14 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Typed access: [`Mmf::view`], [`Mmf::view_mut`] and [`Mmf::view_slice`] give the data
+//! region as any `T: bytemuck::Pod` (or `[T]`) under the lock, checked for size and alignment
+//! with [`Error::TypeMismatch`] ([`view`] says why `bytemuck`). For many readers of one
+//! producer's frames, see [`channel`]: consumers may start before their camera
+//! ([`FrameReader::open_wait`]), a crashed camera's successor takes its channel over
+//! ([`FrameWriter::create`]), and each frame can carry a user header
+//! ([`FrameSpec::user_header_len`]).
+//!
 //! # Platforms
 //!
 //! | OS | architectures | backing object | how a blocked process waits | lifetime | tested how |
@@ -43,9 +51,9 @@
 //! | other PID namespaces (containers sharing `/dev/shm`) | as much as processes of your own namespace | liveness is the kernel's byte lock, which means the same in every namespace (Linux); the pid fallback (macOS, FreeBSD) must not be shared across namespaces |
 //! | a peer that truncates or scribbles the region | nothing | every header field is validated and bounds-checked; the mapping length comes from the validated header, never from the file's size; copies catch `SIGBUS` and report `Error::Truncated`; header garbage gives typed errors |
 //!
-//! **The guards' soundness contract.** `ReadGuard`, `WriteGuard` and `Frame` hand out `&[u8]` and
-//! `&mut [u8]`, which Rust assumes nobody else changes while they live. That holds exactly as long
-//! as every process with write access to the region follows the lock, which is the contract of
+//! **The guards' soundness contract.** `ReadGuard`, `WriteGuard` and `Frame` (and the typed
+//! views over them) hand out `&[u8]` and `&mut [u8]`, which Rust assumes nobody else changes
+//! while they live. That holds exactly as long as every process with write access to the region follows the lock, which is the contract of
 //! [`Mmf`] ("Shared-memory contract"). It is the same contract memmap2
 //! states for files (`MmapMut` is unsound if another process modifies the file) and the one
 //! `shared_memory`, `iceoryx2` and Boost.Interprocess rely on: the guards stay safe functions, and
@@ -91,12 +99,20 @@ mod sys;
 #[cfg(not(loom))]
 mod trust;
 #[cfg(not(loom))]
+pub mod view;
+#[cfg(not(loom))]
 #[allow(unsafe_code)]
 pub mod winmmf;
+
+/// The `bytemuck` this crate's typed views are built on ([`view`]), for `Pod`/`Zeroable`
+/// impls without a dependency of one's own.
+#[cfg(not(loom))]
+pub use bytemuck;
 
 #[cfg(not(loom))]
 pub use channel::{
     Frame, FrameInfo, FrameMeta, FrameReader, FrameReaderOptions, FrameSpec, FrameWriter,
+    ReaderStats,
 };
 pub use error::{Error, LockError, LockResult, Owner, PoisonError, Result};
 pub use lock::{
@@ -111,3 +127,5 @@ pub use segment::{
 pub use sys::Namespace;
 #[cfg(not(loom))]
 pub use trust::TrustedOwners;
+#[cfg(not(loom))]
+pub use view::{View, ViewMut};

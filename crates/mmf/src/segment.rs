@@ -16,6 +16,8 @@ use crate::lock::{
 use crate::name;
 use crate::sys::{self, Access, Namespace, OsOptions, OsProcess, OsSegment, OsWaiter};
 use crate::trust::TrustedOwners;
+use crate::view::{self, View, ViewMut, Viewable};
+use bytemuck::Pod;
 
 /// Default time [`MmfOptions::open`] waits for a creator to finish initialising.
 pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -49,6 +51,16 @@ pub const DEFAULT_RECOVERY_INTERVAL: Duration = Duration::from_millis(50);
 /// assert_eq!(&reader.read()?[..5], b"HELLO");
 /// # Ok(()) }
 /// ```
+///
+/// # Data region
+///
+/// The data region starts [`HEADER_LEN`](crate::header::HEADER_LEN) (4096) bytes into a
+/// mapping that the OS places on a page boundary (at least 4096-aligned on every
+/// platform: `mmap` returns page-aligned addresses, `MapViewOfFile` allocation-granularity
+/// ones, 64 KiB), so it is 4096-aligned in every process that maps it, whatever the address.
+/// Anything of alignment up to 4096 can sit at its start: typed views
+/// ([`view`](Self::view), [`view_mut`](Self::view_mut), [`view_slice`](Self::view_slice))
+/// check it anyway and say [`Error::TypeMismatch`] rather than assume it.
 ///
 /// # Names
 ///
@@ -757,6 +769,13 @@ impl<L: RawRwLock> Mmf<L> {
         self.segment.hold_byte((HEADER_LEN + offset) as u64)
     }
 
+    /// Removes the name if it still names this handle's object (not one created under the
+    /// same name since): a frame writer taking over a dead writer's channel. No effect on
+    /// Windows, where a section goes with its last handle.
+    pub(crate) fn remove_name_if_same(&self) -> Result<()> {
+        self.segment.remove_if_same(&self.name, self.namespace)
+    }
+
     /// Releases what [`hold_data_byte`](Self::hold_data_byte) took.
     pub(crate) fn release_data_byte(&self, offset: usize) {
         self.segment.release_byte((HEADER_LEN + offset) as u64);
@@ -866,6 +885,77 @@ impl<L: RawRwLock> Mmf<L> {
         self.lock_exclusive(Some(Instant::now() + timeout))
     }
 
+    /// The start of the data region as a `T`, under a shared lock (released when the view
+    /// drops): `let v = seg.view::<Header>()?; v.field`, for any `T: bytemuck::Pod` (every
+    /// primitive and array is; a `#[repr(C)]` struct of them implements it, see
+    /// [`bytemuck`](crate::bytemuck)). The data region starts 4096-aligned (see "Data region"
+    /// above), so every `T` of alignment up to 4096 and size up to [`len`](Self::len) fits.
+    ///
+    /// [`Error::TypeMismatch`] (nothing locked) if `T` is larger than the data region or
+    /// its alignment is not met; otherwise as [`read`](Self::read), poisoning included: a
+    /// poisoned view comes inside [`LockError::Poisoned`].
+    ///
+    /// ```
+    /// use mmf::{bytemuck, Mmf};
+    ///
+    /// #[derive(Clone, Copy, Debug, PartialEq)]
+    /// #[repr(C)]
+    /// struct Stats { frames: u64, dropped: u32, temperature: f32 }
+    /// // SAFETY: repr(C), fields are Pod, and there is no padding (8 + 4 + 4 bytes).
+    /// unsafe impl bytemuck::Zeroable for Stats {}
+    /// // SAFETY: as above.
+    /// unsafe impl bytemuck::Pod for Stats {}
+    ///
+    /// # fn main() -> mmf::Result<()> {
+    /// # let name = format!("view-doc-{}", std::process::id());
+    /// let seg = Mmf::create(&name, 4096)?;
+    /// seg.view_mut::<Stats>()?.frames += 3;
+    /// let stats = seg.view::<Stats>()?;
+    /// assert_eq!((stats.frames, stats.dropped), (3, 0));
+    /// drop(stats);
+    /// // Too large for the region: a typed error, not a panic.
+    /// assert!(matches!(seg.view::<[u8; 8192]>(), Err(mmf::LockError::Failed(mmf::Error::TypeMismatch { .. }))));
+    /// # Ok(()) }
+    /// ```
+    pub fn view<T: Pod>(&self) -> LockResult<View<'_, T, L>> {
+        let len = self.check_view::<T>(1)?;
+        map_lock(self.read(), |guard| View::new(guard, len))
+    }
+
+    /// The start of the data region as a `T`, under the exclusive lock; as
+    /// [`view`](Self::view), with [`write`](Self::write)'s errors.
+    pub fn view_mut<T: Pod>(&self) -> LockResult<ViewMut<'_, T, L>> {
+        let len = self.check_view::<T>(1)?;
+        map_lock(self.write(), |guard| ViewMut::new(guard, len))
+    }
+
+    /// The first `count` elements of the data region as a `[T]`, under a shared lock; as
+    /// [`view`](Self::view) (the whole region: `count = seg.len() / size_of::<T>()`).
+    ///
+    /// ```
+    /// # fn main() -> mmf::Result<()> {
+    /// # let name = format!("view-slice-doc-{}", std::process::id());
+    /// let seg = mmf::Mmf::create(&name, 4096)?;
+    /// seg.view_slice_mut::<u32>(1024)?[1023] = 7;
+    /// assert_eq!(seg.view_slice::<u32>(1024)?.iter().sum::<u32>(), 7);
+    /// # Ok(()) }
+    /// ```
+    pub fn view_slice<T: Pod>(&self, count: usize) -> LockResult<View<'_, [T], L>> {
+        let len = self.check_view::<[T]>(count)?;
+        map_lock(self.read(), |guard| View::new(guard, len))
+    }
+
+    /// The first `count` elements of the data region as a `[T]`, under the exclusive lock;
+    /// as [`view_slice`](Self::view_slice), with [`write`](Self::write)'s errors.
+    pub fn view_slice_mut<T: Pod>(&self, count: usize) -> LockResult<ViewMut<'_, [T], L>> {
+        let len = self.check_view::<[T]>(count)?;
+        map_lock(self.write(), |guard| ViewMut::new(guard, len))
+    }
+
+    fn check_view<V: Viewable + ?Sized>(&self, count: usize) -> Result<usize> {
+        view::check::<V>(self.data_ptr() as usize, self.data_len, count)
+    }
+
     /// Whether a writer died holding the lock since the segment was created or the poison
     /// was last cleared. Works on read-only handles too.
     pub fn is_poisoned(&self) -> bool {
@@ -965,6 +1055,10 @@ impl<L: RawRwLock> Mmf<L> {
         // The clock only for timed waits: reading it would double the cost of an
         // uncontended lock + unlock (see benches/lock.rs).
         let start = deadline.map(|_| Instant::now());
+        // The data's first line travels while we take the lock (whose atomic read-modify-write
+        // would otherwise hold back the caller's first read until it is done): a reader
+        // woken by a write in another process gets the two transfers overlapped.
+        crate::sys::prefetch(self.data_ptr());
         match L::lock_shared(&self.header().lock, &self.ctx(), deadline) {
             Ok(acquired) => self.shared_guard(acquired),
             Err(not) => Err(LockError::Failed(self.not_acquired(not, || {
@@ -1341,6 +1435,17 @@ impl<L: RawRwLock> Drop for Mmf<L> {
             // and a drop has no way to report anything.
             let _ = self.segment.remove_if_same(&self.name, self.namespace);
         }
+    }
+}
+
+/// The guard of a lock result mapped by `f`, poisoned or not.
+fn map_lock<G, H>(result: LockResult<G>, f: impl FnOnce(G) -> H) -> LockResult<H> {
+    match result {
+        Ok(guard) => Ok(f(guard)),
+        Err(LockError::Poisoned(poisoned)) => Err(LockError::Poisoned(PoisonError::new(f(
+            poisoned.into_inner(),
+        )))),
+        Err(LockError::Failed(e)) => Err(LockError::Failed(e)),
     }
 }
 

@@ -14,7 +14,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{arg, arg_u64, say, unique_name, Rng, CHILD_TIMEOUT};
-use mmf::{Error, FrameMeta, FrameReader, FrameReaderOptions, FrameSpec, FrameWriter, Mmf};
+use mmf::{
+    Error, FrameMeta, FrameReader, FrameReaderOptions, FrameSpec, FrameWriter, Mmf, ReaderStats,
+};
 
 #[test]
 #[ignore = "not a test: the entry point of this file's child processes, which run it with --include-ignored"]
@@ -28,6 +30,9 @@ fn child() {
         #[cfg(target_os = "linux")]
         "early-reader" => early_reader_role(),
         "patient-reader" => patient_reader_role(),
+        "restart-camera" => restart_camera_role(),
+        "restart-consumer" => restart_consumer_role(),
+        "header-writer" => header_writer_role(),
         "camera-consumer" => {
             let report = camera::consumer(&arg("name"), arg_u64("seconds") as f64);
             say("report", report.to_line());
@@ -719,6 +724,40 @@ fn skipped_counts_follow_sequence_numbers() {
     assert_eq!((reader.received(), reader.skipped()), (2, 3));
 }
 
+/// The reader's counts are reachable while a frame is held (the frame borrows its reader
+/// mutably, so `reader.received()` is not), and they include the held frame.
+#[test]
+fn reader_stats_are_reachable_while_a_frame_is_held() {
+    let name = unique_name("chan-stats");
+    let mut writer = FrameWriter::create(&name, FrameSpec::new(64)).unwrap();
+    let mut reader = FrameReader::open(&name).unwrap();
+    assert_eq!(reader.stats(), ReaderStats::default());
+    writer.publish(b"one").unwrap();
+    {
+        let frame = reader.try_next().unwrap().unwrap();
+        let stats = frame.reader_stats();
+        assert_eq!(
+            (stats.received, stats.skipped, stats.last_seq),
+            (1, 0, Some(1))
+        );
+    }
+    for _ in 0..3 {
+        writer.publish(b"more").unwrap();
+    }
+    let frame = reader.wait_next(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        frame.reader_stats(),
+        ReaderStats {
+            received: 2,
+            skipped: 2,
+            last_seq: Some(4)
+        }
+    );
+    drop(frame);
+    assert_eq!(reader.stats().received, reader.received());
+    assert_eq!(reader.stats().skipped, reader.skipped());
+}
+
 #[test]
 fn metadata_travels_with_the_frame() {
     let name = unique_name("chan-meta");
@@ -1097,8 +1136,7 @@ fn a_killed_writer_is_reported_as_gone_when_a_wait_runs_out_and_at_open() {
         Err(Error::WriterGone { .. })
     ));
     drop(reader);
-    // On Linux the killed writer could not remove the name; a new writer removes it first.
-    let _ = Mmf::remove(&name);
+    // The killed writer could not remove the name (Linux): a new writer takes it over.
     let mut writer = FrameWriter::create(&name, FrameSpec::new(64)).unwrap();
     writer.publish(&[3; 64]).unwrap();
     let mut reader = FrameReader::open(&name).unwrap();
@@ -1141,10 +1179,12 @@ fn large_frames_reuse_the_warmest_free_slot_and_small_ones_rotate() {
     assert_eq!(slots_used(large, 40, false).len(), 2);
     // A reader that holds a frame while two more are published: three.
     assert_eq!(slots_used(large, 40, true).len(), 3);
-    // Small frames keep rotating through all 16 slots between scans of the pins.
+    // Smaller frames keep rotating through all their slots between scans of the pins: the 16
+    // of a 64 B frame, the 6 (4 readers + 2) of the largest frame that is not warm.
+    assert_eq!(slots_used(64, 40, false).len(), 16);
     assert_eq!(
         slots_used(mmf::channel::WARM_SLOT_MIN_STRIDE, 40, false).len(),
-        16
+        6
     );
 }
 
@@ -1166,4 +1206,406 @@ fn frames_carry_their_publish_time_unless_timestamps_are_off() {
     writer.set_timestamps(true);
     writer.publish(b"on again").unwrap();
     assert!(reader.try_next().unwrap().unwrap().timestamp_ns() >= stamped);
+}
+
+/// Largest frame of the channels of the restart and user-header tests: small, so that their
+/// processes, which check every byte, leave the CPU to the timing-sensitive tests running
+/// beside them (under qemu above all).
+const SMALL_FRAME: usize = 4096;
+
+/// Camera child for the restart test: creates channel `name` (taking over a dead camera's),
+/// says so, and publishes checked frames (generation `gen` in the pixel format) about every
+/// millisecond until it is killed.
+fn restart_camera_role() {
+    let generation = arg_u64("gen") as u32;
+    let mut writer =
+        FrameWriter::create(&arg("name"), FrameSpec::new(SMALL_FRAME).max_readers(2)).unwrap();
+    say("created", generation);
+    let mut scratch = vec![0u8; SMALL_FRAME];
+    loop {
+        let seq = writer.seq() + 1;
+        let len = fill_frame(seq, &mut scratch);
+        writer.set_meta(FrameMeta {
+            pixel_format: generation,
+            tag: common::fnv1a(&scratch[..len]),
+            ..FrameMeta::default()
+        });
+        writer.publish(&scratch[..len]).unwrap();
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Consumer child for the restart test: says it is waiting, opens with `open_wait` (the
+/// camera is not there yet), checks every frame, and on `WriterGone` opens again, until it
+/// has `frames` frames of camera generation 2. Says each generation when it first sees it.
+fn restart_consumer_role() {
+    let name = arg("name");
+    let wanted = arg_u64("frames");
+    say("waiting", 1);
+    let mut reader = FrameReader::open_wait(&name, CHILD_TIMEOUT).expect("the first camera");
+    let started = Instant::now();
+    let (mut gone, mut per_generation) = (0u64, [0u64; 3]);
+    while per_generation[2] < wanted {
+        assert!(
+            started.elapsed() < CHILD_TIMEOUT,
+            "stuck: {per_generation:?}"
+        );
+        // The frame borrows the reader: decide inside the match, reopen after it.
+        let writer_gone = match reader.wait_next(Duration::from_secs(2)) {
+            Ok(frame) => {
+                verify_frame(frame.seq(), SMALL_FRAME, frame.tag(), &frame);
+                let generation = frame.pixel_format() as usize;
+                assert!((1..=2).contains(&generation), "generation {generation}");
+                if per_generation[generation] == 0 {
+                    say("gen", generation);
+                }
+                per_generation[generation] += 1;
+                false
+            }
+            Err(Error::Timeout { .. }) => false,
+            Err(Error::WriterGone { .. }) => true,
+            Err(e) => panic!("reading frames: {e}"),
+        };
+        if writer_gone {
+            gone += 1;
+            // The old mapping stays valid: its last frame is still there, whole.
+            if let Some(frame) = reader.latest().unwrap() {
+                verify_frame(frame.seq(), SMALL_FRAME, frame.tag(), &frame);
+            }
+            // Closed first: on Windows the old channel's name lives as long as a handle.
+            drop(reader);
+            reader = FrameReader::open_wait(&name, CHILD_TIMEOUT).expect("the next camera");
+        }
+    }
+    say("gone", gone);
+    say("frames1", per_generation[1]);
+    say("frames2", per_generation[2]);
+}
+
+/// Start in any order and restart: consumers start first and wait for the camera with
+/// `open_wait`; the camera is killed (SIGKILL) mid-stream; a new camera creates the channel
+/// again, taking over the dead one's name; the consumers see `WriterGone`, reopen, and
+/// receive checked frames from the new camera. Real processes throughout.
+#[cfg(any(target_os = "linux", windows))]
+#[test]
+fn consumers_wait_for_the_camera_and_follow_it_through_a_crash_and_restart() {
+    let name = unique_name("chan-restart");
+    let mut consumers: Vec<_> = (0..2)
+        .map(|_| {
+            let mut child = common::child("restart-consumer")
+                .arg("name", &name)
+                .arg("frames", 50)
+                .spawn();
+            child.expect("waiting", CHILD_TIMEOUT);
+            child
+        })
+        .collect();
+    // Give them time to find nothing and wait.
+    thread::sleep(Duration::from_millis(100));
+    let mut first = common::child("restart-camera")
+        .arg("name", &name)
+        .arg("gen", 1)
+        .spawn();
+    assert_eq!(first.expect("created", CHILD_TIMEOUT), "1");
+    for consumer in &mut consumers {
+        assert_eq!(consumer.expect("gen", CHILD_TIMEOUT), "1");
+    }
+    first.kill(); // SIGKILL / TerminateProcess: mid-stream, its FrameWriter never drops
+    let mut second = common::child("restart-camera")
+        .arg("name", &name)
+        .arg("gen", 2)
+        .spawn();
+    assert_eq!(
+        second.expect("created", CHILD_TIMEOUT),
+        "2",
+        "the new camera takes over the dead one's channel"
+    );
+    for mut consumer in consumers {
+        assert_eq!(consumer.expect("gen", CHILD_TIMEOUT), "2");
+        assert!(
+            consumer
+                .expect("gone", CHILD_TIMEOUT)
+                .parse::<u64>()
+                .unwrap()
+                >= 1
+        );
+        assert!(
+            consumer
+                .expect("frames1", CHILD_TIMEOUT)
+                .parse::<u64>()
+                .unwrap()
+                >= 1
+        );
+        assert_eq!(consumer.expect("frames2", CHILD_TIMEOUT), "50");
+        consumer.finish(CHILD_TIMEOUT);
+    }
+    second.kill();
+}
+
+/// A writer's channel is never taken over while the writer lives, not even from its own
+/// process: `AlreadyExists`, and the channel goes on as before.
+#[test]
+fn a_live_writers_channel_is_never_taken_over() {
+    let name = unique_name("chan-live");
+    let mut writer = FrameWriter::create(&name, FrameSpec::new(64)).unwrap();
+    writer.publish(&[1; 64]).unwrap();
+    let mut reader = FrameReader::open(&name).unwrap();
+    assert!(matches!(
+        FrameWriter::create(&name, FrameSpec::new(64)),
+        Err(Error::AlreadyExists { .. })
+    ));
+    assert!(reader.writer_alive());
+    writer.publish(&[2; 64]).unwrap();
+    let frame = reader.wait_next(Duration::from_secs(10)).unwrap();
+    assert_eq!((frame.seq(), frame[0]), (2, 2));
+    // Nor is a plain segment under a channel's name touched.
+    let plain = unique_name("chan-plain");
+    let segment = Mmf::create(&plain, 64).unwrap();
+    segment.write_at(0, b"mine").unwrap();
+    assert!(matches!(
+        FrameWriter::create(&plain, FrameSpec::new(64)),
+        Err(Error::AlreadyExists { .. })
+    ));
+    assert_eq!(segment.read_to_vec(0, 4).unwrap(), b"mine");
+}
+
+/// Several writers racing to take over one dead writer's channel: exactly one wins, the
+/// others get `AlreadyExists`, and a reader of the old channel sees `WriterGone` (its
+/// frames still readable) and opens the winner's. Writers are threads of this process:
+/// each opens the old channel through its own descriptor, so the kernel lock that decides
+/// the race sees them as strangers, as it would separate processes.
+#[cfg(target_os = "linux")]
+#[test]
+fn writers_racing_to_take_over_a_dead_channel_exactly_one_wins() {
+    for round in 0..5 {
+        let name = unique_name(&format!("chan-race{round}"));
+        let mut dead = common::child("writer").arg("name", &name).spawn();
+        assert_eq!(dead.expect("published", CHILD_TIMEOUT), "1");
+        let mut old = FrameReader::open(&name).unwrap();
+        assert_eq!(old.wait_next(Duration::from_secs(10)).unwrap().seq(), 1);
+        dead.kill();
+        let barrier = std::sync::Barrier::new(4);
+        let results: Vec<_> = thread::scope(|scope| {
+            let handles: Vec<_> = (0..4u8)
+                .map(|i| {
+                    let (barrier, name) = (&barrier, &name);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        FrameWriter::create(name, FrameSpec::new(64).max_readers(2)).map(
+                            |mut writer| {
+                                writer.publish(&[i; 64]).unwrap();
+                                (i, writer)
+                            },
+                        )
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut winners = Vec::new();
+        for result in results {
+            match result {
+                Ok(winner) => winners.push(winner),
+                Err(Error::AlreadyExists { .. }) => {}
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: exactly one writer wins");
+        let (id, _writer) = &winners[0];
+        let start = Instant::now();
+        assert!(matches!(
+            old.wait_next(Duration::from_secs(30)),
+            Err(Error::WriterGone { .. })
+        ));
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "told by the takeover, not at the timeout"
+        );
+        assert_eq!(
+            old.latest().unwrap().unwrap()[..],
+            [7; 64],
+            "old frames stay"
+        );
+        let mut new = FrameReader::open(&name).unwrap();
+        assert_eq!(new.latest().unwrap().unwrap()[..], [*id; 64]);
+    }
+}
+
+/// `open_wait` on a channel that never comes: `Timeout` after the time given, having slept
+/// rather than spun; a channel that appears meanwhile is opened.
+#[test]
+fn open_wait_times_out_when_no_channel_comes_and_opens_one_that_does() {
+    let name = unique_name("chan-wait");
+    let start = Instant::now();
+    match FrameReader::open_wait(&name, Duration::from_millis(150)) {
+        Err(Error::Timeout { waited }) => assert!(waited >= Duration::from_millis(150)),
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // Other errors are not waited out.
+    let plain = unique_name("chan-wait-plain");
+    let _segment = Mmf::create(&plain, 64).unwrap();
+    let start = Instant::now();
+    assert!(matches!(
+        FrameReaderOptions::new(&plain)
+            .wait(Duration::from_secs(30))
+            .open(),
+        Err(Error::WrongKind { .. })
+    ));
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let late = thread::spawn({
+        let name = name.clone();
+        move || {
+            thread::sleep(Duration::from_millis(100));
+            let mut writer = FrameWriter::create(&name, FrameSpec::new(64)).unwrap();
+            writer.publish(&[9; 64]).unwrap();
+            writer
+        }
+    });
+    let mut reader = FrameReader::open_wait(&name, CHILD_TIMEOUT).unwrap();
+    let _writer = late.join().unwrap();
+    assert_eq!(reader.wait_next(CHILD_TIMEOUT).unwrap()[..], [9; 64]);
+}
+
+/// The per-frame user header: bounded at creation, zeroed by the plain publishes, written
+/// with the frame by `publish_with_header`, typed access with typed errors.
+#[test]
+fn user_headers_travel_with_their_frames() {
+    use mmf::channel::MAX_USER_HEADER_LEN;
+    assert!(matches!(
+        FrameWriter::create(
+            &unique_name("chan-uh-big"),
+            FrameSpec::new(64).user_header_len(MAX_USER_HEADER_LEN + 1)
+        ),
+        Err(Error::InvalidSize { .. })
+    ));
+    let name = unique_name("chan-uh");
+    let mut writer = FrameWriter::create(&name, FrameSpec::new(100).user_header_len(24)).unwrap();
+    let mut reader = FrameReader::open(&name).unwrap();
+    writer
+        .publish_with_header(|header, frame| {
+            assert_eq!((header.len(), frame.len()), (24, 100));
+            header.copy_from_slice(&[7; 24]);
+            frame[..3].copy_from_slice(b"abc");
+            3
+        })
+        .unwrap();
+    {
+        let frame = reader.latest().unwrap().unwrap();
+        assert_eq!(
+            (frame.user_header(), &frame[..]),
+            (&[7u8; 24][..], &b"abc"[..])
+        );
+        assert_eq!(
+            frame.user_header_as::<[u32; 6]>().unwrap(),
+            &[0x0707_0707; 6]
+        );
+        assert!(matches!(
+            frame.user_header_as::<[u64; 4]>(),
+            Err(Error::TypeMismatch { len: 24, .. })
+        ));
+    }
+    // A plain publish leaves no earlier frame's header behind.
+    for _ in 0..20 {
+        writer.publish(b"plain").unwrap();
+        assert_eq!(
+            reader.wait_next(CHILD_TIMEOUT).unwrap().user_header(),
+            [0; 24]
+        );
+    }
+    writer
+        .publish_with_header_as(|header: &mut [u64; 3], frame| {
+            *header = [1, 2, 3];
+            frame[0] = 1;
+            1
+        })
+        .unwrap();
+    assert_eq!(
+        reader
+            .wait_next(CHILD_TIMEOUT)
+            .unwrap()
+            .user_header_as::<[u64; 3]>()
+            .unwrap(),
+        &[1, 2, 3]
+    );
+    let seq = writer.seq();
+    assert!(matches!(
+        writer.publish_with_header_as(|_: &mut [u64; 4], _| 1),
+        Err(Error::TypeMismatch { .. })
+    ));
+    assert_eq!(writer.seq(), seq, "nothing published");
+    // No header: an empty one.
+    let name = unique_name("chan-uh-none");
+    let mut writer = FrameWriter::create(&name, FrameSpec::new(100)).unwrap();
+    let mut reader = FrameReader::open(&name).unwrap();
+    writer.publish(b"x").unwrap();
+    assert!(reader.latest().unwrap().unwrap().user_header().is_empty());
+}
+
+/// Writer child: publishes frames flat out whose user header holds the frame's sequence
+/// number and checksum, for `ms` milliseconds.
+fn header_writer_role() {
+    let mut writer = FrameWriter::create(
+        &arg("name"),
+        FrameSpec::new(SMALL_FRAME)
+            .max_readers(2)
+            .user_header_len(16),
+    )
+    .unwrap();
+    say("created", 1);
+    let run = Duration::from_millis(arg_u64("ms"));
+    let start = Instant::now();
+    while start.elapsed() < run {
+        let seq = writer.seq() + 1;
+        writer
+            .publish_with_header_as(|header: &mut [u64; 2], frame| {
+                let len = fill_frame(seq, frame);
+                *header = [seq, common::fnv1a(&frame[..len])];
+                len
+            })
+            .unwrap();
+    }
+    say("published", writer.seq());
+}
+
+/// Across processes, the user header always belongs to the frame it came with: a writer
+/// child publishes flat out, each header naming its frame's sequence number and checksum,
+/// while this process's readers check every frame against its header (holding some).
+#[test]
+fn a_user_header_is_never_torn_from_its_frame_across_processes() {
+    let name = unique_name("chan-uh-proc");
+    let ms = 500;
+    let mut child = common::child("header-writer")
+        .arg("name", &name)
+        .arg("ms", ms)
+        .spawn();
+    child.expect("created", CHILD_TIMEOUT);
+    let mut reader = FrameReader::open_wait(&name, CHILD_TIMEOUT).unwrap();
+    let mut checked = 0u64;
+    loop {
+        let frame = match reader.wait_next(Duration::from_secs(10)) {
+            Ok(frame) => frame,
+            Err(Error::WriterGone { .. }) => break,
+            Err(e) => panic!("{e}"),
+        };
+        let &[seq, checksum] = frame.user_header_as::<[u64; 2]>().unwrap();
+        assert_eq!(seq, frame.seq(), "header of another frame");
+        verify_frame(seq, SMALL_FRAME, checksum, &frame);
+        if checked % 64 == 0 {
+            thread::sleep(Duration::from_micros(300));
+            assert_eq!(
+                frame.user_header_as::<[u64; 2]>().unwrap(),
+                &[seq, checksum]
+            );
+            verify_frame(seq, SMALL_FRAME, checksum, &frame);
+        }
+        frame.verify().unwrap();
+        checked += 1;
+    }
+    let published: u64 = child.expect("published", CHILD_TIMEOUT).parse().unwrap();
+    child.finish(CHILD_TIMEOUT);
+    assert!(
+        checked > 10 && checked <= published,
+        "{checked} of {published}"
+    );
 }

@@ -676,6 +676,16 @@ fn copy_api_refuses_a_poisoned_lock_until_cleared() {
         Ok(())
     };
     assert!(matches!(via_question_mark(), Err(Error::Poisoned)));
+    // Typed views carry the poison the same way, with the typed view inside.
+    match segment.view::<[u8; 6]>() {
+        Err(LockError::Poisoned(poisoned)) => {
+            assert_eq!(&poisoned.into_inner()[..], &scribbled[..6])
+        }
+        Ok(_) => panic!("a view of a poisoned lock came clean"),
+        Err(LockError::Failed(e)) => panic!("{e}"),
+    }
+    let via_view = || -> mmf::Result<u64> { Ok(*segment.view_mut::<u64>()?) };
+    assert!(matches!(via_view(), Err(Error::Poisoned)));
     assert!(matches!(
         read_only.clear_poison(),
         Err(Error::ReadOnly { .. })

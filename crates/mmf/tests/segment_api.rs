@@ -73,6 +73,86 @@ fn bad_names_are_invalid_name_for_every_entry_point() {
     }
 }
 
+/// Typed views: what one writes through a `ViewMut` another handle reads through a `View`
+/// (and as bytes); a type that does not fit is a typed error naming it, with nothing locked.
+#[test]
+fn typed_views_read_and_write_the_data_region_and_refuse_types_that_do_not_fit() {
+    let name = unique_name("api-view");
+    let segment = Mmf::create(&name, 100).unwrap();
+    let other = Mmf::open(&name).unwrap();
+    *segment.view_mut::<u64>().unwrap() = 0x0102_0304_0506_0708;
+    assert_eq!(*other.view::<u64>().unwrap(), 0x0102_0304_0506_0708);
+    assert_eq!(
+        other.read_to_vec(0, 8).unwrap(),
+        0x0102_0304_0506_0708u64.to_ne_bytes()
+    );
+    {
+        let mut words = segment.view_slice_mut::<u32>(25).unwrap();
+        assert_eq!(words.len(), 25);
+        words[24] = 99;
+        // The exclusive lock is held while the view lives.
+        assert!(matches!(
+            common::lock_error(other.try_read()),
+            Some(Error::WouldBlock)
+        ));
+    }
+    assert_eq!(other.view_slice::<u32>(25).unwrap()[24], 99);
+    assert_eq!(other.read_to_vec(96, 4).unwrap(), 99u32.to_ne_bytes());
+    // The region is 4096-aligned (documented on Mmf): the most demanding alignment fits.
+    #[derive(Clone, Copy)]
+    #[repr(C, align(4096))]
+    struct PageAligned([u8; 4096]);
+    // SAFETY: repr(C), one u8 array filling the alignment: no padding, every bit pattern valid.
+    unsafe impl mmf::bytemuck::Zeroable for PageAligned {}
+    // SAFETY: as above.
+    unsafe impl mmf::bytemuck::Pod for PageAligned {}
+    let big = Mmf::create(&unique_name("api-view-big"), 4096).unwrap();
+    assert_eq!(big.view::<PageAligned>().unwrap().0[0], 0);
+    let refused = |result: Option<Error>, count: u64, reason: &str| match result {
+        Some(Error::TypeMismatch {
+            type_name,
+            len: 100,
+            count: c,
+            reason: r,
+            ..
+        }) => {
+            assert_eq!((c, r), (count, reason), "{type_name}");
+        }
+        other => panic!("expected TypeMismatch ({reason}), got {other:?}"),
+    };
+    refused(
+        common::lock_error(segment.view::<[u8; 101]>()),
+        1,
+        "larger than the bytes",
+    );
+    refused(
+        common::lock_error(segment.view_mut::<PageAligned>()),
+        1,
+        "larger than the bytes",
+    );
+    refused(
+        common::lock_error(segment.view_slice::<u64>(13)),
+        13,
+        "larger than the bytes",
+    );
+    refused(
+        common::lock_error(segment.view_slice_mut::<u8>(usize::MAX)),
+        usize::MAX as u64,
+        "larger than the bytes",
+    );
+    refused(
+        common::lock_error(segment.view_slice::<()>(1)),
+        1,
+        "a slice of zero-sized elements",
+    );
+    let message = common::lock_error(segment.view::<[u64; 13]>())
+        .unwrap()
+        .to_string();
+    assert!(message.contains("[u64; 13]"), "{message}");
+    // Refused before locking: the lock is free for a writer.
+    drop(segment.try_write().unwrap());
+}
+
 #[test]
 fn longest_valid_name_works() {
     let tag = unique_name("long");

@@ -83,6 +83,15 @@ impl Channel {
         unsafe { self.mmf.data_ptr().add(offset) }
     }
 
+    /// Start of slot `slot`'s user header (`geometry.user_header_len` bytes, page aligned);
+    /// `slot < geometry.slots` is the caller's to check.
+    pub(super) fn user_header_ptr(&self, slot: u32) -> *mut u8 {
+        let offset = self.geometry.user_header_offset();
+        // SAFETY: the header's bytes end at the slot's end (user_header_offset + len <=
+        // stride, from the validated geometry), inside the data region as for slot_ptr.
+        unsafe { self.slot_ptr(slot).add(offset) }
+    }
+
     pub(super) fn readers(&self) -> &[ReaderEntry] {
         &self.table().readers[..self.geometry.max_readers as usize]
     }

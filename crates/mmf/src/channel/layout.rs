@@ -15,15 +15,22 @@ pub const MAX_READERS: usize = 32;
 /// Most slots a channel can have (slot numbers 62 and 63 are reserved in the `latest` word).
 pub const MAX_SLOTS: usize = 62;
 
-/// Slots a channel gets by default when that many fit in [`SMALL_FRAME_SLOTS_BYTES`]
-/// (see the module docs on slots).
+/// Most slots a channel gets by default (see the module docs on slots).
 pub const SMALL_FRAME_SLOTS: usize = 16;
 
-/// Memory budget under which the default slot count is raised to [`SMALL_FRAME_SLOTS`].
-pub const SMALL_FRAME_SLOTS_BYTES: usize = 1 << 20;
+/// Slot bytes the default slot count may fill: a channel gets as many slots as fit in this
+/// (by slot stride, whole pages), up to [`SMALL_FRAME_SLOTS`], and never fewer than
+/// `max_readers + 2`. Small enough that the slots a writer rotates through stay in its
+/// core's first-level cache: 16 slots of 8 KiB frames (128 KiB) made an 8 KiB frame's
+/// hand-over about 10% slower than 8 or 4 slots in `cargo xtask bench-peers`.
+pub const SMALL_FRAME_SLOTS_BYTES: usize = 64 << 10;
 
 /// Version of the control block layout (and of the reader table that goes with it).
-pub const CHANNEL_VERSION: u32 = 4;
+pub const CHANNEL_VERSION: u32 = 5;
+
+/// Largest per-frame user header ([`FrameSpec::user_header_len`](super::FrameSpec::user_header_len)):
+/// one page, which every slot then gives it.
+pub const MAX_USER_HEADER_LEN: usize = 4096;
 
 /// Byte of the channel's data region on which the writer holds its kernel lock: the first
 /// byte of `writer_pid`.
@@ -42,8 +49,9 @@ pub(super) const CONTROL_LEN: usize = 4096;
 pub(super) const TABLE_LEN: usize = size_of::<ReaderTable>();
 
 /// Slots of more than this many bytes are reused warm-first (module docs, **Warm slots**):
-/// the same bound above which the default slot count is not raised.
-pub const WARM_SLOT_MIN_STRIDE: usize = SMALL_FRAME_SLOTS_BYTES / SMALL_FRAME_SLOTS;
+/// from here on the pins are scanned on every publish, a cost that is small next to copying
+/// the frame.
+pub const WARM_SLOT_MIN_STRIDE: usize = 64 << 10;
 
 /// Slots start on page boundaries (4096 is the smallest page size we run on).
 pub(super) const SLOT_ALIGN: usize = 4096;
@@ -56,6 +64,16 @@ pub(super) const NO_SLOT: u32 = 0;
 /// reader that scribbles the table's `parked` count to 0 stops the writer's wake-ups, and
 /// this bounds the delay it causes (Windows caps each kernel wait the same way anyway).
 pub(super) const MAX_SLEEP: Duration = Duration::from_secs(1);
+
+/// Longest pause between two tries of [`FrameReaderOptions::wait`](super::FrameReaderOptions::wait):
+/// bounds how late a waiting reader attaches, at about 20 cheap open attempts a second.
+pub(super) const OPEN_WAIT_MAX_PAUSE: Duration = Duration::from_millis(50);
+
+/// How long [`FrameWriter::create`](super::FrameWriter::create) keeps trying to take over a
+/// dead writer's channel whose name cannot be removed at once: on Windows a section lives
+/// as long as a handle, and the old readers close theirs within about a second of learning
+/// the writer is gone (their sleeps are capped at [`MAX_SLEEP`]).
+pub(super) const TAKEOVER_WAIT: Duration = Duration::from_secs(3);
 
 /// Bits of the `latest` word that hold the slot.
 pub(super) const LATEST_SLOT: u32 = 63;
@@ -134,7 +152,8 @@ pub(super) struct Control {
     pub(super) version: AtomicU32,
     pub(super) slot_count: AtomicU32,
     pub(super) max_readers: AtomicU32,
-    pub(super) _reserved0: AtomicU32,
+    /// Bytes of the per-frame user header, 0..=[`MAX_USER_HEADER_LEN`].
+    pub(super) user_header_len: AtomicU32,
     pub(super) max_frame_len: [AtomicU32; 2],
     pub(super) slot_stride: [AtomicU32; 2],
     pub(super) writer_pid: AtomicU32,
@@ -171,6 +190,7 @@ const _: () = {
     assert!(offset_of!(Control, version) == 8);
     assert!(offset_of!(Control, slot_count) == 12);
     assert!(offset_of!(Control, max_readers) == 16);
+    assert!(offset_of!(Control, user_header_len) == 20);
     assert!(offset_of!(Control, max_frame_len) == 24);
     assert!(offset_of!(Control, slot_stride) == 32);
     assert!(offset_of!(Control, writer_pid) == 40);
@@ -213,7 +233,27 @@ pub(super) struct Geometry {
     pub(super) slots: u32,
     pub(super) max_readers: u32,
     pub(super) max_frame_len: usize,
+    /// Bytes from one slot to the next: the frame's pages, then the user header's.
     pub(super) stride: usize,
+    /// Bytes of the user header, which starts `stride - header_pages` into a slot.
+    pub(super) user_header_len: usize,
+}
+
+/// Bytes a slot gives a frame of up to `max_frame_len` bytes and a user header of
+/// `user_header_len`: each rounded up to whole pages, the frame's first. `None` on
+/// overflow.
+pub(super) fn slot_stride(max_frame_len: u64, user_header_len: u64) -> Option<u64> {
+    let frame = max_frame_len.checked_next_multiple_of(SLOT_ALIGN as u64)?;
+    let header = user_header_len.checked_next_multiple_of(SLOT_ALIGN as u64)?;
+    frame.checked_add(header)
+}
+
+impl Geometry {
+    /// Offset of the user header within a slot: the frame's pages come first, so both
+    /// start on a page boundary.
+    pub(super) fn user_header_offset(&self) -> usize {
+        self.stride - self.user_header_len.next_multiple_of(SLOT_ALIGN)
+    }
 }
 
 impl Geometry {
@@ -239,7 +279,15 @@ impl Geometry {
         }
         let max_frame_len = load64(&control.max_frame_len);
         let stride = load64(&control.slot_stride);
-        let expected_stride = max_frame_len.checked_next_multiple_of(SLOT_ALIGN as u64);
+        // Relaxed: as the fields above, ordered by the opener's Acquire load of the magic;
+        // untrusted all the same, hence the checks.
+        let user_header_len = control.user_header_len.load(Relaxed);
+        if user_header_len as usize > MAX_USER_HEADER_LEN {
+            return Err(Error::corrupt(format!(
+                "channel claims a user header of {user_header_len} bytes (at most {MAX_USER_HEADER_LEN})"
+            )));
+        }
+        let expected_stride = slot_stride(max_frame_len, u64::from(user_header_len));
         let end = stride
             .checked_mul(u64::from(slots))
             .and_then(|s| s.checked_add(CONTROL_LEN as u64));
@@ -251,11 +299,12 @@ impl Geometry {
                     // Cannot truncate: both are below data_len, a usize.
                     max_frame_len: max_frame_len as usize,
                     stride: stride as usize,
+                    user_header_len: user_header_len as usize,
                 })
             }
             _ => Err(Error::corrupt(format!(
-                "channel claims {slots} slots of {max_frame_len} bytes (stride {stride}) \
-                 but its data region holds {data_len} bytes"
+                "channel claims {slots} slots of {max_frame_len} bytes and a {user_header_len}-byte \
+                 user header (stride {stride}) but its data region holds {data_len} bytes"
             ))),
         }
     }

@@ -38,14 +38,17 @@
 //! channel's name removes both.
 //!
 //! **Slots.** A channel created for `R` readers (`FrameSpec::max_readers`, 1 to
-//! [`MAX_READERS`]) has at least `R + 2` slots: by default exactly `R + 2`, raised to
-//! [`SMALL_FRAME_SLOTS`] (16) when that many slots fit in 1 MiB (frames up to 64 KiB), or
-//! any count from `R + 2` to [`MAX_SLOTS`] set with [`FrameSpec::slots`]. Slots beyond
-//! `R + 2` do not change the guarantees; they let the writer look at the readers' pins less
-//! often (see **Never torn**), which is what makes small frames fast: in
-//! `cargo bench -p mmf --bench channel`, a 64 B frame crosses between processes in about
-//! 2.7x the time of a bare cache-line ping-pong with 16 slots, against 3.7x to 4x with the
-//! 3 slots of `R + 2` for one reader. Each reader owns one entry in a reader table
+//! [`MAX_READERS`]) has at least `R + 2` slots: by default as many as fit in
+//! [`SMALL_FRAME_SLOTS_BYTES`] (64 KiB of slots, whole pages each), at most
+//! [`SMALL_FRAME_SLOTS`] (16) and at least `R + 2`: 16 for frames up to 4 KiB, 8 for 8 KiB,
+//! `R + 2` from 32 KiB on; or any count from `R + 2` to [`MAX_SLOTS`] set with
+//! [`FrameSpec::slots`]. Slots beyond `R + 2` do not change the guarantees; they let the
+//! writer look at the readers' pins less often (see **Never torn**), which is what makes
+//! small frames fast: in `cargo bench -p mmf --bench channel`, a 64 B frame crosses between
+//! processes in about 2.7x the time of a bare cache-line ping-pong with 16 slots, against
+//! 3.7x to 4x with the 3 slots of `R + 2` for one reader. The 64 KiB bound keeps the slots
+//! a writer rotates through in its first-level cache: with 16 slots of 8 KiB, an 8 KiB
+//! frame's hand-over was about 10% slower than with 8 or 4 (`cargo xtask bench-peers`). Each reader owns one entry in a reader table
 //! and pins at most one slot at a time through it (a [`Frame`] borrows its reader mutably).
 //! To publish, the writer picks a slot that is neither the latest frame nor named by any pin:
 //! at most `R` pins plus the latest exclude at most `R + 1` slots, so one is always free, and
@@ -133,8 +136,40 @@
 //! [`FrameReader::try_next`] returns it once the last frame has been taken after a drop, and
 //! [`FrameReader::writer_alive`] asks directly. Frames already published stay readable
 //! through [`FrameReader::latest`] for as long as the reader is open. To resume, open the
-//! channel again once a new writer has created it (after a writer crash on Linux the name is
-//! still there: the new writer must [`Mmf::remove`](crate::Mmf::remove) it first).
+//! channel again once a new writer has created it: [`FrameReader::open_wait`] waits for
+//! that (and for a channel that does not exist yet, so consumers may start before their
+//! camera), sleeping between tries.
+//!
+//! **Restart.** A writer process that dies leaves the channel's name behind (Linux; on
+//! Windows the section lives while readers hold it). [`FrameWriter::create`] under that
+//! name takes it over when the recorded writer is gone, and never otherwise: it opens the
+//! old channel read-write, and on Linux takes the kernel lock on the old writer's byte
+//! (byte 40, see Liveness) itself. Getting it proves the old writer dead (a live writer
+//! holds it until its handle closes) and keeps every other would-be taker out until this
+//! one's handle closes; without kernel locks (macOS, FreeBSD, Windows) the recorded
+//! process's liveness decides. The taker then sets the old channel's closed bit and wakes
+//! its sleepers (its readers get [`Error::WriterGone`] at once, and keep their mapping and
+//! its frames: nothing in the old object is reused), removes the name only if it still
+//! names the old object, and creates a new channel and reader table exclusively (`O_EXCL`).
+//! So of several writers racing to take over one dead channel exactly one creates the
+//! new one, the others get [`Error::AlreadyExists`]; no taker removes a name that a live
+//! writer's channel holds, because only the holder of the dead object's byte removes, and
+//! only that object. On Windows the name frees itself once the old readers close their
+//! handles (they learn of the takeover within a second), so `create` keeps trying for up
+//! to 3 s. Not taken over: a channel whose writer lives, one of another layout version or
+//! user, one whose creator has not published its control block yet (a writer killed in
+//! that window, microseconds after creating the object, leaves a name to remove by hand
+//! with [`Mmf::remove`](crate::Mmf::remove)), and anything that is not a channel.
+//!
+//! **User header.** [`FrameSpec::user_header_len`] gives every frame up to
+//! [`MAX_USER_HEADER_LEN`] bytes of the application's own (exposure, camera id, the
+//! sensor's timestamps), written with [`FrameWriter::publish_with_header`] (typed:
+//! [`publish_with_header_as`](FrameWriter::publish_with_header_as)) and read with
+//! [`Frame::user_header`] ([`user_header_as`](Frame::user_header_as)). It sits in the
+//! frame's own slot, after the frame's pages, so what protects a frame protects its header:
+//! a reader never sees one frame's header with another's bytes, and [`Frame::verify`]
+//! covers both. Frames and headers start on page boundaries: [`Frame::cast`] and
+//! `user_header_as` meet any alignment up to 4096.
 //!
 //! # Trust
 //!
@@ -171,10 +206,11 @@
 //! and FreeBSD there is no `SIGBUS` handler: a reader that truncates the table still kills
 //! the writer (and readers) there, and liveness falls back to process ids.
 //!
-//! # Control block layout (version 4, at the start of the channel's data region)
+//! # Control block layout (version 5, at the start of the channel's data region)
 //!
-//! Version 4 (this one) moved everything readers write (entries, pins, `parked`) to the
-//! reader table, which readers map read-write while the channel is read-only for them, and
+//! Version 5 (this one) added the per-frame user header (`user_header_len`, and its pages
+//! at the end of every slot). Version 4 moved everything readers write (entries, pins,
+//! `parked`) to the reader table, which readers map read-write while the channel is read-only for them, and
 //! added the slot stamps. Version 3 decided liveness by kernel locks and had the `held`
 //! flags; version 2 asked by pid only (and was fooled across PID namespaces), allowed more
 //! than `max_readers + 2` slots and had the writer-dropped bit in `latest`; version 1
@@ -189,16 +225,17 @@
 //! | 8 | 4 | `version` | [`CHANNEL_VERSION`] |
 //! | 12 | 4 | `slot_count` | `max_readers + 2` ..= [`MAX_SLOTS`] |
 //! | 16 | 4 | `max_readers` | 1..=[`MAX_READERS`] |
+//! | 20 | 4 | `user_header_len` | bytes of each frame's user header, 0..=[`MAX_USER_HEADER_LEN`] (readers refuse more, or a `slot_stride` that does not match it) |
 //! | 24 | 8 | `max_frame_len` | bytes per frame, at least 1 |
-//! | 32 | 8 | `slot_stride` | `max_frame_len` rounded up to 4096 |
-//! | 40 | 12 | writer pid, start time | who the writer is; byte 40 is the writer's kernel-lock byte (see Liveness) |
+//! | 32 | 8 | `slot_stride` | `max_frame_len` rounded up to 4096, plus `user_header_len` rounded up to 4096 |
+//! | 40 | 12 | writer pid, start time | who the writer is; byte 40 is the writer's kernel-lock byte (see Liveness), and a new writer taking the channel over holds it too (see Restart) |
 //! | 52 | 4 | `writer_held` | 1 if the writer holds the lock on byte 40: readers ask the kernel, not the pid |
 //! | 64 | 4 | `latest` | bits 0..6: slot of the newest frame (63: none yet, 62: metadata being rewritten); bit 6: the writer has dropped; bits 7..32: its sequence number mod 2^25. Also the futex word readers sleep on |
 //! | 68 | 44 | newest frame's metadata | seq, timestamp, len (2 words each), width, height, pixel format, tag (2 words) |
 //! | 256 | 8 × [`MAX_SLOTS`] | slot stamps | per slot, the sequence number of the frame in it or being written into it (0: none yet), stored before its first byte (see [`Frame::verify`]) |
-//! | 4096 | `slot_stride` × `slot_count` | frame slots | page aligned |
+//! | 4096 | `slot_stride` × `slot_count` | frame slots | page aligned; each holds the frame's bytes from its start, then its user header from the next page boundary after `max_frame_len` (so the header is written and protected with its frame, and both start page aligned) |
 //!
-//! # Reader table layout (version 4, the data region of `name+readers`)
+//! # Reader table layout (version 5, unchanged since 4; the data region of `name+readers`)
 //!
 //! 2112 data bytes whatever `max_readers` (entries past it are unused). All-zero bytes
 //! mean: every entry free, no pin, nobody parked; which is what a table truncated and
@@ -209,6 +246,7 @@
 //! | 0 | 4 | `parked` | readers sleeping in `wait_next` (the writer wakes them only when non-zero) |
 //! | 64 + 64i | 64 | reader entry `i` | claim word (bits 0..2: 0 free, 1 busy, 2 owned; bits 2..: generation; its first byte is the owner's kernel-lock byte), pid, start time (2 words), pin (slot + 1, 0: none), parked flag, `held` (as `writer_held`, for the entry's byte) |
 //!
+//! [`Error::AlreadyExists`]: crate::Error::AlreadyExists
 //! [`Error::ChannelFull`]: crate::Error::ChannelFull
 //! [`Error::Corrupt`]: crate::Error::Corrupt
 //! [`Error::FrameOverwritten`]: crate::Error::FrameOverwritten
@@ -231,10 +269,10 @@ mod writer;
 
 pub use crate::name::reader_table_name;
 pub use clock::monotonic_ns;
-pub use frame::{FrameInfo, FrameMeta};
+pub use frame::{FrameInfo, FrameMeta, ReaderStats};
 pub use layout::{
-    CHANNEL_VERSION, MAX_READERS, MAX_SLOTS, SMALL_FRAME_SLOTS, SMALL_FRAME_SLOTS_BYTES,
-    WARM_SLOT_MIN_STRIDE,
+    CHANNEL_VERSION, MAX_READERS, MAX_SLOTS, MAX_USER_HEADER_LEN, SMALL_FRAME_SLOTS,
+    SMALL_FRAME_SLOTS_BYTES, WARM_SLOT_MIN_STRIDE,
 };
 pub use reader::{Frame, FrameReader, FrameReaderOptions};
 pub use writer::{FrameSpec, FrameWriter};

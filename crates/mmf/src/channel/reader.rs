@@ -2,6 +2,8 @@
 //! borrows the reader that pinned it and unpins through it when dropped.
 
 use std::hint;
+
+use bytemuck::Pod;
 use std::ops::Deref;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{fence, AtomicBool};
@@ -12,16 +14,16 @@ use crate::header::{KIND_FRAME_CHANNEL, KIND_FRAME_READERS};
 use crate::liveness::Hold;
 use crate::name::reader_table_name;
 use crate::segment::MmfOptions;
-use crate::sys::{OsProcess, Process};
+use crate::sys::{prefetch, OsProcess, Process};
 use crate::trust::TrustedOwners;
 
 use super::common::{control_of, Channel};
-use super::frame::{FrameInfo, FrameMeta};
+use super::frame::{FrameInfo, FrameMeta, ReaderStats};
 use super::layout::{
     latest_word, load64, magic_words, reader_byte, store64, Geometry, ReaderEntry, CLAIM_BUSY,
     CLAIM_FREE, CLAIM_GEN_ONE, CLAIM_OWNED, CLAIM_STATE, CONTROL_LEN, DEFAULT_SPIN, LATEST_BUSY,
     LATEST_CLOSED, LATEST_NONE, LATEST_SEQ_SHIFT, LATEST_SLOT, MAX_PIN_ATTEMPTS, MAX_SLEEP,
-    NO_SLOT, TABLE_LEN,
+    NO_SLOT, OPEN_WAIT_MAX_PAUSE, TABLE_LEN,
 };
 
 /// A reading end of a frame channel.
@@ -68,6 +70,8 @@ pub struct FrameReaderOptions {
     pub(super) name: String,
     pub(super) open_timeout: Duration,
     pub(super) trusted: TrustedOwners,
+    /// How long to wait for the channel to appear (or for a live writer), if at all.
+    pub(super) wait: Option<Duration>,
 }
 
 impl FrameReaderOptions {
@@ -77,7 +81,20 @@ impl FrameReaderOptions {
             name: name.into(),
             open_timeout: crate::segment::DEFAULT_OPEN_TIMEOUT,
             trusted: TrustedOwners::new(),
+            wait: None,
         }
+    }
+
+    /// Waits up to `timeout` for the channel: while no channel of that name exists yet
+    /// ([`Error::NotFound`]), its writer is still creating it ([`Error::NotReady`]), or its
+    /// writer has gone ([`Error::WriterGone`]: a new writer takes such a channel over, see
+    /// [`FrameWriter::create`](super::FrameWriter::create)), [`open`](Self::open) tries
+    /// again, sleeping between tries (1 ms, doubling up to 50 ms, so a waiting consumer costs
+    /// next to no CPU and attaches within 50 ms of the writer). [`Error::Timeout`] when the
+    /// time runs out; every other error at once. The same as [`FrameReader::open_wait`].
+    pub fn wait(mut self, timeout: Duration) -> Self {
+        self.wait = Some(timeout);
+        self
     }
 
     /// Also accept a channel created by one of `owners` (Unix; by default only this
@@ -98,9 +115,36 @@ impl FrameReaderOptions {
         self
     }
 
-    /// Opens the channel (see [`FrameReader::open`] for the errors).
+    /// Opens the channel (see [`FrameReader::open`] for the errors), waiting for it if
+    /// [`wait`](Self::wait) says so.
     pub fn open(&self) -> Result<FrameReader> {
-        FrameReader::open_with(self)
+        let Some(wait) = self.wait else {
+            return FrameReader::open_with(self);
+        };
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let left = wait.saturating_sub(start.elapsed());
+            let attempt = FrameReaderOptions {
+                open_timeout: self.open_timeout.min(left),
+                wait: None,
+                ..self.clone()
+            };
+            match FrameReader::open_with(&attempt) {
+                Err(Error::NotFound { .. } | Error::NotReady { .. } | Error::WriterGone { .. })
+                    if !left.is_zero() =>
+                {
+                    std::thread::sleep(pause.min(wait.saturating_sub(start.elapsed())));
+                    pause = (pause * 2).min(OPEN_WAIT_MAX_PAUSE);
+                }
+                Err(Error::NotFound { .. } | Error::NotReady { .. } | Error::WriterGone { .. }) => {
+                    return Err(Error::Timeout {
+                        waited: start.elapsed(),
+                    })
+                }
+                other => return other,
+            }
+        }
     }
 }
 
@@ -118,6 +162,45 @@ impl FrameReader {
     /// [`open_trusting`](Self::open_trusting).
     pub fn open(name: &str) -> Result<FrameReader> {
         FrameReaderOptions::new(name).open()
+    }
+
+    /// Opens channel `name`, waiting up to `timeout` for it to appear, for its writer to
+    /// finish creating it, or for a new writer to replace one that has gone: a consumer may
+    /// start before its camera, and follow it through a restart (on [`Error::WriterGone`],
+    /// drop the reader and call this again). [`Error::Timeout`] if no live channel came in
+    /// time; the other errors of [`open`](Self::open) at once. The same as
+    /// [`FrameReaderOptions::wait`]. Drop the old reader before reopening: on Windows a
+    /// channel's name lives as long as any handle to it, so an old reader kept open keeps
+    /// the new writer from taking the name over.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use mmf::{Error, FrameReader};
+    ///
+    /// # fn main() -> mmf::Result<()> {
+    /// let mut reader = FrameReader::open_wait("cam0", Duration::from_secs(30))?;
+    /// loop {
+    ///     // The frame borrows the reader: reopen after the match, not inside it.
+    ///     let gone = match reader.wait_next(Duration::from_secs(1)) {
+    ///         Ok(frame) => {
+    ///             println!("frame {}", frame.seq());
+    ///             false
+    ///         }
+    ///         Err(Error::Timeout { .. }) => false,
+    ///         // The camera stopped or crashed: follow the next one.
+    ///         Err(Error::WriterGone { .. }) => true,
+    ///         Err(e) => return Err(e),
+    ///     };
+    ///     if gone {
+    ///         // Closed first: on Windows the old channel's name lives while a handle does.
+    ///         drop(reader);
+    ///         reader = FrameReader::open_wait("cam0", Duration::from_secs(30))?;
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn open_wait(name: &str, timeout: Duration) -> Result<FrameReader> {
+        FrameReaderOptions::new(name).wait(timeout).open()
     }
 
     /// Opens channel `name` as [`open`](Self::open) does, also accepting a channel created
@@ -342,6 +425,17 @@ impl FrameReader {
     /// Sequence number of the newest frame this reader has seen.
     pub fn last_seq(&self) -> Option<u64> {
         self.last_seq
+    }
+
+    /// [`received`](Self::received), [`skipped`](Self::skipped) and
+    /// [`last_seq`](Self::last_seq) at once; while a [`Frame`] is held, the same through
+    /// [`Frame::reader_stats`].
+    pub fn stats(&self) -> ReaderStats {
+        ReaderStats {
+            received: self.received,
+            skipped: self.skipped,
+            last_seq: self.last_seq,
+        }
     }
 
     /// How long [`wait_next`](Self::wait_next) spins before sleeping in the kernel
@@ -595,6 +689,10 @@ impl FrameReader {
             // Unit tests run the writer here, in the window the re-check below closes.
             #[cfg(test)]
             super::tests::between_look_and_pin();
+            // Start fetching the frame's first line now: its transfer from the writer's CPU
+            // then overlaps our pin and re-check instead of following them (a SeqCst store
+            // holds back every later load), which shortens a small frame's hand-over.
+            prefetch(self.channel.slot_ptr(slot));
             // A pin through an entry that is no longer ours would protect nothing (and
             // might clear its new owner's pin later). One load of the line we store to next.
             if !self.entry_is_ours() {
@@ -673,9 +771,18 @@ impl FrameReader {
         let data = unsafe {
             std::slice::from_raw_parts(this.channel.slot_ptr(pinned.slot), pinned.info.len)
         };
+        // SAFETY: as for `data`: the header's user_header_len bytes lie in the same pinned
+        // slot (Geometry::user_header_offset, validated at open).
+        let user_header = unsafe {
+            std::slice::from_raw_parts(
+                this.channel.user_header_ptr(pinned.slot),
+                this.channel.geometry.user_header_len,
+            )
+        };
         Frame {
             reader: this,
             data,
+            user_header,
             slot: pinned.slot,
             info: pinned.info,
         }
@@ -741,6 +848,7 @@ impl std::fmt::Debug for FrameReader {
 pub struct Frame<'a> {
     pub(super) reader: &'a FrameReader,
     pub(super) data: &'a [u8],
+    pub(super) user_header: &'a [u8],
     pub(super) slot: u32,
     pub(super) info: FrameInfo,
 }
@@ -771,6 +879,49 @@ impl Frame<'_> {
         }
     }
 
+    /// The frame's first `size_of::<T>()` bytes as a `T`, for any `T: bytemuck::Pod`
+    /// (see [`Mmf::view`](crate::Mmf::view)). Slots start on page boundaries, so every
+    /// alignment up to 4096 is met; [`Error::TypeMismatch`] if the frame is shorter than a
+    /// `T`.
+    ///
+    /// ```
+    /// # use mmf::{FrameReader, FrameSpec, FrameWriter};
+    /// # fn main() -> mmf::Result<()> {
+    /// # let name = format!("cast-doc-{}", std::process::id());
+    /// let mut camera = FrameWriter::create(&name, FrameSpec::new(64))?;
+    /// let mut reader = FrameReader::open(&name)?;
+    /// camera.publish(mmf::bytemuck::bytes_of(&[1.5f32, 2.5, 4.0]))?;
+    /// let frame = reader.latest()?.unwrap();
+    /// assert_eq!(frame.cast::<[f32; 3]>()?, &[1.5, 2.5, 4.0]);
+    /// assert_eq!(frame.as_slice_of::<f32>()?.len(), 3);
+    /// assert!(frame.cast::<[f32; 4]>().is_err(), "longer than the frame");
+    /// # Ok(()) }
+    /// ```
+    pub fn cast<T: Pod>(&self) -> Result<&T> {
+        crate::view::cast::<T>(self.data, 1)
+    }
+
+    /// The whole frame as a `[T]`; [`Error::TypeMismatch`] unless its length is a whole
+    /// number of `T`s (see [`cast`](Self::cast)).
+    pub fn as_slice_of<T: Pod>(&self) -> Result<&[T]> {
+        crate::view::cast_whole::<T>(self.data)
+    }
+
+    /// The user header the writer published with this frame
+    /// ([`FrameWriter::publish_with_header`](super::FrameWriter::publish_with_header)):
+    /// always [`FrameSpec::user_header_len`](super::FrameSpec::user_header_len) bytes
+    /// (empty without one), in the frame's slot, so it belongs to this frame and is
+    /// protected as its bytes are (and covered by [`verify`](Self::verify)).
+    pub fn user_header(&self) -> &[u8] {
+        self.user_header
+    }
+
+    /// The user header's first bytes as a `T` (page aligned, so any alignment up to 4096
+    /// fits); [`Error::TypeMismatch`] if the header is shorter than a `T`.
+    pub fn user_header_as<T: Pod>(&self) -> Result<&T> {
+        crate::view::cast::<T>(self.user_header, 1)
+    }
+
     /// All metadata at once.
     pub fn info(&self) -> &FrameInfo {
         &self.info
@@ -787,6 +938,11 @@ impl Frame<'_> {
     /// Frames skipped between the previous frame this reader saw and this one.
     pub fn skipped(&self) -> u64 {
         self.info.skipped
+    }
+    /// The counts of the reader this frame came from, this frame included: what
+    /// [`FrameReader::stats`] says, reachable while the frame borrows the reader.
+    pub fn reader_stats(&self) -> ReaderStats {
+        self.reader.stats()
     }
     /// The writer's user fields.
     pub fn meta(&self) -> FrameMeta {

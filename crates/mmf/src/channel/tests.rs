@@ -347,6 +347,17 @@ fn garbage_in_the_control_block_is_a_typed_error() {
         FrameReader::open(&name),
         Err(Error::Corrupt { .. })
     ));
+    // A hostile user header length: past the bound, or not matching the stride, so that a
+    // reader would read past its slot (or the mapping) if it believed it.
+    store64(&control.max_frame_len, 100);
+    assert!(FrameReader::open(&name).is_ok(), "restored");
+    for bad in [u32::MAX, MAX_USER_HEADER_LEN as u32 + 1, 1] {
+        control.user_header_len.store(bad, Relaxed);
+        assert!(
+            matches!(FrameReader::open(&name), Err(Error::Corrupt { .. })),
+            "user header of {bad} bytes"
+        );
+    }
 }
 
 /// Random words anywhere in the control block and the reader table: reader and writer
@@ -459,13 +470,17 @@ fn spec_validation_gives_typed_errors() {
     // Explicit counts are kept, from max_readers + 2 up to MAX_SLOTS.
     assert_eq!(slots_of(FrameSpec::new(5000).max_readers(3).slots(5)), 5);
     assert_eq!(slots_of(FrameSpec::new(64).max_readers(1).slots(62)), 62);
-    // The default: small frames get 16 slots while 16 fit in 1 MiB; larger ones R + 2.
+    // The default: as many slots as fit in 64 KiB of strides, at most 16, at least R + 2.
     assert_eq!(slots_of(FrameSpec::new(64).max_readers(1)), 16);
-    assert_eq!(slots_of(FrameSpec::new(64 * 1024).max_readers(3)), 16);
-    assert_eq!(slots_of(FrameSpec::new(64 * 1024 + 1).max_readers(3)), 5);
+    assert_eq!(slots_of(FrameSpec::new(4096).max_readers(1)), 16);
+    assert_eq!(slots_of(FrameSpec::new(4097).max_readers(1)), 8);
+    assert_eq!(slots_of(FrameSpec::new(8192).max_readers(3)), 8);
+    assert_eq!(slots_of(FrameSpec::new(16 * 1024).max_readers(1)), 4);
+    assert_eq!(slots_of(FrameSpec::new(16 * 1024).max_readers(3)), 5);
+    assert_eq!(slots_of(FrameSpec::new(64 * 1024).max_readers(3)), 5);
     assert_eq!(slots_of(FrameSpec::new(64).max_readers(20)), 22);
     assert_eq!(slots_of(FrameSpec::new(1920 * 1080 * 3).max_readers(3)), 5);
     let (g, total) = Geometry::for_spec(&FrameSpec::new(5000).max_readers(3)).unwrap();
-    assert_eq!((g.slots, g.stride), (16, 8192));
-    assert_eq!(total, CONTROL_LEN + 16 * 8192);
+    assert_eq!((g.slots, g.stride), (8, 8192));
+    assert_eq!(total, CONTROL_LEN + 8 * 8192);
 }

@@ -2,23 +2,28 @@
 //! creates the channel, publishes frames and sweeps dead readers.
 
 use std::sync::atomic::fence;
+use std::sync::atomic::Ordering::Acquire;
 use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use bytemuck::Pod;
 
 use crate::error::{Error, Result};
 use crate::header::{KIND_FRAME_CHANNEL, KIND_FRAME_READERS};
-use crate::liveness::Hold;
+use crate::liveness::{Hold, Liveness, ProcessId};
 use crate::name::reader_table_name;
 use crate::segment::{Mmf, MmfOptions};
 use crate::sys::{OsProcess, Process};
+use crate::view;
 
 use super::clock::monotonic_ns;
-use super::common::Channel;
+use super::common::{control_of, Channel};
 use super::frame::FrameMeta;
 use super::layout::{
-    latest_word, magic_words, store64, Geometry, CHANNEL_VERSION, CONTROL_LEN, LATEST_BUSY,
-    LATEST_CLOSED, LATEST_NONE, MAX_READERS, MAX_SLOTS, NO_SLOT, SLOT_ALIGN, SMALL_FRAME_SLOTS,
-    SMALL_FRAME_SLOTS_BYTES, SWEEP_INTERVAL, TABLE_LEN, WARM_SLOT_MIN_STRIDE, WRITER_BYTE,
+    latest_word, load64, magic_words, slot_stride, store64, Control, Geometry, CHANNEL_VERSION,
+    CONTROL_LEN, LATEST_BUSY, LATEST_CLOSED, LATEST_NONE, MAX_READERS, MAX_SLOTS,
+    MAX_USER_HEADER_LEN, NO_SLOT, SLOT_ALIGN, SMALL_FRAME_SLOTS, SMALL_FRAME_SLOTS_BYTES,
+    SWEEP_INTERVAL, TABLE_LEN, TAKEOVER_WAIT, WARM_SLOT_MIN_STRIDE, WRITER_BYTE,
 };
 
 /// Parameters of a new channel, for [`FrameWriter::create`].
@@ -35,8 +40,9 @@ pub struct FrameSpec {
     /// Readers that may be open at once (1 to [`MAX_READERS`], default 4).
     pub max_readers: usize,
     /// Frame slots of `max_frame_len` bytes each: `max_readers + 2` to [`MAX_SLOTS`], or 0
-    /// (the default) for `max_readers + 2` raised to [`SMALL_FRAME_SLOTS`] when those fit in
-    /// [`SMALL_FRAME_SLOTS_BYTES`]. More slots cost memory and make small frames faster (see
+    /// (the default) for as many as fit in [`SMALL_FRAME_SLOTS_BYTES`], at most
+    /// [`SMALL_FRAME_SLOTS`] and at least `max_readers + 2`. More slots cost memory and make
+    /// small frames faster, up to the point where they no longer fit in a cache (see
     /// the [module docs](crate::channel)); they never change what readers see.
     pub slots: usize,
     /// Who may open the channel as a reader, as Unix permission bits (default `0o600`):
@@ -47,6 +53,12 @@ pub struct FrameSpec {
     /// the bits are translated into the objects' security descriptors. Readers in another
     /// user account open with [`FrameReader::open_trusting`](super::FrameReader::open_trusting).
     pub mode: u32,
+    /// Bytes of the user header each frame carries beside its payload (0, the default, to
+    /// [`MAX_USER_HEADER_LEN`]): the writer fills it in
+    /// [`FrameWriter::publish_with_header`], readers get it with
+    /// [`Frame::user_header`](super::Frame::user_header). It lives in the frame's slot, so
+    /// it is never torn from its frame. Costs one page per slot.
+    pub user_header_len: usize,
 }
 
 impl Default for FrameSpec {
@@ -56,6 +68,7 @@ impl Default for FrameSpec {
             max_readers: 4,
             slots: 0,
             mode: 0o600,
+            user_header_len: 0,
         }
     }
 }
@@ -78,6 +91,12 @@ impl FrameSpec {
     /// Sets the number of [`slots`](Self::slots) (0: the default).
     pub fn slots(mut self, slots: usize) -> Self {
         self.slots = slots;
+        self
+    }
+
+    /// Sets the per-frame [`user_header_len`](Self::user_header_len).
+    pub fn user_header_len(mut self, len: usize) -> Self {
+        self.user_header_len = len;
         self
     }
 
@@ -132,10 +151,129 @@ impl FrameWriter {
     /// Two objects are created: the channel `name` (mode [`FrameSpec::mode`] without any
     /// group or other write bit) and its reader table `name+readers` (see the module docs).
     ///
+    /// **Restart.** If `name` is taken by a channel whose writer is gone (its process died,
+    /// as a camera that crashed or was killed leaves it), `create` takes the name over:
+    /// it marks the old channel closed and wakes its readers (they get
+    /// [`Error::WriterGone`] at once, keep the old mapping and its frames, and can reopen,
+    /// e.g. with [`FrameReader::open_wait`](super::FrameReader::open_wait)), removes the old
+    /// names, and creates a new channel in their place (module docs, "Restart"). A channel
+    /// whose writer lives is never taken over: [`Error::AlreadyExists`], as for anything
+    /// else under the name (a plain segment, a channel of another version or of another
+    /// user, one still being created).
+    ///
     /// Errors: [`Error::InvalidSize`] for a zero or unmappable `max_frame_len` or a
     /// `max_readers` outside 1..=[`MAX_READERS`]; everything [`Mmf::create`] can return.
     pub fn create(name: &str, spec: FrameSpec) -> Result<FrameWriter> {
         let (geometry, total) = Geometry::for_spec(&spec)?;
+        let deadline = Instant::now() + TAKEOVER_WAIT;
+        loop {
+            match Self::create_once(name, &spec, geometry, total) {
+                Err(Error::AlreadyExists { name: taken, .. }) => {
+                    // Only the old reader table's name left (Windows: old readers still hold
+                    // it): wait for them without judging the channel's name, which openers
+                    // may briefly hold on the half-made channel just dropped.
+                    let table_only = taken != name;
+                    if Instant::now() >= deadline || !(table_only || Self::take_over(name)?) {
+                        return Err(Error::AlreadyExists { name: taken });
+                    }
+                    // Windows: the old readers still hold the section (or its table).
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Clears the way for a new channel under `name` if what holds the name is a channel
+    /// whose writer is gone; returns whether to try creating again (`false`: leave it, the
+    /// name is someone's). See "Restart" in the module docs for why exactly one of several
+    /// writers racing to take over a dead channel wins, and why a live one is never touched.
+    fn take_over(name: &str) -> Result<bool> {
+        // Read-write: to hold the writer's byte and mark the channel closed. Whatever is not
+        // a readable, initialised channel of ours is left alone.
+        let old = match MmfOptions::new(name)
+            .kind(KIND_FRAME_CHANNEL)
+            .open_timeout(Duration::from_millis(100))
+            .open()
+        {
+            Ok(old) => old,
+            // Gone since (a dropping writer removed it, or, on Windows, only the reader
+            // table's name was left): create again.
+            Err(Error::NotFound { .. }) => return Ok(true),
+            Err(_) => return Ok(false),
+        };
+        if old.len() < CONTROL_LEN {
+            return Ok(false);
+        }
+        let control = control_of(&old);
+        // Acquire: pairs with the creator's Release store of magic[0]; the fields read
+        // below are the ones it published. A channel without its magic is still being
+        // created (or its creator died while creating it): not ours to take.
+        // Relaxed (magic[1], version, writer_held below): ordered after the creator's stores
+        // by the Acquire load of magic[0], as in FrameReaderOptions::open.
+        let magic = [
+            control.magic[0].load(Acquire),
+            control.magic[1].load(Relaxed),
+        ];
+        if magic != magic_words() || control.version.load(Relaxed) != CHANNEL_VERSION {
+            return Ok(false);
+        }
+        // SeqCst (also Acquire): pairs with the SeqCst fetch_or in FrameWriter's Drop.
+        let closed = control.latest.load(SeqCst) & LATEST_CLOSED != 0;
+        let dead = if control.writer_held.load(Relaxed) != 0 {
+            // The kernel's answer, and a lock at once: holding the dead writer's byte keeps
+            // every other taker out until our handle closes, after the name is removed.
+            match old.hold_data_byte(WRITER_BYTE) {
+                Hold::Held => true,
+                // A live writer, or another taker: leave it. A writer that dropped is
+                // removing the name itself: look again.
+                Hold::Busy => return Ok(closed),
+                Hold::Unsupported => Self::pid_dead(&old, control),
+            }
+        } else {
+            closed || Self::pid_dead(&old, control)
+        };
+        if !dead {
+            return Ok(false);
+        }
+        // Tell the old channel's readers now rather than when their waits run out: they
+        // sleep on `latest`. SeqCst: as in Drop, pairs with the readers' loads of the flag.
+        control.latest.fetch_or(LATEST_CLOSED, SeqCst);
+        old.waiter().wake_all(&control.latest);
+        if let Ok(table) = MmfOptions::new(reader_table_name(name))
+            .kind(KIND_FRAME_READERS)
+            .companion()
+            .open_timeout(Duration::ZERO)
+            .open()
+        {
+            // Windows: readers sleep on the table's semaphore.
+            table.waiter().wake_all(&control.latest);
+        }
+        // Only if the name still names the dead channel: never a new writer's.
+        match old.remove_name_if_same() {
+            Ok(()) | Err(Error::NotFound { .. }) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the process recorded as the writer has died (where no kernel lock answers).
+    fn pid_dead(old: &Mmf, control: &Control) -> bool {
+        // Relaxed: set before the magic, which the caller loaded with Acquire.
+        let writer = ProcessId {
+            pid: control.writer_pid.load(Relaxed),
+            start: load64(&control.writer_start),
+        };
+        old.data_holder_liveness(writer, None) == Liveness::Dead
+    }
+
+    /// One attempt at creating channel `name`: [`Error::AlreadyExists`] if the name is taken.
+    fn create_once(
+        name: &str,
+        spec: &FrameSpec,
+        geometry: Geometry,
+        total: usize,
+    ) -> Result<FrameWriter> {
+        let spec = *spec;
         // Not the segment's prefault, which would populate every page before the header is
         // even published: the loop at the end does it, after readers can attach.
         let mmf = MmfOptions::new(name)
@@ -156,6 +294,11 @@ impl FrameWriter {
         control.version.store(CHANNEL_VERSION, Relaxed);
         control.slot_count.store(geometry.slots, Relaxed);
         control.max_readers.store(geometry.max_readers, Relaxed);
+        // Cannot truncate: at most MAX_USER_HEADER_LEN (for_spec). Relaxed: published by
+        // the Release store of the magic below, like every field here.
+        control
+            .user_header_len
+            .store(geometry.user_header_len as u32, Relaxed);
         store64(&control.max_frame_len, geometry.max_frame_len as u64);
         store64(&control.slot_stride, geometry.stride as u64);
         let me = Process::current();
@@ -216,10 +359,15 @@ impl FrameWriter {
             .mode(spec.table_mode());
         match options.create(TABLE_LEN) {
             Err(Error::AlreadyExists { .. }) => {
-                <crate::sys::Segment as crate::sys::OsSegment>::remove(
+                // NotFound: gone meanwhile (its last handle closed, on Windows, where this
+                // removes nothing and `create` retries while old readers hold the table).
+                match <crate::sys::Segment as crate::sys::OsSegment>::remove(
                     &reader_table_name(name),
                     crate::sys::Namespace::Local,
-                )?;
+                ) {
+                    Ok(()) | Err(Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
                 options.create(TABLE_LEN)
             }
             other => other,
@@ -290,7 +438,53 @@ impl FrameWriter {
     /// `n` is what `fill` returns. Never waits for readers. Returns the sequence number.
     ///
     /// [`Error::FrameTooLarge`] (and nothing published) if `n > max_frame_len`.
+    ///
+    /// A channel with a user header ([`FrameSpec::user_header_len`]) publishes it zeroed:
+    /// fill it with [`publish_with_header`](Self::publish_with_header).
     pub fn publish_with(&mut self, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<u64> {
+        self.publish_with_header(|header, frame| {
+            header.fill(0);
+            fill(frame)
+        })
+    }
+
+    /// As [`publish_with`](Self::publish_with), with the frame's user header too:
+    /// `fill(header, frame)` gets the slot's [`FrameSpec::user_header_len`] header bytes
+    /// (page aligned; contents are what an earlier frame left there) and its
+    /// `max_frame_len` frame bytes, writes both, and returns the frame's length. Readers
+    /// get the header with [`Frame::user_header`](super::Frame::user_header), always the
+    /// one written with the frame: both live in the same slot, under the same protection.
+    ///
+    /// ```
+    /// use mmf::{FrameReader, FrameSpec, FrameWriter};
+    ///
+    /// #[derive(Clone, Copy)]
+    /// #[repr(C)]
+    /// struct Exposure { camera_id: u32, gain: f32, sensor_time_ns: u64 }
+    /// // SAFETY: repr(C), Pod fields, no padding (4 + 4 + 8 bytes).
+    /// unsafe impl mmf::bytemuck::Zeroable for Exposure {}
+    /// // SAFETY: as above.
+    /// unsafe impl mmf::bytemuck::Pod for Exposure {}
+    ///
+    /// # fn main() -> mmf::Result<()> {
+    /// # let name = format!("header-doc-{}", std::process::id());
+    /// let spec = FrameSpec::new(640 * 480).user_header_len(size_of::<Exposure>());
+    /// let mut camera = FrameWriter::create(&name, spec)?;
+    /// let mut reader = FrameReader::open(&name)?;
+    /// camera.publish_with_header_as(|exposure: &mut Exposure, pixels| {
+    ///     *exposure = Exposure { camera_id: 7, gain: 2.0, sensor_time_ns: 123 };
+    ///     pixels[0] = 255;
+    ///     640 * 480
+    /// })?;
+    /// let frame = reader.latest()?.unwrap();
+    /// let exposure = frame.user_header_as::<Exposure>()?;
+    /// assert_eq!((exposure.camera_id, exposure.sensor_time_ns, frame[0]), (7, 123, 255));
+    /// # Ok(()) }
+    /// ```
+    pub fn publish_with_header(
+        &mut self,
+        fill: impl FnOnce(&mut [u8], &mut [u8]) -> usize,
+    ) -> Result<u64> {
         let slot = self.take_free_slot()?;
         let max = self.max_frame_len();
         let seq = self.seq + 1;
@@ -304,7 +498,13 @@ impl FrameWriter {
         // reader reads it (neither `latest` nor pinned: take_free_slot, module docs), and
         // `&mut self` makes this the only borrow in this process.
         let buf = unsafe { std::slice::from_raw_parts_mut(self.channel.slot_ptr(slot), max) };
-        let len = fill(buf);
+        let header_len = self.channel.geometry.user_header_len;
+        // SAFETY: as for `buf`: the header's bytes lie in the same free slot, after the
+        // frame's pages (Geometry::user_header_offset), so the two slices do not overlap.
+        let header = unsafe {
+            std::slice::from_raw_parts_mut(self.channel.user_header_ptr(slot), header_len)
+        };
+        let len = fill(header, buf);
         if len > max {
             // Nothing was published, so the slot is still free.
             self.free |= 1 << slot;
@@ -355,6 +555,22 @@ impl FrameWriter {
             }
         }
         Ok(seq)
+    }
+
+    /// As [`publish_with_header`](Self::publish_with_header), with the header as an `H`
+    /// (any `bytemuck::Pod`, see [`Mmf::view`](crate::Mmf::view)) at its start.
+    /// [`Error::TypeMismatch`] (nothing published) if `H` is larger than
+    /// [`FrameSpec::user_header_len`].
+    pub fn publish_with_header_as<H: Pod>(
+        &mut self,
+        fill: impl FnOnce(&mut H, &mut [u8]) -> usize,
+    ) -> Result<u64> {
+        // The header of every slot starts on a page boundary: one check covers all of them.
+        let header_len = self.channel.geometry.user_header_len;
+        let needed = view::check::<H>(self.channel.user_header_ptr(0) as usize, header_len, 1)?;
+        self.publish_with_header(|header, frame| {
+            fill(bytemuck::from_bytes_mut(&mut header[..needed]), frame)
+        })
     }
 
     /// Releases the reader entries of processes that died while reading; returns how many.
@@ -459,6 +675,12 @@ impl Geometry {
                 reason: "max_readers must be between 1 and 32",
             });
         }
+        if spec.user_header_len > MAX_USER_HEADER_LEN {
+            return Err(Error::InvalidSize {
+                size: spec.user_header_len as u64,
+                reason: "user_header_len must be at most 4096 (MAX_USER_HEADER_LEN)",
+            });
+        }
         let least = spec.max_readers + 2;
         if spec.slots != 0 && !(least..=MAX_SLOTS).contains(&spec.slots) {
             return Err(Error::InvalidSize {
@@ -466,11 +688,11 @@ impl Geometry {
                 reason: "slots must be 0 (the default) or between max_readers + 2 and 62",
             });
         }
-        let stride = spec.max_frame_len.checked_next_multiple_of(SLOT_ALIGN);
+        let stride = slot_stride(spec.max_frame_len as u64, spec.user_header_len as u64)
+            .and_then(|s| usize::try_from(s).ok());
         let slots = match (spec.slots, stride) {
-            (0, Some(stride)) if stride <= SMALL_FRAME_SLOTS_BYTES / SMALL_FRAME_SLOTS => {
-                least.max(SMALL_FRAME_SLOTS)
-            }
+            // stride >= SLOT_ALIGN, so no division by zero.
+            (0, Some(stride)) => least.max(SMALL_FRAME_SLOTS.min(SMALL_FRAME_SLOTS_BYTES / stride)),
             (0, _) => least,
             (slots, _) => slots,
         };
@@ -490,6 +712,7 @@ impl Geometry {
                 max_readers: spec.max_readers as u32,
                 max_frame_len: spec.max_frame_len,
                 stride,
+                user_header_len: spec.user_header_len,
             },
             total,
         ))

@@ -185,3 +185,19 @@ mod tests {
         }
     }
 }
+
+/// Starts moving the cache line at `ptr` towards this CPU. A hint, not a memory access: it
+/// reads nothing the program sees, so it cannot race with a writer, and an address the CPU
+/// cannot fetch is dropped, never faulted on. Where the target has no stable prefetch
+/// instruction it does nothing.
+#[inline(always)]
+pub(crate) fn prefetch(ptr: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetcht0` accesses no memory (Intel SDM: a hint that cannot fault), and
+    // SSE, which it needs, is part of the x86_64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(ptr.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ptr;
+}

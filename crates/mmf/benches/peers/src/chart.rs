@@ -62,6 +62,7 @@ pub fn draw(
         let mut chart = ChartBuilder::on(panel)
             .caption(crate::human_size(size), ("sans-serif", 14))
             .margin(8)
+            .margin_right(24)
             .x_label_area_size(30)
             .y_label_area_size(90)
             .build_cartesian_2d((lo..hi).log_scale(), (0..n - 1).into_segmented())?;

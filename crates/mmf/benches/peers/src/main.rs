@@ -10,16 +10,17 @@
 //! a heap `Vec` (wherever the allocator put it), stamped with the round's sequence number in
 //! its first and last 8 bytes; the receiver checks both stamps where the payload lies (in the
 //! mapping, or in its receive buffer) before it answers. Receivers busy-poll, so the figures
-//! are hand-over costs, not scheduler wake-ups. Each round trip is timed on its own (one
-//! clock read per round trip, in every mechanism alike) so that p50 and p99 are of single
-//! events.
+//! are hand-over costs, not scheduler wake-ups. Each round trip is timed on its own, from one
+//! clock read to the next (one read per round trip, about 25 ns here, in every mechanism
+//! alike), so that p50 and p99 are of single events.
 //!
 //! Mechanisms (`--only` takes these names):
 //! - `memcpy`: the floor for moving the bytes: one process, a warm copy into the same heap
 //!   destination and the same check, twice per "round trip".
 //! - `cacheline`: the floor for telling another CPU: two processes bounce one cache line of a
 //!   shared mapping (no payload).
-//! - `mmf-frames`: `FrameWriter::publish` / `FrameReader::try_next`, default `FrameSpec`.
+//! - `mmf-frames`: `FrameWriter::publish` / `FrameReader::try_next`, default `FrameSpec` for
+//!   one reader (`MMF_PEERS_SLOTS=N` in the environment sets `FrameSpec::slots` instead).
 //! - `mmf-lock`: a plain `Mmf` segment per direction: write guard, copy, release; the reader
 //!   polls `Mmf::write_seq` and checks under a read guard.
 //! - `shm-raw-sync`: `shared_memory` 0.12 with a `raw_sync` 0.1 `RwLock` (process-shared
@@ -131,8 +132,11 @@ mod mmf_frames {
 
     impl Frames {
         pub fn new(out: &str, inbound: &str, size: usize) -> Frames {
-            let writer = FrameWriter::create(out, FrameSpec::new(size).max_readers(1))
-                .expect("create the frame channel");
+            let mut spec = FrameSpec::new(size).max_readers(1);
+            if let Ok(n) = std::env::var("MMF_PEERS_SLOTS") {
+                spec = spec.slots(n.parse().unwrap());
+            }
+            let writer = FrameWriter::create(out, spec).expect("create the frame channel");
             Frames {
                 writer,
                 reader: None,
@@ -616,7 +620,8 @@ fn rounds(size: usize) -> (usize, usize) {
     match size {
         0..=1024 => (20_000, 200_000),
         1025..=65536 => (5_000, 50_000),
-        _ => (20, 300),
+        // Enough rounds that p99 is not one of a handful of the machine's hiccups.
+        _ => (50, 1000),
     }
 }
 
@@ -637,15 +642,17 @@ fn drive(link: &mut dyn Link, size: usize, warm: usize, timed: usize) -> (f64, f
     let mut payload = payload(size);
     let mut one_way = Vec::with_capacity(timed);
     let mut seq = 1;
+    // One clock read per round trip: each sample runs from the previous read to this one.
+    let mut t = Instant::now();
     for i in 0..warm + timed {
         stamp(&mut payload, seq);
-        let t = Instant::now();
         link.send(&payload);
         assert!(link.receive(seq), "child stopped early");
-        let rtt = t.elapsed();
+        let now = Instant::now();
         if i >= warm {
-            one_way.push(rtt.as_nanos() as f64 / 2.0);
+            one_way.push((now - t).as_nanos() as f64 / 2.0);
         }
+        t = now;
         seq += 1;
     }
     stamp(&mut payload, STOP);
@@ -661,18 +668,19 @@ fn memcpy_floor(size: usize, warm: usize, timed: usize) -> (f64, f64) {
     let mut dst = payload(size);
     let mut back = payload(size);
     let mut one_way = Vec::with_capacity(timed);
+    let mut t = Instant::now();
     for i in 0..warm + timed {
         let seq = i as u64 + 1;
         stamp(&mut src, seq);
-        let t = Instant::now();
         dst.copy_from_slice(std::hint::black_box(&src));
         assert_eq!(stamps(std::hint::black_box(&dst)), seq);
         back.copy_from_slice(std::hint::black_box(&dst));
         assert_eq!(stamps(std::hint::black_box(&back)), seq);
-        let rtt = t.elapsed();
+        let now = Instant::now();
         if i >= warm {
-            one_way.push(rtt.as_nanos() as f64 / 2.0);
+            one_way.push((now - t).as_nanos() as f64 / 2.0);
         }
+        t = now;
     }
     one_way.sort_by(f64::total_cmp);
     (percentile(&one_way, 0.5), percentile(&one_way, 0.99))
@@ -832,6 +840,67 @@ fn human_size(size: usize) -> String {
     }
 }
 
+/// What the README shows: a row per mechanism, a column per size, each cell the median p50
+/// over the runs and, below the floors, the median of its per-run ratios to shm-raw-sync.
+fn compact(args: &Args, runs: &[Vec<Sample>]) -> String {
+    let label = |m: &str| {
+        match m {
+            "memcpy" => "floor: warm memcpy (one process)",
+            "cacheline" => "floor: cache-line ping-pong",
+            "mmf-frames" => "**mmf** frame channel",
+            "mmf-lock" => "**mmf** segment + lock",
+            "shm-raw-sync" => "shared_memory 0.12 + raw_sync 0.1",
+            "iceoryx2" => "iceoryx2 0.10",
+            "uds" => "Unix domain socket",
+            other => other,
+        }
+        .to_owned()
+    };
+    let p50 = |run: &Vec<Sample>, m: &str, size: usize| {
+        run.iter()
+            .find(|s| s.mechanism == m && s.size == size)
+            .map(|s| s.p50_ns)
+    };
+    let mut md = String::from("| one way, p50 (p99) |");
+    for &size in &args.sizes {
+        md.push_str(&format!(" {} |", human_size(size)));
+    }
+    md.push_str("\n|---|");
+    for _ in &args.sizes {
+        md.push_str("---:|");
+    }
+    md.push('\n');
+    for m in &args.only {
+        md.push_str(&format!("| {} |", label(m)));
+        for &size in &args.sizes {
+            let mid = median(runs.iter().filter_map(|r| p50(r, m, size)).collect());
+            let p99 = median(
+                runs.iter()
+                    .filter_map(|r| r.iter().find(|s| &s.mechanism == m && s.size == size))
+                    .map(|s| s.p99_ns)
+                    .collect(),
+            );
+            let ratio: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| Some(p50(r, m, size)? / p50(r, "shm-raw-sync", size)?))
+                .collect();
+            let shown_ratio = !ratio.is_empty() && m != "memcpy" && m != "cacheline";
+            md.push_str(&format!(
+                " {} ({}){} |",
+                human_ns(mid),
+                human_ns(p99),
+                if shown_ratio {
+                    format!(" = {:.2}x", median(ratio))
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        md.push('\n');
+    }
+    md
+}
+
 /// Per size: every mechanism's median p50/p99 over the runs, and the medians over the runs of
 /// its per-run ratio to each baseline (each ratio taken within one run).
 fn report(args: &Args, runs: &[Vec<Sample>]) -> String {
@@ -928,7 +997,11 @@ fn main() {
         runs.push(samples);
     }
     let args = Args { cpus, ..args };
-    let table = report(&args, &runs);
+    let table = format!(
+        "{}\nRatios: medians over the runs of the per-run ratio to shared_memory + raw_sync.\n\n{}",
+        compact(&args, &runs),
+        report(&args, &runs)
+    );
     println!("{table}");
     std::fs::write(args.out.join("peers.md"), &table).unwrap();
     let svg = args.out.join("peers.svg");
