@@ -82,8 +82,9 @@ pub struct Summary {
     pub consumers: Vec<Report>,
 }
 
-/// RGB pixel format tag published with each frame.
-pub const RGB24: u32 = u32::from_le_bytes(*b"RGB3");
+/// Pixel format code published with each frame: rgb24 (FourCC `RGB3`, the code this demo
+/// has always written), so `mmf frames snapshot` and ffmpeg know how to read it.
+pub const RGB24: u32 = mmf::channel::PixelFormat::Rgb24.code();
 
 /// Renders frame `n`: colour bars scrolling sideways and a white square bouncing around.
 /// The first 8 bytes carry `n` so a consumer can check the frame is the one announced.

@@ -226,6 +226,9 @@
 mod clock;
 mod common;
 mod frame;
+// Read-only decoding for `crate::inspect` (`mmf info`, `mmf list`).
+pub(crate) mod inspect;
+mod pixel;
 mod layout;
 mod reader;
 #[cfg(test)]
@@ -239,5 +242,6 @@ pub use layout::{
     CHANNEL_VERSION, MAX_READERS, MAX_SLOTS, SMALL_FRAME_SLOTS, SMALL_FRAME_SLOTS_BYTES,
     WARM_SLOT_MIN_STRIDE,
 };
+pub use pixel::{PixelFormat, UnknownPixelFormat};
 pub use reader::{Frame, FrameReader, FrameReaderOptions};
 pub use writer::{FrameSpec, FrameWriter};
