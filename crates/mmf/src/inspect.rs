@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Owner, Result};
 use crate::header::{Header, HEADER_LEN, KIND_FRAME_CHANNEL, KIND_FRAME_READERS, KIND_PLAIN};
-use crate::lock::{RawRwLock, SharedRwLock};
 use crate::liveness::{Holder, Liveness};
+use crate::lock::{RawRwLock, SharedRwLock};
 use crate::sys::{self, Access, OsOptions, OsProcess, OsSegment};
 use crate::trust::TrustedOwners;
 
@@ -273,10 +273,9 @@ impl SegmentInfo {
                 .lock
                 .as_ref()
                 .is_some_and(|l| l.slots.iter().any(|s| live(&s.process)))
-            || self
-                .channel
-                .as_ref()
-                .is_some_and(|c| (!c.writer_closed && live(&c.writer)) || c.readers.iter().any(|r| live(&r.process)))
+            || self.channel.as_ref().is_some_and(|c| {
+                (!c.writer_closed && live(&c.writer)) || c.readers.iter().any(|r| live(&r.process))
+            })
     }
 }
 
@@ -354,12 +353,14 @@ pub fn segment_trusting(name: &str, trusted: &TrustedOwners) -> Result<SegmentIn
         Err(e @ Error::NotMmf { .. }) => return Err(e),
         Err(e) => Some(e),
     };
-    let lock = (problem.is_none() && raw.lock_kind == <SharedRwLock as RawRwLock>::KIND).then(|| {
-        crate::lock::inspect::decode(&header.lock, &|holder: Holder| match holder.byte {
-            Some(byte) => segment.byte_liveness((crate::header::LOCK_AREA_OFFSET as u64) + u64::from(byte)),
-            None => <sys::Process as OsProcess>::liveness(holder.id),
-        })
-    });
+    let lock =
+        (problem.is_none() && raw.lock_kind == <SharedRwLock as RawRwLock>::KIND).then(|| {
+            crate::lock::inspect::decode(&header.lock, &|holder: Holder| match holder.byte {
+                Some(byte) => segment
+                    .byte_liveness((crate::header::LOCK_AREA_OFFSET as u64) + u64::from(byte)),
+                None => <sys::Process as OsProcess>::liveness(holder.id),
+            })
+        });
     if fault.header_lost() {
         return Err(Error::Truncated {
             name: name.to_owned(),

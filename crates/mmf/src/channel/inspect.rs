@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use super::common::control_of;
 use super::layout::{
-    load64, magic_words, reader_byte, Geometry, ReaderTable, CLAIM_OWNED, CLAIM_STATE,
-    CONTROL_LEN, LATEST_BUSY, LATEST_CLOSED, LATEST_NONE, LATEST_SEQ_SHIFT, LATEST_SLOT,
-    NO_SLOT, TABLE_LEN, WRITER_BYTE,
+    load64, magic_words, reader_byte, Geometry, ReaderTable, CLAIM_OWNED, CLAIM_STATE, CONTROL_LEN,
+    LATEST_BUSY, LATEST_CLOSED, LATEST_NONE, LATEST_SEQ_SHIFT, LATEST_SLOT, NO_SLOT, TABLE_LEN,
+    WRITER_BYTE,
 };
 use crate::error::{Error, Result};
 use crate::header::{KIND_FRAME_CHANNEL, KIND_FRAME_READERS};

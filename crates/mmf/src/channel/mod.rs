@@ -228,8 +228,8 @@ mod common;
 mod frame;
 // Read-only decoding for `crate::inspect` (`mmf info`, `mmf list`).
 pub(crate) mod inspect;
-mod pixel;
 mod layout;
+mod pixel;
 mod reader;
 #[cfg(test)]
 mod tests;

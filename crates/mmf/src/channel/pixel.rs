@@ -176,11 +176,15 @@ mod tests {
         for &format in PixelFormat::ALL {
             assert_eq!(format.as_str().parse::<PixelFormat>(), Ok(format));
             assert_eq!(
-                std::str::from_utf8(&format.fourcc()).unwrap().parse::<PixelFormat>(),
+                std::str::from_utf8(&format.fourcc())
+                    .unwrap()
+                    .parse::<PixelFormat>(),
                 Ok(format)
             );
             assert_eq!(PixelFormat::from_code(format.code()), Some(format));
-            let same_code = PixelFormat::ALL.iter().filter(|f| f.code() == format.code());
+            let same_code = PixelFormat::ALL
+                .iter()
+                .filter(|f| f.code() == format.code());
             assert_eq!(same_code.count(), 1, "{format}");
         }
         assert_eq!(PixelFormat::from_code(0), None);
