@@ -251,7 +251,9 @@ fn watch(args: WatchArgs) -> Result<(), Failure> {
                 total += 1;
                 skipped += info.skipped;
                 total_skipped += info.skipped;
-                if info.timestamp_ns != 0 {
+                // The first frame was published before we attached: its age is not a
+                // hand-over latency.
+                if info.timestamp_ns != 0 && total > 1 {
                     latencies.push(monotonic_ns().saturating_sub(info.timestamp_ns));
                 }
                 last = Some((info.seq, info.meta));

@@ -215,6 +215,16 @@ fn age_text(age_ns: Option<u64>) -> String {
     }
 }
 
+/// Whether the lock is write-locked through a slot whose process is dead: the next lock
+/// taker recovers it and finds it poisoned.
+fn dead_writer(lock: &LockInfo) -> bool {
+    matches!(lock.state(), LockState::WriteLocked(_))
+        && lock
+            .owner_slot
+            .and_then(|o| lock.slots.iter().find(|s| s.index == o))
+            .is_some_and(|s| s.process.alive == Liveness::Dead)
+}
+
 /// A refusal in a few words, for a table cell (`mmf info` gives the whole message).
 fn short(error: &Error) -> String {
     match error {
@@ -246,6 +256,9 @@ fn state_text(info: &SegmentInfo) -> String {
         return format!("channel unreadable: {}", short(e));
     }
     match &info.lock {
+        Some(lock) if dead_writer(lock) => {
+            format!("{} (dead: mmf repair)", lock_state_text(lock.state()))
+        }
         Some(lock) => lock_state_text(lock.state()),
         None => format!("lock kind {}", lock_kind_name(info.header.lock_kind)),
     }
@@ -496,11 +509,7 @@ pub fn repair(name: &str, yes: bool, output: Output) -> Result<(), Failure> {
         )));
     };
     let before = lock.state();
-    let dead_writer = matches!(before, LockState::WriteLocked(_))
-        && lock
-            .owner_slot
-            .and_then(|o| lock.slots.iter().find(|s| s.index == o))
-            .is_some_and(|s| s.process.alive == Liveness::Dead);
+    let dead_writer = dead_writer(lock);
     let found = if lock.poisoned {
         "poisoned: a writer died holding the lock".to_owned()
     } else if dead_writer {
@@ -528,7 +537,7 @@ pub fn repair(name: &str, yes: bool, output: Output) -> Result<(), Failure> {
         ))?
     {
         return Err(Failure::Message(format!(
-            "left {name} poisoned (answer y, or pass --yes, to clear it)"
+            "left {name} unchanged (answer y, or pass --yes, to repair it)"
         )));
     }
     let segment = MmfOptions::new(name)

@@ -150,7 +150,9 @@ where
     let frame_len = width * height * 3;
     let mut writer = FrameWriter::create(
         &config.name,
-        FrameSpec::new(frame_len.max(8)).max_readers(config.consumers.max(1)),
+        // One reader place beyond the consumers, for an onlooker such as `mmf frames watch`
+        // or `mmf frames snapshot`.
+        FrameSpec::new(frame_len.max(8)).max_readers(config.consumers + 1),
     )?;
     writer.set_meta(FrameMeta {
         width: config.width,
@@ -350,10 +352,11 @@ fn parse_args(args: &[String]) -> Result<(Config, Option<String>), String> {
     if config.width == 0 || config.height == 0 || config.fps <= 0.0 || config.seconds <= 0.0 {
         return Err("width, height, fps and seconds must be positive".into());
     }
-    if config.consumers == 0 || config.consumers > mmf::channel::MAX_READERS {
+    // One reader place is kept for an onlooker (see `run`).
+    if config.consumers == 0 || config.consumers >= mmf::channel::MAX_READERS {
         return Err(format!(
             "--consumers must be 1 to {}",
-            mmf::channel::MAX_READERS
+            mmf::channel::MAX_READERS - 1
         ));
     }
     Ok((config, consumer_of))
