@@ -233,7 +233,7 @@ fn short(error: &Error) -> String {
         }
         Error::Corrupt { .. } => "corrupt header".to_owned(),
         Error::NotReady { .. } => "not initialised".to_owned(),
-        Error::UntrustedOwner { .. } => "owned by another user".to_owned(),
+        Error::UntrustedOwner { .. } => "owned by another user (run mmf as that user)".to_owned(),
         Error::Truncated { .. } => "truncated".to_owned(),
         other => other.to_string(),
     }
@@ -325,7 +325,7 @@ pub fn list(output: Output) -> Result<(), Failure> {
                 row[2] = "-".into();
                 row[6] = match error {
                     Error::NotMmf { .. } => "not an mmf object".to_owned(),
-                    other => format!("cannot open: {other}"),
+                    other => format!("cannot open: {}", short(other)),
                 };
                 row
             }

@@ -49,6 +49,7 @@ pub(crate) fn channel(name: &str, trusted: &TrustedOwners) -> Result<ChannelInfo
         pid: control.writer_pid.load(Relaxed),
         start: load64(&control.writer_start),
     };
+    // Relaxed: written with the writer's identity, before the magic (see above).
     let writer_byte = (control.writer_held.load(Relaxed) != 0).then_some(WRITER_BYTE);
     let writer = ProcessInfo {
         pid: writer_id.pid,
@@ -56,6 +57,7 @@ pub(crate) fn channel(name: &str, trusted: &TrustedOwners) -> Result<ChannelInfo
     };
     let (newest, closed) = newest(control);
     let mut info = ChannelInfo {
+        // Relaxed: geometry, published with the magic (see above).
         version: control.version.load(Relaxed),
         slot_count: geometry.slots,
         max_readers: geometry.max_readers,
@@ -160,6 +162,8 @@ fn readers(
                 | u64::from(entry.start[1].load(Relaxed)) << 32,
         };
         let byte = (entry.held.load(Relaxed) != 0).then(|| reader_byte(index));
+        // Relaxed: a snapshot of the pin and the parked flag for a report; the pin protocol's
+        // SeqCst pairs writer and reader, and an onlooker takes part in neither.
         let pin = entry.pin.load(Relaxed);
         readers.push(ReaderInfo {
             index: index as u32,

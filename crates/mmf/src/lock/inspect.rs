@@ -51,6 +51,7 @@ pub(crate) fn decode(area: &LockArea, liveness: &dyn Fn(Holder) -> Liveness) -> 
         draining: word & DRAINING != 0,
         // The owner field means something only while WRITER is set (layout.rs).
         owner_slot: writer.then_some(word & OWNER),
+        // Relaxed, both: snapshot words like the lock word above; nothing pairs with them.
         drain: SharedRwLock::control(area, DRAIN).load(Relaxed),
         slots_used: used as u32,
         overflow: SharedRwLock::control(area, OVERFLOW).load(Relaxed),
