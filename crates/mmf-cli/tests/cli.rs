@@ -939,3 +939,39 @@ fn ffmpeg_consumes_frames_from_mmf_frames_cat() {
     );
     cam.finish();
 }
+
+/// `frames cat --every` fails (exit 1) when the consumer missed a frame: frame 1 is held in
+/// the pipe (larger than its buffer) while frames 2 and 3 are published, so the next frame cat
+/// gets is 3.
+#[cfg(target_os = "linux")]
+#[test]
+fn frames_cat_every_fails_on_a_skipped_frame() {
+    use std::io::Read;
+    const LEN: usize = 256 << 10;
+    let name = unique("every");
+    let mut writer = mmf::FrameWriter::create(&name, mmf::FrameSpec::new(LEN)).unwrap();
+    writer.publish(&vec![1; LEN]).unwrap();
+    let mut cat = Command::new(env!("CARGO_BIN_EXE_mmf"))
+        .args(["frames", "cat", &name, "--every", "--count", "3"])
+        .args(["--timeout", "5000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = cat.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    stdout.read_exact(&mut first).unwrap();
+    assert_eq!(first, [1]);
+    writer.publish(&vec![2; LEN]).unwrap();
+    writer.publish(&vec![3; LEN]).unwrap();
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).unwrap();
+    let out = cat.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("skipped 1 frames"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(rest.len() + 1, LEN, "only frame 1 was written");
+}
