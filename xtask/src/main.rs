@@ -282,6 +282,7 @@ fn loom(root: &Path) -> Result {
 const LINUX_ONLY_SUITES: &[&str] = &[
     "hostile",
     "hostile_reader",
+    "inspect",
     "linux_shm",
     "namespaces",
     "scribble",

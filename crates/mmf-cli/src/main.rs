@@ -1,327 +1,297 @@
-//! `mmf`: create, inspect, read, write and remove named shared-memory segments from a shell.
+//! `mmf`: see, diagnose and repair shared-memory segments and frame channels from a shell,
+//! and connect frame channels to ffmpeg.
 //!
-//! Every command goes through the library, so it takes the segment's in-region lock like any
-//! other process: `mmf write` never tears a frame a reader is copying, and `mmf read` returns a
-//! consistent snapshot.
+//! Every command goes through the library. Reporting commands (`list`, `info`) only map
+//! read-only and load, so they are safe against a live pipeline; `read` and `write` take the
+//! segment's in-region lock like any other process, so `mmf write` never tears data a reader
+//! is copying. Exit codes: 0 ok, 1 the command failed, 2 the command line is wrong.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use mmf::{Mmf, MmfOptions};
+use clap::{Args, Parser, Subcommand};
 
-const USAGE: &str = "\
-usage: mmf <command> [arguments]
+mod frames;
+mod report;
+mod segment;
 
-commands:
-  create <name> <size> [--mode OCTAL] [--prefault] [--hold]
-        create a segment of <size> data bytes (suffixes K, M, G = KiB, MiB, GiB).
-        On Linux the name persists after the command exits (remove it with `mmf remove`).
-        On Windows a segment lives only while a handle is open: --hold keeps it open
-        until standard input closes (also available on Linux).
-  info <name>                         print the segment's size and access
-  read <name> [--offset N] [--len N] [--hex]
-        copy bytes to standard output (default: the whole data region)
-  write <name> [--offset N]           copy standard input into the segment
-  remove <name>                       remove the name, and a frame channel's reader table
-                                      with it (open handles keep working)
-  list                                list mmf segments (Linux: scans /dev/shm)
-  help                                print this text
+const AFTER_HELP: &str = "\
+Exit status: 0 success; 1 the command ran and failed (the message says which command or flag \
+fixes it); 2 the command line is wrong (unknown command or flag, bad value).
 
-Every access takes the segment's lock; --timeout MS bounds the wait (default: 5000).
-";
+Examples:
+  mmf list                                 every segment and channel, with lock and writer state
+  mmf info cam0 --json                     one object, header and lock words decoded, as JSON
+  mmf frames watch cam0                    live frame rate, skips and latency of channel cam0
+  ffmpeg -i in.mp4 -f rawvideo -pix_fmt rgb24 - | mmf frames publish cam0 -W 640 -H 360 --pix-fmt rgb24
+  mmf frames cat cam0 | ffmpeg -f rawvideo -pix_fmt rgb24 -s 640x360 -i - out.mp4";
 
-/// A command-line mistake: printed with the usage text, exit code 2.
-struct Usage(String);
+/// See, diagnose and repair mmf shared-memory segments and frame channels.
+#[derive(Parser)]
+#[command(name = "mmf", version, about, after_help = AFTER_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-enum Failure {
-    Usage(Usage),
-    Mmf(mmf::Error),
+/// `--json` for every command that reports.
+#[derive(Args, Clone, Copy)]
+pub struct Output {
+    /// Print machine-readable JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every segment and frame channel (Linux: scans /dev/shm)
+    #[command(after_help = "\
+Shows kind, size, mode, owner, creator pid and whether it lives, lock state (free, read-locked \
+by N, write-locked by pid, poisoned) and, for channels, the writer, readers attached, newest \
+frame and its age. Files in /dev/shm that are not mmf objects are listed as foreign; objects \
+that cannot be opened are listed with the reason.
+
+Examples:
+  mmf list
+  mmf list --json | jq '.[] | select(.kind == \"channel\")'")]
+    List(Output),
+    /// Show one object: header, lock words and channel state, as they are in memory
+    #[command(after_help = "\
+Maps the object read-only and takes no lock, so it also works on a stuck segment.
+
+Examples:
+  mmf info sensor-7
+  mmf info cam0 --json")]
+    Info {
+        /// Segment or channel name
+        name: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Create a plain segment
+    #[command(after_help = "\
+On Linux the segment persists after the command exits (remove it with `mmf remove`). On \
+Windows a segment lives only while a handle is open: --hold keeps it open until standard input \
+closes.
+
+Examples:
+  mmf create sensor-7 64K
+  mmf create shared-buf 8M --mode 640 --prefault")]
+    Create(segment::CreateArgs),
+    /// Copy bytes of a segment to standard output
+    #[command(after_help = "\
+Examples:
+  mmf read sensor-7 --len 64 --hex
+  mmf read sensor-7 > dump.bin")]
+    Read(segment::ReadArgs),
+    /// Copy standard input into a segment, under its write lock
+    #[command(after_help = "\
+Examples:
+  printf hello | mmf write sensor-7 --offset 16")]
+    Write(segment::WriteArgs),
+    /// Clear the poison a writer that died holding the lock left behind
+    #[command(after_help = "\
+Takes the write lock (recovering it from a dead holder), reports what it found, asks before \
+declaring the data repaired (or --yes), and clears the poison so that later lock takers no \
+longer see an error.
+
+Examples:
+  mmf repair sensor-7
+  mmf repair sensor-7 --yes --json")]
+    Repair {
+        /// Segment name
+        name: String,
+        /// Do not ask for confirmation
+        #[arg(long, short = 'y')]
+        yes: bool,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Remove a segment or channel name (open handles keep working)
+    #[command(after_help = "\
+Refuses files that are not mmf objects and objects a live process still uses, unless --force. \
+A channel's reader table is removed with it.
+
+Examples:
+  mmf remove sensor-7
+  mmf remove stale-cam --force")]
+    Remove {
+        /// Segment or channel name
+        name: String,
+        /// Remove even a foreign file or an object a live process uses
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Remove every mmf object whose creator and holders are all dead (dry run by default)
+    #[command(after_help = "\
+Without --yes only lists what it would remove. Foreign files and objects that cannot be \
+inspected are never removed.
+
+Examples:
+  mmf gc
+  mmf gc --prefix cam- --yes")]
+    Gc {
+        /// Remove them (without it, only list them)
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Only objects whose name starts with this
+        #[arg(long, default_value = "")]
+        prefix: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Frame channels: watch, snapshot, pipe to and from ffmpeg
+    #[command(subcommand)]
+    Frames(frames::FramesCommand),
+}
+
+/// Why a command failed.
+pub enum Failure {
+    /// The library's error, with the name of the object it concerns (for the hint).
+    Mmf(mmf::Error, String),
     Io(io::Error),
+    /// A runtime failure already phrased for the user: exit 1.
+    Message(String),
+    /// A command-line mistake clap cannot see (e.g. flags that contradict): exit 2.
+    Usage(String),
 }
 
-impl From<Usage> for Failure {
-    fn from(u: Usage) -> Self {
-        Failure::Usage(u)
-    }
-}
-impl From<mmf::Error> for Failure {
-    fn from(e: mmf::Error) -> Self {
-        Failure::Mmf(e)
-    }
-}
 impl From<io::Error> for Failure {
     fn from(e: io::Error) -> Self {
         Failure::Io(e)
     }
 }
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Usage(Usage(msg))) => {
-            eprintln!("mmf: {msg}\n\n{USAGE}");
-            ExitCode::from(2)
+/// Attaches the object's name to a library error, for [`explain`].
+pub trait Named<T> {
+    fn named(self, name: &str) -> Result<T, Failure>;
+}
+
+impl<T> Named<T> for mmf::Result<T> {
+    fn named(self, name: &str) -> Result<T, Failure> {
+        self.map_err(|e| Failure::Mmf(e, name.to_owned()))
+    }
+}
+
+/// A library error phrased for someone at a shell, naming the command or flag that helps;
+/// the library's own text (written for programmers) where there is nothing better to say.
+pub fn explain(error: &mmf::Error, name: &str) -> String {
+    use mmf::Error as E;
+    match error {
+        E::NotFound { .. } => {
+            format!("no segment or channel named {name:?} (`mmf list` shows what exists)")
         }
-        Err(Failure::Mmf(e)) => {
-            eprintln!("mmf: {e}");
+        E::Poisoned => format!(
+            "a process died while holding the write lock of {name:?}, so its data may be \
+             inconsistent; check it, then run `mmf repair {name}`"
+        ),
+        E::NotReady { waited, .. } => format!(
+            "{name:?} was not initialised by its creator within {waited:?}; the creator may \
+             have crashed (`mmf info {name}` shows its state; `mmf remove {name}` removes it)"
+        ),
+        E::Timeout { waited } => format!(
+            "timed out after {waited:?} waiting for {name:?}; `mmf info {name}` shows who holds \
+             its lock, --timeout MS waits longer"
+        ),
+        E::WrongKind { found, .. } if *found == "frame channel" => format!(
+            "{name:?} is a frame channel, not a plain segment: use `mmf frames cat|snapshot|watch \
+             {name}` or `mmf info {name}`"
+        ),
+        E::WrongKind { found, .. } => format!(
+            "{name:?} is a {found}, not a frame channel: use `mmf read {name}` or `mmf info {name}`"
+        ),
+        E::NotMmf { .. } => format!(
+            "{name:?} is not an mmf object (another program's shared memory, or garbage); mmf \
+             leaves it alone (`mmf remove --force {name}` deletes it)"
+        ),
+        E::UntrustedOwner { owner, .. } => format!(
+            "{name:?} is owned by {owner}, not by you or root, and mmf does not open other users' \
+             objects; run mmf as that user, or `mmf remove --force {name}` if it is a squatter"
+        ),
+        E::ChannelFull { max_readers, .. } => format!(
+            "channel {name:?} already has its maximum of {max_readers} readers (`mmf info {name}` \
+             lists them; their producer sets the limit)"
+        ),
+        E::WriterGone { .. } => format!(
+            "the writer of channel {name:?} has closed it or exited; start the producer again"
+        ),
+        E::AlreadyExists { .. } => format!(
+            "{name:?} already exists (left untouched); pick another name or `mmf remove {name}` \
+             first"
+        ),
+        E::ReadOnly { op } => format!("{op} needs write permission on {name:?}, which you lack"),
+        E::Unsupported { what } => format!("not supported on this system: {what}"),
+        other => other.to_string(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::List(output) => report::list(output),
+        Command::Info { name, output } => report::info(&name, output),
+        Command::Create(args) => segment::create(args),
+        Command::Read(args) => segment::read(args),
+        Command::Write(args) => segment::write(args),
+        Command::Repair { name, yes, output } => report::repair(&name, yes, output),
+        Command::Remove {
+            name,
+            force,
+            output,
+        } => report::remove(&name, force, output),
+        Command::Gc {
+            yes,
+            prefix,
+            output,
+        } => report::gc(yes, &prefix, output),
+        Command::Frames(command) => frames::run(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Mmf(e, name)) => {
+            eprintln!("mmf: {}", explain(&e, &name));
             ExitCode::FAILURE
         }
-        // A closed pipe (`mmf read x | head`) is not an error worth reporting.
+        // A closed pipe (`mmf read x | head`) is the reader saying "enough", not an error.
         Err(Failure::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(Failure::Io(e)) => {
             eprintln!("mmf: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Parsed `--flag value` / `--switch` options after the positional arguments.
-struct Flags<'a> {
-    rest: &'a [String],
-}
-
-impl<'a> Flags<'a> {
-    fn value(&self, flag: &str) -> Result<Option<&'a str>, Usage> {
-        match self.rest.iter().position(|a| a == flag) {
-            None => Ok(None),
-            Some(i) => self
-                .rest
-                .get(i + 1)
-                .map(|v| Some(v.as_str()))
-                .ok_or_else(|| Usage(format!("{flag} needs a value"))),
+        Err(Failure::Message(message)) => {
+            eprintln!("mmf: {message}");
+            ExitCode::FAILURE
+        }
+        Err(Failure::Usage(message)) => {
+            eprintln!("error: {message}\n\nFor more information, try '--help'.");
+            ExitCode::from(2)
         }
     }
-
-    fn switch(&self, flag: &str) -> bool {
-        self.rest.iter().any(|a| a == flag)
-    }
-
-    fn check_known(&self, valued: &[&str], switches: &[&str]) -> Result<(), Usage> {
-        let mut i = 0;
-        while i < self.rest.len() {
-            let arg = self.rest[i].as_str();
-            if valued.contains(&arg) {
-                i += 2;
-            } else if switches.contains(&arg) {
-                i += 1;
-            } else {
-                return Err(Usage(format!("unexpected argument {arg:?}")));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Parses a size or offset: decimal, `0x` hex, or with a K/M/G (binary) suffix.
-fn parse_size(text: &str) -> Result<usize, Usage> {
-    let bad = || {
-        Usage(format!(
-            "{text:?} is not a size (examples: 4096, 0x1000, 64K, 8M, 1G)"
-        ))
-    };
-    let (digits, shift) = match text.as_bytes().last().map(u8::to_ascii_uppercase) {
-        Some(b'K') => (&text[..text.len() - 1], 10),
-        Some(b'M') => (&text[..text.len() - 1], 20),
-        Some(b'G') => (&text[..text.len() - 1], 30),
-        _ => (text, 0),
-    };
-    let value = match digits.strip_prefix("0x") {
-        Some(hex) => usize::from_str_radix(hex, 16),
-        None => digits.parse::<usize>(),
-    }
-    .map_err(|_| bad())?;
-    value.checked_mul(1 << shift).ok_or_else(bad)
-}
-
-fn positional<'a>(
-    args: &'a [String],
-    count: usize,
-    what: &str,
-) -> Result<(&'a [String], Flags<'a>), Usage> {
-    let split = args
-        .iter()
-        .position(|a| a.starts_with("--"))
-        .unwrap_or(args.len());
-    if split != count {
-        return Err(Usage(format!("expected {what}")));
-    }
-    Ok((
-        &args[..split],
-        Flags {
-            rest: &args[split..],
-        },
-    ))
-}
-
-fn options(name: &str, flags: &Flags) -> Result<MmfOptions, Usage> {
-    let timeout = match flags.value("--timeout")? {
-        Some(ms) => Duration::from_millis(parse_size(ms)? as u64),
-        None => Duration::from_secs(5),
-    };
-    Ok(MmfOptions::new(name).lock_timeout(Some(timeout)))
-}
-
-fn run(args: &[String]) -> Result<(), Failure> {
-    let Some((command, rest)) = args.split_first() else {
-        return Err(Usage("no command given".into()).into());
-    };
-    match command.as_str() {
-        "create" => {
-            let (pos, flags) = positional(rest, 2, "<name> <size>")?;
-            flags.check_known(&["--mode", "--timeout"], &["--prefault", "--hold"])?;
-            let size = parse_size(&pos[1])?;
-            let mut opts = options(&pos[0], &flags)?
-                .persist(true)
-                .prefault(flags.switch("--prefault"));
-            if let Some(mode) = flags.value("--mode")? {
-                let mode = u32::from_str_radix(mode, 8)
-                    .map_err(|_| Usage(format!("--mode {mode:?} is not octal")))?;
-                opts = opts.mode(mode);
-            }
-            let segment = opts.create(size)?;
-            println!("created {} ({} data bytes)", segment.name(), segment.len());
-            if flags.switch("--hold") {
-                eprintln!(
-                    "holding {} open until standard input closes",
-                    segment.name()
-                );
-                io::copy(&mut io::stdin().lock(), &mut io::sink())?;
-            }
-            Ok(())
-        }
-        "info" => {
-            let (pos, flags) = positional(rest, 1, "<name>")?;
-            flags.check_known(&["--timeout"], &[])?;
-            let segment = options(&pos[0], &flags)?.open_read_only()?;
-            println!("name:           {}", segment.name());
-            println!("data bytes:     {}", segment.len());
-            println!("layout version: {}", mmf::header::LAYOUT_VERSION);
-            println!("header bytes:   {}", mmf::header::HEADER_LEN);
-            Ok(())
-        }
-        "read" => {
-            let (pos, flags) = positional(rest, 1, "<name>")?;
-            flags.check_known(&["--offset", "--len", "--timeout"], &["--hex"])?;
-            let segment = options(&pos[0], &flags)?.open_read_only()?;
-            let offset = flags
-                .value("--offset")?
-                .map(parse_size)
-                .transpose()?
-                .unwrap_or(0);
-            let len = match flags.value("--len")? {
-                Some(len) => parse_size(len)?,
-                None => segment.len().saturating_sub(offset),
-            };
-            let bytes = segment.read_to_vec(offset, len)?;
-            let mut out = io::stdout().lock();
-            if flags.switch("--hex") {
-                for (row, chunk) in bytes.chunks(16).enumerate() {
-                    let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
-                    let text: String = chunk
-                        .iter()
-                        .map(|&b| {
-                            if b.is_ascii_graphic() || b == b' ' {
-                                b as char
-                            } else {
-                                '.'
-                            }
-                        })
-                        .collect();
-                    writeln!(
-                        out,
-                        "{:08x}  {:<47}  {text}",
-                        offset + row * 16,
-                        hex.join(" ")
-                    )?;
-                }
-            } else {
-                out.write_all(&bytes)?;
-            }
-            out.flush()?;
-            Ok(())
-        }
-        "write" => {
-            let (pos, flags) = positional(rest, 1, "<name>")?;
-            flags.check_known(&["--offset", "--timeout"], &[])?;
-            let segment = options(&pos[0], &flags)?.open()?;
-            let offset = flags
-                .value("--offset")?
-                .map(parse_size)
-                .transpose()?
-                .unwrap_or(0);
-            let mut input = Vec::new();
-            io::stdin().lock().read_to_end(&mut input)?;
-            segment.write_at(offset, &input)?;
-            eprintln!("wrote {} bytes at offset {offset}", input.len());
-            Ok(())
-        }
-        "remove" => {
-            let (pos, flags) = positional(rest, 1, "<name>")?;
-            flags.check_known(&[], &[])?;
-            Mmf::remove(&pos[0])?;
-            Ok(())
-        }
-        "list" => {
-            let (_, flags) = positional(rest, 0, "no arguments")?;
-            flags.check_known(&[], &[])?;
-            list()
-        }
-        "help" | "--help" | "-h" => {
-            print!("{USAGE}");
-            Ok(())
-        }
-        other => Err(Usage(format!("unknown command {other:?}")).into()),
-    }
-}
-
-#[cfg(target_os = "linux")]
-fn list() -> Result<(), Failure> {
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir("/dev/shm")? {
-        let entry = entry?;
-        // A frame channel's reader table (`<name>+readers`) is part of its channel, listed
-        // (and removed, `Mmf::remove`) under the channel's name; user names have no `+`.
-        if entry.file_name().to_string_lossy().contains('+') {
-            continue;
-        }
-        let mut magic = [0u8; 8];
-        // Objects we cannot read, or shorter than a magic, are simply not ours to list.
-        let is_mmf = std::fs::File::open(entry.path())
-            .and_then(|mut f| f.read_exact(&mut magic))
-            .is_ok_and(|()| magic == mmf::header::MAGIC);
-        if is_mmf {
-            names.push(entry.file_name().to_string_lossy().into_owned());
-        }
-    }
-    names.sort();
-    for name in names {
-        println!("{name}");
-    }
-    Ok(())
-}
-
-#[cfg(not(target_os = "linux"))]
-fn list() -> Result<(), Failure> {
-    Err(Failure::Mmf(mmf::Error::Unsupported {
-        what: "listing segments is available on Linux only (Windows has no enumeration of named sections)",
-    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
 
     #[test]
-    fn sizes_parse_with_suffixes_and_reject_garbage() {
-        assert_eq!(parse_size("4096").ok(), Some(4096));
-        assert_eq!(parse_size("0x10").ok(), Some(16));
-        assert_eq!(parse_size("64K").ok(), Some(64 << 10));
-        assert_eq!(parse_size("8m").ok(), Some(8 << 20));
-        assert_eq!(parse_size("1G").ok(), Some(1 << 30));
-        for bad in ["", "K", "-1", "12Q", "0xZZ", "99999999999999999999999G"] {
-            assert!(parse_size(bad).is_err(), "{bad:?} accepted");
-        }
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn explanations_name_the_command_that_helps() {
+        let poisoned = explain(&mmf::Error::Poisoned, "s");
+        assert!(poisoned.contains("mmf repair s"), "{poisoned}");
+        assert!(!poisoned.contains("clear_poison"), "{poisoned}");
+        let missing = explain(
+            &mmf::Error::NotFound {
+                name: "s".to_owned(),
+            },
+            "s",
+        );
+        assert!(missing.contains("mmf list"), "{missing}");
     }
 }

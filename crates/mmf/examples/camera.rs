@@ -92,8 +92,9 @@ pub struct Summary {
     pub consumers: Vec<Report>,
 }
 
-/// RGB pixel format tag published with each frame.
-pub const RGB24: u32 = u32::from_le_bytes(*b"RGB3");
+/// Pixel format code published with each frame: rgb24 (FourCC `RGB3`, the code this demo
+/// has always written), so `mmf frames snapshot` and ffmpeg know how to read it.
+pub const RGB24: u32 = mmf::channel::PixelFormat::Rgb24.code();
 
 /// Renders frame `n`: colour bars scrolling sideways and a white square bouncing around.
 /// The first 8 bytes carry `n` so a consumer can check the frame is the one announced.
@@ -159,7 +160,9 @@ where
     let frame_len = width * height * 3;
     let mut writer = FrameWriter::create(
         &config.name,
-        FrameSpec::new(frame_len.max(8)).max_readers(config.consumers.max(1)),
+        // One reader place beyond the consumers, for an onlooker such as `mmf frames watch`
+        // or `mmf frames snapshot`.
+        FrameSpec::new(frame_len.max(8)).max_readers(config.consumers + 1),
     )?;
     writer.set_meta(FrameMeta {
         width: config.width,
@@ -384,10 +387,11 @@ fn parse_args(args: &[String]) -> Result<(Config, Option<String>), String> {
     if config.width == 0 || config.height == 0 || config.fps <= 0.0 || config.seconds <= 0.0 {
         return Err("width, height, fps and seconds must be positive".into());
     }
-    if config.consumers == 0 || config.consumers > mmf::channel::MAX_READERS {
+    // One reader place is kept for an onlooker (see `run`).
+    if config.consumers == 0 || config.consumers >= mmf::channel::MAX_READERS {
         return Err(format!(
             "--consumers must be 1 to {}",
-            mmf::channel::MAX_READERS
+            mmf::channel::MAX_READERS - 1
         ));
     }
     Ok((config, consumer_of))

@@ -252,6 +252,45 @@ impl Header {
     }
 }
 
+/// The header's words as they are in the region, unvalidated: what `mmf info` shows
+/// ([`crate::inspect`]), including for a header that [`Header::validate`] refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RawHeader {
+    pub magic_ok: bool,
+    pub state: u32,
+    pub layout_version: u32,
+    pub header_len: u32,
+    pub lock_kind: u32,
+    pub data_len: u64,
+    pub flags: u32,
+    pub creator_pid: u32,
+    pub write_seq: u32,
+    pub os_waiters: u32,
+}
+
+impl Header {
+    /// Reads every field once, for a report (see [`RawHeader`]).
+    pub(crate) fn raw(&self) -> RawHeader {
+        // Relaxed everywhere: a diagnostic snapshot that synchronises with nothing; the
+        // Acquire on `state` pairs with the Release in `initialise` so that a ready header's
+        // fields are its creator's.
+        let state = self.state.load(Acquire);
+        RawHeader {
+            magic_ok: [self.magic[0].load(Relaxed), self.magic[1].load(Relaxed)] == magic_words(),
+            state,
+            layout_version: self.layout_version.load(Relaxed),
+            header_len: self.header_len.load(Relaxed),
+            lock_kind: self.lock_kind.load(Relaxed),
+            data_len: u64::from(self.data_len_lo.load(Relaxed))
+                | (u64::from(self.data_len_hi.load(Relaxed)) << 32),
+            flags: self.flags.load(Relaxed),
+            creator_pid: self.creator_pid.load(Relaxed),
+            write_seq: self.write_seq.load(Relaxed),
+            os_waiters: self.os_waiters.load(Relaxed),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

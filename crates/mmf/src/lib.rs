@@ -85,6 +85,9 @@ mod error;
 #[cfg(not(loom))]
 #[allow(unsafe_code)]
 pub mod header;
+#[cfg(not(loom))]
+#[allow(unsafe_code)]
+pub mod inspect;
 mod liveness;
 #[allow(unsafe_code)]
 pub mod lock;

@@ -261,7 +261,10 @@
 mod clock;
 mod common;
 mod frame;
+// Read-only decoding for `crate::inspect` (`mmf info`, `mmf list`).
+pub(crate) mod inspect;
 mod layout;
+mod pixel;
 mod reader;
 #[cfg(test)]
 mod tests;
@@ -274,5 +277,6 @@ pub use layout::{
     CHANNEL_VERSION, MAX_READERS, MAX_SLOTS, MAX_USER_HEADER_LEN, SMALL_FRAME_SLOTS,
     SMALL_FRAME_SLOTS_BYTES, WARM_SLOT_MIN_STRIDE,
 };
+pub use pixel::{PixelFormat, UnknownPixelFormat};
 pub use reader::{Frame, FrameReader, FrameReaderOptions};
 pub use writer::{FrameSpec, FrameWriter};

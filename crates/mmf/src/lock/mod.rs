@@ -406,6 +406,9 @@ mod loom_tests;
 mod model;
 mod protocol;
 mod slots;
+// Read-only decoding of the area for `crate::inspect` (`mmf info`).
+#[cfg(not(loom))]
+pub(crate) mod inspect;
 #[cfg(all(test, not(loom)))]
 mod tests;
 pub(crate) mod winmmf;
