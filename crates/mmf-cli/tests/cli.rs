@@ -92,6 +92,7 @@ fn child() {
                     latency_p50_us: 0.0,
                     latency_p99_us: 0.0,
                     cpu_percent: 0.0,
+                    restarts: 0,
                 }
             })
             .expect("camera");
