@@ -16,8 +16,6 @@ use crate::lock::{
 use crate::name;
 use crate::sys::{self, Access, Namespace, OsOptions, OsProcess, OsSegment, OsWaiter};
 use crate::trust::TrustedOwners;
-use crate::view::{self, View, ViewMut, Viewable};
-use bytemuck::Pod;
 
 /// Default time [`MmfOptions::open`] waits for a creator to finish initialising.
 pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -885,77 +883,6 @@ impl<L: RawRwLock> Mmf<L> {
         self.lock_exclusive(Some(Instant::now() + timeout))
     }
 
-    /// The start of the data region as a `T`, under a shared lock (released when the view
-    /// drops): `let v = seg.view::<Header>()?; v.field`, for any `T: bytemuck::Pod` (every
-    /// primitive and array is; a `#[repr(C)]` struct of them implements it, see
-    /// [`bytemuck`](crate::bytemuck)). The data region starts 4096-aligned (see "Data region"
-    /// above), so every `T` of alignment up to 4096 and size up to [`len`](Self::len) fits.
-    ///
-    /// [`Error::TypeMismatch`] (nothing locked) if `T` is larger than the data region or
-    /// its alignment is not met; otherwise as [`read`](Self::read), poisoning included: a
-    /// poisoned view comes inside [`LockError::Poisoned`].
-    ///
-    /// ```
-    /// use mmf::{bytemuck, Mmf};
-    ///
-    /// #[derive(Clone, Copy, Debug, PartialEq)]
-    /// #[repr(C)]
-    /// struct Stats { frames: u64, dropped: u32, temperature: f32 }
-    /// // SAFETY: repr(C), fields are Pod, and there is no padding (8 + 4 + 4 bytes).
-    /// unsafe impl bytemuck::Zeroable for Stats {}
-    /// // SAFETY: as above.
-    /// unsafe impl bytemuck::Pod for Stats {}
-    ///
-    /// # fn main() -> mmf::Result<()> {
-    /// # let name = format!("view-doc-{}", std::process::id());
-    /// let seg = Mmf::create(&name, 4096)?;
-    /// seg.view_mut::<Stats>()?.frames += 3;
-    /// let stats = seg.view::<Stats>()?;
-    /// assert_eq!((stats.frames, stats.dropped), (3, 0));
-    /// drop(stats);
-    /// // Too large for the region: a typed error, not a panic.
-    /// assert!(matches!(seg.view::<[u8; 8192]>(), Err(mmf::LockError::Failed(mmf::Error::TypeMismatch { .. }))));
-    /// # Ok(()) }
-    /// ```
-    pub fn view<T: Pod>(&self) -> LockResult<View<'_, T, L>> {
-        let len = self.check_view::<T>(1)?;
-        map_lock(self.read(), |guard| View::new(guard, len))
-    }
-
-    /// The start of the data region as a `T`, under the exclusive lock; as
-    /// [`view`](Self::view), with [`write`](Self::write)'s errors.
-    pub fn view_mut<T: Pod>(&self) -> LockResult<ViewMut<'_, T, L>> {
-        let len = self.check_view::<T>(1)?;
-        map_lock(self.write(), |guard| ViewMut::new(guard, len))
-    }
-
-    /// The first `count` elements of the data region as a `[T]`, under a shared lock; as
-    /// [`view`](Self::view) (the whole region: `count = seg.len() / size_of::<T>()`).
-    ///
-    /// ```
-    /// # fn main() -> mmf::Result<()> {
-    /// # let name = format!("view-slice-doc-{}", std::process::id());
-    /// let seg = mmf::Mmf::create(&name, 4096)?;
-    /// seg.view_slice_mut::<u32>(1024)?[1023] = 7;
-    /// assert_eq!(seg.view_slice::<u32>(1024)?.iter().sum::<u32>(), 7);
-    /// # Ok(()) }
-    /// ```
-    pub fn view_slice<T: Pod>(&self, count: usize) -> LockResult<View<'_, [T], L>> {
-        let len = self.check_view::<[T]>(count)?;
-        map_lock(self.read(), |guard| View::new(guard, len))
-    }
-
-    /// The first `count` elements of the data region as a `[T]`, under the exclusive lock;
-    /// as [`view_slice`](Self::view_slice), with [`write`](Self::write)'s errors.
-    pub fn view_slice_mut<T: Pod>(&self, count: usize) -> LockResult<ViewMut<'_, [T], L>> {
-        let len = self.check_view::<[T]>(count)?;
-        map_lock(self.write(), |guard| ViewMut::new(guard, len))
-    }
-
-    fn check_view<V: Viewable + ?Sized>(&self, count: usize) -> Result<usize> {
-        view::check::<V>(self.data_ptr() as usize, self.data_len, count)
-    }
-
     /// Whether a writer died holding the lock since the segment was created or the poison
     /// was last cleared. Works on read-only handles too.
     pub fn is_poisoned(&self) -> bool {
@@ -1435,17 +1362,6 @@ impl<L: RawRwLock> Drop for Mmf<L> {
             // and a drop has no way to report anything.
             let _ = self.segment.remove_if_same(&self.name, self.namespace);
         }
-    }
-}
-
-/// The guard of a lock result mapped by `f`, poisoned or not.
-fn map_lock<G, H>(result: LockResult<G>, f: impl FnOnce(G) -> H) -> LockResult<H> {
-    match result {
-        Ok(guard) => Ok(f(guard)),
-        Err(LockError::Poisoned(poisoned)) => Err(LockError::Poisoned(PoisonError::new(f(
-            poisoned.into_inner(),
-        )))),
-        Err(LockError::Failed(e)) => Err(LockError::Failed(e)),
     }
 }
 

@@ -22,8 +22,9 @@ use std::ops::{Deref, DerefMut};
 use bytemuck::Pod;
 
 use crate::error::{Error, Result};
+use crate::error::{LockError, LockResult, PoisonError};
 use crate::lock::{RawRwLock, SharedRwLock};
-use crate::segment::{ReadGuard, WriteGuard};
+use crate::segment::{Mmf, ReadGuard, WriteGuard};
 
 /// What a view can show: a single `T: Pod`, or a slice `[T]` of them. Sealed: the crate
 /// implements it for exactly those two shapes.
@@ -231,6 +232,92 @@ pub(crate) fn cast_whole<T: Pod>(bytes: &[u8]) -> Result<&[T]> {
             start_align: alignment_of(bytes.as_ptr() as usize) as u64,
             reason: "the length is not a whole number of elements",
         })
+    }
+}
+
+/// Typed views of a segment's data region (here rather than in `segment.rs`, so that the
+/// segment does not import its views and the views import the segment's guards).
+impl<L: RawRwLock> Mmf<L> {
+    /// The start of the data region as a `T`, under a shared lock (released when the view
+    /// drops): `let v = seg.view::<Header>()?; v.field`, for any `T: bytemuck::Pod` (every
+    /// primitive and array is; a `#[repr(C)]` struct of them implements it, see
+    /// [`bytemuck`](crate::bytemuck)). The data region starts 4096-aligned (see "Data region"
+    /// above), so every `T` of alignment up to 4096 and size up to [`len`](Self::len) fits.
+    ///
+    /// [`Error::TypeMismatch`] (nothing locked) if `T` is larger than the data region or
+    /// its alignment is not met; otherwise as [`read`](Self::read), poisoning included: a
+    /// poisoned view comes inside [`LockError::Poisoned`].
+    ///
+    /// ```
+    /// use mmf::{bytemuck, Mmf};
+    ///
+    /// #[derive(Clone, Copy, Debug, PartialEq)]
+    /// #[repr(C)]
+    /// struct Stats { frames: u64, dropped: u32, temperature: f32 }
+    /// // SAFETY: repr(C), fields are Pod, and there is no padding (8 + 4 + 4 bytes).
+    /// unsafe impl bytemuck::Zeroable for Stats {}
+    /// // SAFETY: as above.
+    /// unsafe impl bytemuck::Pod for Stats {}
+    ///
+    /// # fn main() -> mmf::Result<()> {
+    /// # let name = format!("view-doc-{}", std::process::id());
+    /// let seg = Mmf::create(&name, 4096)?;
+    /// seg.view_mut::<Stats>()?.frames += 3;
+    /// let stats = seg.view::<Stats>()?;
+    /// assert_eq!((stats.frames, stats.dropped), (3, 0));
+    /// drop(stats);
+    /// // Too large for the region: a typed error, not a panic.
+    /// assert!(matches!(seg.view::<[u8; 8192]>(), Err(mmf::LockError::Failed(mmf::Error::TypeMismatch { .. }))));
+    /// # Ok(()) }
+    /// ```
+    pub fn view<T: Pod>(&self) -> LockResult<View<'_, T, L>> {
+        let len = self.check_view::<T>(1)?;
+        map_lock(self.read(), |guard| View::new(guard, len))
+    }
+
+    /// The start of the data region as a `T`, under the exclusive lock; as
+    /// [`view`](Self::view), with [`write`](Self::write)'s errors.
+    pub fn view_mut<T: Pod>(&self) -> LockResult<ViewMut<'_, T, L>> {
+        let len = self.check_view::<T>(1)?;
+        map_lock(self.write(), |guard| ViewMut::new(guard, len))
+    }
+
+    /// The first `count` elements of the data region as a `[T]`, under a shared lock; as
+    /// [`view`](Self::view) (the whole region: `count = seg.len() / size_of::<T>()`).
+    ///
+    /// ```
+    /// # fn main() -> mmf::Result<()> {
+    /// # let name = format!("view-slice-doc-{}", std::process::id());
+    /// let seg = mmf::Mmf::create(&name, 4096)?;
+    /// seg.view_slice_mut::<u32>(1024)?[1023] = 7;
+    /// assert_eq!(seg.view_slice::<u32>(1024)?.iter().sum::<u32>(), 7);
+    /// # Ok(()) }
+    /// ```
+    pub fn view_slice<T: Pod>(&self, count: usize) -> LockResult<View<'_, [T], L>> {
+        let len = self.check_view::<[T]>(count)?;
+        map_lock(self.read(), |guard| View::new(guard, len))
+    }
+
+    /// The first `count` elements of the data region as a `[T]`, under the exclusive lock;
+    /// as [`view_slice`](Self::view_slice), with [`write`](Self::write)'s errors.
+    pub fn view_slice_mut<T: Pod>(&self, count: usize) -> LockResult<ViewMut<'_, [T], L>> {
+        let len = self.check_view::<[T]>(count)?;
+        map_lock(self.write(), |guard| ViewMut::new(guard, len))
+    }
+
+    fn check_view<V: Viewable + ?Sized>(&self, count: usize) -> Result<usize> {
+        check::<V>(self.data_ptr() as usize, self.len(), count)
+    }
+}
+
+/// The guard of a lock result mapped by `f`, poisoned or not.
+fn map_lock<G, H>(result: LockResult<G>, f: impl FnOnce(G) -> H) -> LockResult<H> {
+    match result {
+        Ok(guard) => Ok(f(guard)),
+        Err(LockError::Poisoned(poisoned)) => Err(LockError::Poisoned(PoisonError::new(f(
+            poisoned.into_inner(),
+        )))),
+        Err(LockError::Failed(e)) => Err(LockError::Failed(e)),
     }
 }
 

@@ -13,7 +13,7 @@ use super::layout::{
 };
 use crate::error::{Error, Result};
 use crate::header::{KIND_FRAME_CHANNEL, KIND_FRAME_READERS};
-use crate::inspect::{ChannelInfo, NewestFrame, ProcessInfo, ReaderInfo};
+use crate::inspect::report::{ChannelInfo, NewestFrame, ProcessInfo, ReaderInfo};
 use crate::liveness::ProcessId;
 use crate::segment::MmfOptions;
 use crate::trust::TrustedOwners;

@@ -7,7 +7,7 @@ use super::layout::{
     SLOT_STATE, WRITER,
 };
 use super::LockArea;
-use crate::inspect::{LockInfo, ProcessInfo, SlotInfo, SlotState};
+use crate::inspect::report::{LockInfo, ProcessInfo, SlotInfo, SlotState};
 use crate::liveness::{Holder, Liveness};
 use crate::sync::Ordering::{Acquire, Relaxed};
 
