@@ -1,0 +1,801 @@
+//! The C ABI of `mmf`: named shared memory segments and frame channels behind opaque handles.
+//!
+//! Conventions, for every function:
+//! - The return value is an `int32_t` status: `MMF_OK` (0) or a negative `MMF_ERR_*` code that
+//!   names the error class. Results come back through out-pointers, which are written only on
+//!   `MMF_OK`.
+//! - After a failure, `mmf_last_error_message()` on the same thread says what went wrong and
+//!   what to do, in the words of the Rust error.
+//! - A null handle, null out-pointer or null name is `MMF_ERR_INVALID_ARGUMENT`, never a crash;
+//!   so is a pointer to a handle of another kind. A handle that was already closed is the
+//!   caller's bug (use after free): it cannot be detected and is undefined behaviour.
+//! - A Rust panic never unwinds into C: it is caught and reported as `MMF_ERR_PANIC`.
+//! - Handles are not thread-safe: use one handle from one thread at a time (the segment and
+//!   frame channel themselves are safe to share between processes and threads, through
+//!   separate handles).
+//!
+//! The header `include/mmf.h` is generated from this file by cbindgen (`cargo xtask test
+//! --only ffi` checks that it is current).
+
+use std::cell::RefCell;
+use std::ffi::{c_char, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::NonNull;
+use std::time::Duration;
+
+use mmf::{Error, Frame, FrameMeta, FrameReader, FrameSpec, FrameWriter, Mmf};
+
+/// Success.
+pub const MMF_OK: i32 = 0;
+/// A null or foreign pointer, a name that is not UTF-8 or breaks the naming rule, a size or an
+/// offset that cannot be used.
+pub const MMF_ERR_INVALID_ARGUMENT: i32 = -1;
+/// No segment or frame channel of this name exists.
+pub const MMF_ERR_NOT_FOUND: i32 = -2;
+/// A segment or frame channel of this name exists already.
+pub const MMF_ERR_ALREADY_EXISTS: i32 = -3;
+/// A timed wait ran out.
+pub const MMF_ERR_TIMEOUT: i32 = -4;
+/// The operation would have to wait; for `try_next` and `latest`: no new frame yet.
+pub const MMF_ERR_WOULD_BLOCK: i32 = -5;
+/// A process died holding the segment's write lock; repair the data and clear the poison.
+pub const MMF_ERR_POISONED: i32 = -6;
+/// The frame channel's writer is gone.
+pub const MMF_ERR_WRITER_GONE: i32 = -7;
+/// A frame is longer than the channel's maximum frame length.
+pub const MMF_ERR_TOO_LARGE: i32 = -8;
+/// Any other failure (permissions, OS errors, corrupt or foreign segments ...).
+pub const MMF_ERR_OTHER: i32 = -9;
+/// A bug in mmf: a Rust panic was caught at the boundary. The handle may be unusable.
+pub const MMF_ERR_PANIC: i32 = -10;
+
+/// Pass as `timeout_ms` to `mmf_segment_wait_for_write` to wait without a time limit.
+pub const MMF_WAIT_FOREVER: u32 = u32::MAX;
+
+thread_local! {
+    /// The message of the last failure on this thread; `mmf_last_error_message` lends it out.
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+/// A failed call: the status to return and the message to keep for the thread.
+struct Failure {
+    status: i32,
+    message: String,
+}
+
+impl Failure {
+    fn invalid(message: impl Into<String>) -> Failure {
+        Failure {
+            status: MMF_ERR_INVALID_ARGUMENT,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        Failure {
+            status: status_of(&error),
+            message: error.to_string(),
+        }
+    }
+}
+
+/// The error class of a Rust error, as C sees it.
+fn status_of(error: &Error) -> i32 {
+    match error {
+        Error::InvalidName { .. } | Error::InvalidSize { .. } | Error::OutOfBounds { .. } => {
+            MMF_ERR_INVALID_ARGUMENT
+        }
+        Error::NotFound { .. } => MMF_ERR_NOT_FOUND,
+        Error::AlreadyExists { .. } => MMF_ERR_ALREADY_EXISTS,
+        Error::Timeout { .. } => MMF_ERR_TIMEOUT,
+        Error::WouldBlock => MMF_ERR_WOULD_BLOCK,
+        Error::Poisoned => MMF_ERR_POISONED,
+        Error::WriterGone { .. } => MMF_ERR_WRITER_GONE,
+        Error::FrameTooLarge { .. } => MMF_ERR_TOO_LARGE,
+        _ => MMF_ERR_OTHER,
+    }
+}
+
+fn set_last_error(message: &str) {
+    // An interior NUL would cut the C string short; a message is worth more than fidelity.
+    let bytes: Vec<u8> = message.bytes().filter(|&b| b != 0).collect();
+    let message = CString::new(bytes).unwrap_or_default();
+    LAST_ERROR.with(|last| *last.borrow_mut() = message);
+}
+
+/// Runs one function body: maps its failure to a status and the thread's message, and keeps
+/// a panic from unwinding into C (which would be undefined behaviour).
+fn call(body: impl FnOnce() -> Result<(), Failure>) -> i32 {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => MMF_OK,
+        Ok(Err(failure)) => {
+            set_last_error(&failure.message);
+            failure.status
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            set_last_error(&format!(
+                "internal error in mmf (a bug; please report): {what}"
+            ));
+            MMF_ERR_PANIC
+        }
+    }
+}
+
+/// The message of the last failed call on this thread, as a NUL-terminated UTF-8 string; ""
+/// if no call has failed on this thread yet. Owned by the library: valid until the next
+/// failing call on this thread. Never null.
+#[no_mangle]
+pub extern "C" fn mmf_last_error_message() -> *const c_char {
+    // The CString lives in the thread-local until the next failure replaces it, which the
+    // documentation tells the caller; a panic here is impossible short of thread teardown.
+    LAST_ERROR.with(|last| last.borrow().as_ptr())
+}
+
+/// Reads a C string argument as a segment or channel name.
+///
+/// # Safety
+/// `name` is null or points to a NUL-terminated string that stays valid during the call.
+unsafe fn name_arg<'a>(name: *const c_char) -> Result<&'a str, Failure> {
+    if name.is_null() {
+        return Err(Failure::invalid("name is null"));
+    }
+    // SAFETY: non-null, and the caller promises a NUL-terminated string valid for the call.
+    let name = unsafe { CStr::from_ptr(name) };
+    name.to_str()
+        .map_err(|_| Failure::invalid("name is not valid UTF-8"))
+}
+
+/// Writes a result through an out-pointer, after checking it for null.
+///
+/// # Safety
+/// `out` is null or valid for a write of `T`.
+unsafe fn put<T>(out: *mut T, value: T) -> Result<(), Failure> {
+    let Some(out) = NonNull::new(out) else {
+        return Err(Failure::invalid("out-pointer is null"));
+    };
+    // SAFETY: non-null, and the caller promises it is valid for a write of T.
+    unsafe { out.as_ptr().write(value) };
+    Ok(())
+}
+
+/// Rejects a null out-pointer before any work is done, so that a created segment or channel
+/// is not leaked behind a late failure.
+fn need_out<T>(out: *mut T) -> Result<(), Failure> {
+    if out.is_null() {
+        Err(Failure::invalid("out-pointer is null"))
+    } else {
+        Ok(())
+    }
+}
+
+/// A byte slice from C: a null pointer is allowed only with length 0.
+///
+/// # Safety
+/// `data` is null or valid for reads of `len` bytes during the call.
+unsafe fn bytes_arg<'a>(data: *const u8, len: usize) -> Result<&'a [u8], Failure> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if data.is_null() {
+        return Err(Failure::invalid("data is null but len is not 0"));
+    }
+    // SAFETY: non-null, and the caller promises `len` readable bytes for the call.
+    Ok(unsafe { std::slice::from_raw_parts(data, len) })
+}
+
+/// As [`bytes_arg`], writable.
+///
+/// # Safety
+/// `data` is null or valid for writes of `len` bytes during the call, and not aliased.
+unsafe fn bytes_mut_arg<'a>(data: *mut u8, len: usize) -> Result<&'a mut [u8], Failure> {
+    if len == 0 {
+        return Ok(&mut []);
+    }
+    if data.is_null() {
+        return Err(Failure::invalid("buf is null but len is not 0"));
+    }
+    // SAFETY: non-null, and the caller promises `len` writable, unaliased bytes for the call.
+    Ok(unsafe { std::slice::from_raw_parts_mut(data, len) })
+}
+
+/// Tags at the start of every handle: they turn a handle of the wrong kind (or a stray
+/// pointer to live memory) into `MMF_ERR_INVALID_ARGUMENT` instead of type confusion.
+const SEGMENT_MAGIC: u64 = u64::from_le_bytes(*b"mmfSEGMT");
+const WRITER_MAGIC: u64 = u64::from_le_bytes(*b"mmfFWRTR");
+const READER_MAGIC: u64 = u64::from_le_bytes(*b"mmfFRDER");
+
+/// Implemented by the handle types, to check and borrow a handle from C.
+trait Handle {
+    const MAGIC: u64;
+    const KIND: &'static str;
+    fn magic(&self) -> u64;
+}
+
+/// Borrows a handle.
+///
+/// # Safety
+/// `handle` is null or a live handle from this library (of any kind), not in use by another
+/// thread.
+unsafe fn handle<'a, H: Handle>(handle: *mut H) -> Result<&'a mut H, Failure> {
+    let Some(mut handle) = NonNull::new(handle) else {
+        return Err(Failure::invalid(format!("{} handle is null", H::KIND)));
+    };
+    // SAFETY: every handle kind starts with its `u64` magic (repr(C)), and the caller promises
+    // a live handle of ours, so the first 8 bytes are readable whichever kind it is.
+    let magic = unsafe { handle.cast::<u64>().as_ptr().read() };
+    if magic != H::MAGIC {
+        return Err(Failure::invalid(format!(
+            "not a {} handle (a handle of another kind?)",
+            H::KIND
+        )));
+    }
+    // SAFETY: the magic says it is an `H` we boxed, live and unshared per the caller.
+    Ok(unsafe { handle.as_mut() })
+}
+
+/// Frees a handle: null is a no-op, as with `free`.
+///
+/// # Safety
+/// As for [`handle`]; the handle is not used again.
+unsafe fn close<H: Handle>(ptr: *mut H) -> Result<(), Failure> {
+    if ptr.is_null() {
+        return Ok(());
+    }
+    // SAFETY: as promised by the caller.
+    let h = unsafe { handle(ptr) }?;
+    debug_assert_eq!(h.magic(), H::MAGIC);
+    // SAFETY: the handle came from `Box::into_raw` (its magic says so), and the caller gives
+    // it up; clearing nothing afterwards, since the memory is freed.
+    drop(unsafe { Box::from_raw(ptr) });
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Segments
+// ---------------------------------------------------------------------------------------------
+
+/// An open segment (opaque). Free with `mmf_segment_close`.
+#[repr(C)]
+pub struct MmfSegment {
+    magic: u64,
+    inner: Mmf,
+}
+
+impl Handle for MmfSegment {
+    const MAGIC: u64 = SEGMENT_MAGIC;
+    const KIND: &'static str = "segment";
+    fn magic(&self) -> u64 {
+        self.magic
+    }
+}
+
+fn boxed_segment(inner: Mmf) -> *mut MmfSegment {
+    Box::into_raw(Box::new(MmfSegment {
+        magic: SEGMENT_MAGIC,
+        inner,
+    }))
+}
+
+/// Creates the segment `name` with `size` data bytes (zeroed) and stores its handle in `*out`.
+/// `MMF_ERR_ALREADY_EXISTS` if the name is taken. The creator owns the name: closing its
+/// handle removes it (on Linux; on Windows the segment lives as long as any handle), so
+/// `mmf_segment_remove` is for names a crashed creator left behind.
+///
+/// # Safety
+/// `name` is null or a NUL-terminated string; `out` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_segment_create(
+    name: *const c_char,
+    size: usize,
+    out: *mut *mut MmfSegment,
+) -> i32 {
+    call(|| {
+        need_out(out)?;
+        // SAFETY: per this function's contract.
+        let name = unsafe { name_arg(name) }?;
+        let seg = Mmf::create(name, size)?;
+        // SAFETY: `out` checked non-null above; writable per this function's contract.
+        unsafe { put(out, boxed_segment(seg)) }
+    })
+}
+
+/// Opens the existing segment `name` for reading and writing; stores its handle in `*out`.
+///
+/// # Safety
+/// `name` is null or a NUL-terminated string; `out` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_segment_open(name: *const c_char, out: *mut *mut MmfSegment) -> i32 {
+    call(|| {
+        need_out(out)?;
+        // SAFETY: per this function's contract.
+        let name = unsafe { name_arg(name) }?;
+        let seg = Mmf::open(name)?;
+        // SAFETY: `out` checked non-null above; writable per this function's contract.
+        unsafe { put(out, boxed_segment(seg)) }
+    })
+}
+
+/// Opens the existing segment `name` for reading only; writes through the handle fail.
+///
+/// # Safety
+/// `name` is null or a NUL-terminated string; `out` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_segment_open_read_only(
+    name: *const c_char,
+    out: *mut *mut MmfSegment,
+) -> i32 {
+    call(|| {
+        need_out(out)?;
+        // SAFETY: per this function's contract.
+        let name = unsafe { name_arg(name) }?;
+        let seg = Mmf::open_read_only(name)?;
+        // SAFETY: `out` checked non-null above; writable per this function's contract.
+        unsafe { put(out, boxed_segment(seg)) }
+    })
+}
+
+/// Removes the name `name`; handles that are open keep their mapping.
+///
+/// # Safety
+/// `name` is null or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_segment_remove(name: *const c_char) -> i32 {
+    call(|| {
+        // SAFETY: per this function's contract.
+        let name = unsafe { name_arg(name) }?;
+        Ok(Mmf::remove(name)?)
+    })
+}
+
+/// Closes a segment handle; null is a no-op. The handle must not be used afterwards.
+///
+/// # Safety
+/// `seg` is null or a live handle from this library.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_segment_close(seg: *mut MmfSegment) -> i32 {
+    // SAFETY: per this function's contract.
+    call(|| unsafe { close(seg) })
+}
+
+/// Stores the segment's data length in bytes in `*out_len`.
+///
+/// # Safety
+/// `seg` is null or a live handle; `out_len` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_segment_len(seg: *mut MmfSegment, out_len: *mut usize) -> i32 {
+    call(|| {
+        // SAFETY: per this function's contract.
+        let seg = unsafe { handle(seg) }?;
+        // SAFETY: per this function's contract.
+        unsafe { put(out_len, seg.inner.len()) }
+    })
+}
+
+/// Copies `len` bytes at `offset` of the data region into `buf`, under the read lock.
+///
+/// # Safety
+/// `seg` is null or a live handle; `buf` is null (with `len` 0) or writable for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_segment_read_at(
+    seg: *mut MmfSegment,
+    offset: usize,
+    buf: *mut u8,
+    len: usize,
+) -> i32 {
+    call(|| {
+        // SAFETY: per this function's contract.
+        let seg = unsafe { handle(seg) }?;
+        // SAFETY: per this function's contract.
+        let buf = unsafe { bytes_mut_arg(buf, len) }?;
+        Ok(seg.inner.read_at(offset, buf)?)
+    })
+}
+
+/// Copies `len` bytes from `data` to `offset` of the data region, under the write lock.
+///
+/// # Safety
+/// `seg` is null or a live handle; `data` is null (with `len` 0) or readable for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_segment_write_at(
+    seg: *mut MmfSegment,
+    offset: usize,
+    data: *const u8,
+    len: usize,
+) -> i32 {
+    call(|| {
+        // SAFETY: per this function's contract.
+        let seg = unsafe { handle(seg) }?;
+        // SAFETY: per this function's contract.
+        let data = unsafe { bytes_arg(data, len) }?;
+        Ok(seg.inner.write_at(offset, data)?)
+    })
+}
+
+/// Stores the segment's write sequence number (bumped by every write lock release) in
+/// `*out_seq`.
+///
+/// # Safety
+/// `seg` is null or a live handle; `out_seq` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_segment_write_seq(seg: *mut MmfSegment, out_seq: *mut u32) -> i32 {
+    call(|| {
+        // SAFETY: per this function's contract.
+        let seg = unsafe { handle(seg) }?;
+        // SAFETY: per this function's contract.
+        unsafe { put(out_seq, seg.inner.write_seq()) }
+    })
+}
+
+/// Waits until the write sequence number differs from `seen`, at most `timeout_ms`
+/// milliseconds (`MMF_WAIT_FOREVER`: no limit), and stores the new one in `*out_seq`.
+/// `MMF_ERR_TIMEOUT` if it did not change in time.
+///
+/// # Safety
+/// `seg` is null or a live handle; `out_seq` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_segment_wait_for_write(
+    seg: *mut MmfSegment,
+    seen: u32,
+    timeout_ms: u32,
+    out_seq: *mut u32,
+) -> i32 {
+    call(|| {
+        need_out(out_seq)?;
+        // SAFETY: per this function's contract.
+        let seg = unsafe { handle(seg) }?;
+        let timeout =
+            (timeout_ms != MMF_WAIT_FOREVER).then(|| Duration::from_millis(timeout_ms.into()));
+        let seq = seg.inner.wait_for_write(seen, timeout)?;
+        // SAFETY: per this function's contract.
+        unsafe { put(out_seq, seq) }
+    })
+}
+
+/// Stores in `*out` whether a process died holding the write lock.
+///
+/// # Safety
+/// `seg` is null or a live handle; `out` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_segment_is_poisoned(seg: *mut MmfSegment, out: *mut bool) -> i32 {
+    call(|| {
+        // SAFETY: per this function's contract.
+        let seg = unsafe { handle(seg) }?;
+        // SAFETY: per this function's contract.
+        unsafe { put(out, seg.inner.is_poisoned()) }
+    })
+}
+
+/// Declares the data repaired after a poisoning, so that reads and writes succeed again.
+///
+/// # Safety
+/// `seg` is null or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_segment_clear_poison(seg: *mut MmfSegment) -> i32 {
+    call(|| {
+        // SAFETY: per this function's contract.
+        let seg = unsafe { handle(seg) }?;
+        Ok(seg.inner.clear_poison()?)
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frame channels
+// ---------------------------------------------------------------------------------------------
+
+/// The writer of a frame channel (opaque). Free with `mmf_frame_writer_close`, which
+/// removes the channel's name.
+#[repr(C)]
+pub struct MmfFrameWriter {
+    magic: u64,
+    inner: FrameWriter,
+}
+
+impl Handle for MmfFrameWriter {
+    const MAGIC: u64 = WRITER_MAGIC;
+    const KIND: &'static str = "frame writer";
+    fn magic(&self) -> u64 {
+        self.magic
+    }
+}
+
+/// A reader of a frame channel (opaque), with the one frame it holds pinned. Free with
+/// `mmf_frame_reader_close`.
+#[repr(C)]
+pub struct MmfFrameReader {
+    magic: u64,
+    /// The pinned frame, borrowing `*reader`. Its `'static` is a lie this type keeps
+    /// honest: the frame is dropped before `reader` is freed (see `Drop`) and before the
+    /// reader takes another.
+    frame: Option<Frame<'static>>,
+    /// From `Box::into_raw`, so that borrowing it for the frame never conflicts with a
+    /// `Box`'s claim to unique access; freed in `Drop`.
+    reader: NonNull<FrameReader>,
+}
+
+impl Handle for MmfFrameReader {
+    const MAGIC: u64 = READER_MAGIC;
+    const KIND: &'static str = "frame reader";
+    fn magic(&self) -> u64 {
+        self.magic
+    }
+}
+
+impl Drop for MmfFrameReader {
+    fn drop(&mut self) {
+        // The frame borrows the reader: unpin before the reader goes.
+        self.frame = None;
+        // SAFETY: `reader` came from `Box::into_raw` in `mmf_frame_reader_open`, and no borrow
+        // of it outlives this point (the frame was dropped above).
+        drop(unsafe { Box::from_raw(self.reader.as_ptr()) });
+    }
+}
+
+/// A frame as C sees it: the bytes stay in shared memory, valid (and unchanged by the writer)
+/// until `mmf_frame_reader_release`, the next take on the same reader, or
+/// `mmf_frame_reader_close`, whichever comes first.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct MmfFrame {
+    /// The frame's bytes (owned by the reader handle; do not free).
+    pub data: *const u8,
+    /// Length of `data` in bytes.
+    pub len: usize,
+    /// Sequence number: 1 for the first frame, +1 per publish.
+    pub seq: u64,
+    /// Publish time in nanoseconds on a monotonic clock comparable across processes.
+    pub timestamp_ns: u64,
+    /// The writer's user fields (`mmf_frame_writer_set_meta`).
+    pub width: u32,
+    /// See `width`.
+    pub height: u32,
+    /// See `width`.
+    pub pixel_format: u32,
+    /// See `width`.
+    pub tag: u64,
+}
+
+/// Creates the frame channel `name` for frames of up to `max_frame_len` bytes and up to
+/// `max_readers` readers at once; stores the writer in `*out`.
+///
+/// # Safety
+/// `name` is null or a NUL-terminated string; `out` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_frame_writer_create(
+    name: *const c_char,
+    max_frame_len: usize,
+    max_readers: usize,
+    out: *mut *mut MmfFrameWriter,
+) -> i32 {
+    call(|| {
+        need_out(out)?;
+        // SAFETY: per this function's contract.
+        let name = unsafe { name_arg(name) }?;
+        let spec = FrameSpec::new(max_frame_len).max_readers(max_readers);
+        let inner = FrameWriter::create(name, spec)?;
+        let writer = Box::into_raw(Box::new(MmfFrameWriter {
+            magic: WRITER_MAGIC,
+            inner,
+        }));
+        // SAFETY: per this function's contract.
+        unsafe { put(out, writer) }
+    })
+}
+
+/// Sets the user fields published with the following frames.
+///
+/// # Safety
+/// `w` is null or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_frame_writer_set_meta(
+    w: *mut MmfFrameWriter,
+    width: u32,
+    height: u32,
+    pixel_format: u32,
+    tag: u64,
+) -> i32 {
+    call(|| {
+        // SAFETY: per this function's contract.
+        let w = unsafe { handle(w) }?;
+        w.inner.set_meta(FrameMeta {
+            width,
+            height,
+            pixel_format,
+            tag,
+        });
+        Ok(())
+    })
+}
+
+/// Publishes a copy of `len` bytes at `data` as the next frame and stores its sequence number
+/// in `*out_seq` (which may be null if not wanted). `MMF_ERR_TOO_LARGE` if `len` exceeds the
+/// channel's maximum frame length.
+///
+/// # Safety
+/// `w` is null or a live handle; `data` is null (with `len` 0) or readable for `len` bytes;
+/// `out_seq` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_frame_writer_publish(
+    w: *mut MmfFrameWriter,
+    data: *const u8,
+    len: usize,
+    out_seq: *mut u64,
+) -> i32 {
+    call(|| {
+        // SAFETY: per this function's contract.
+        let w = unsafe { handle(w) }?;
+        // SAFETY: per this function's contract.
+        let data = unsafe { bytes_arg(data, len) }?;
+        let seq = w.inner.publish(data)?;
+        if !out_seq.is_null() {
+            // SAFETY: non-null, and writable per this function's contract.
+            unsafe { put(out_seq, seq) }?;
+        }
+        Ok(())
+    })
+}
+
+/// Closes the writer: readers see `MMF_ERR_WRITER_GONE`, and the name is removed. Null is a
+/// no-op. The handle must not be used afterwards.
+///
+/// # Safety
+/// `w` is null or a live handle from this library.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_frame_writer_close(w: *mut MmfFrameWriter) -> i32 {
+    // SAFETY: per this function's contract.
+    call(|| unsafe { close(w) })
+}
+
+/// Opens a reader on the frame channel `name`; stores it in `*out`.
+///
+/// # Safety
+/// `name` is null or a NUL-terminated string; `out` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_frame_reader_open(
+    name: *const c_char,
+    out: *mut *mut MmfFrameReader,
+) -> i32 {
+    call(|| {
+        need_out(out)?;
+        // SAFETY: per this function's contract.
+        let name = unsafe { name_arg(name) }?;
+        let reader = FrameReader::open(name)?;
+        let handle = Box::into_raw(Box::new(MmfFrameReader {
+            magic: READER_MAGIC,
+            frame: None,
+            reader: NonNull::from(Box::leak(Box::new(reader))),
+        }));
+        // SAFETY: per this function's contract.
+        unsafe { put(out, handle) }
+    })
+}
+
+/// Which frame a take asks for.
+#[derive(Clone, Copy)]
+enum Take {
+    Wait(Duration),
+    Next,
+    Latest,
+}
+
+/// Releases the reader's pinned frame, takes another, pins it in the handle and describes it
+/// in `*out`.
+///
+/// # Safety
+/// `r` is null or a live handle; `out` is null or writable.
+unsafe fn take(r: *mut MmfFrameReader, how: Take, out: *mut MmfFrame) -> Result<(), Failure> {
+    need_out(out)?;
+    // SAFETY: per the caller's contract.
+    let r = unsafe { handle(r) }?;
+    // Unpin the old frame before taking a new one: the reader holds one pin at a time.
+    r.frame = None;
+    // SAFETY: `reader` is live until `r` drops, and the frame borrowing it for "'static" is
+    // stored in `r.frame`, which is cleared before the reader is freed or borrowed again
+    // (above, and in `Drop`), so the borrow never outlives the reader or overlaps another.
+    let reader: &'static mut FrameReader = unsafe { &mut *r.reader.as_ptr() };
+    let frame = match how {
+        Take::Wait(timeout) => reader.wait_next(timeout)?,
+        Take::Next => reader.try_next()?.ok_or_else(no_frame)?,
+        Take::Latest => reader.latest()?.ok_or_else(no_frame)?,
+    };
+    let info = *frame.info();
+    let view = MmfFrame {
+        data: frame.as_ptr(),
+        len: frame.len(),
+        seq: info.seq,
+        timestamp_ns: info.timestamp_ns,
+        width: info.meta.width,
+        height: info.meta.height,
+        pixel_format: info.meta.pixel_format,
+        tag: info.meta.tag,
+    };
+    r.frame = Some(frame);
+    // SAFETY: per the caller's contract.
+    unsafe { put(out, view) }
+}
+
+fn no_frame() -> Failure {
+    Failure {
+        status: MMF_ERR_WOULD_BLOCK,
+        message: "no new frame yet".to_string(),
+    }
+}
+
+/// Waits up to `timeout_ms` milliseconds for the next frame and describes it in `*frame`
+/// (see `MmfFrame` for how long it stays valid). Releases the frame held before, even on
+/// failure. `MMF_ERR_TIMEOUT` if none came; `MMF_ERR_WRITER_GONE` if the writer closed.
+///
+/// # Safety
+/// `r` is null or a live handle; `frame` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_frame_reader_wait_next(
+    r: *mut MmfFrameReader,
+    timeout_ms: u32,
+    frame: *mut MmfFrame,
+) -> i32 {
+    let timeout = Duration::from_millis(timeout_ms.into());
+    // SAFETY: per this function's contract.
+    call(|| unsafe { take(r, Take::Wait(timeout), frame) })
+}
+
+/// Takes the next frame without waiting, as `mmf_frame_reader_wait_next`;
+/// `MMF_ERR_WOULD_BLOCK` if there is no new one.
+///
+/// # Safety
+/// `r` is null or a live handle; `frame` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_frame_reader_try_next(
+    r: *mut MmfFrameReader,
+    frame: *mut MmfFrame,
+) -> i32 {
+    // SAFETY: per this function's contract.
+    call(|| unsafe { take(r, Take::Next, frame) })
+}
+
+/// Takes the newest frame, skipping any in between, as `mmf_frame_reader_try_next`.
+///
+/// # Safety
+/// `r` is null or a live handle; `frame` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_frame_reader_latest(
+    r: *mut MmfFrameReader,
+    frame: *mut MmfFrame,
+) -> i32 {
+    // SAFETY: per this function's contract.
+    call(|| unsafe { take(r, Take::Latest, frame) })
+}
+
+/// Releases the frame the reader holds, letting the writer reuse its slot; its `MmfFrame`
+/// must not be used afterwards. A no-op when no frame is held.
+///
+/// # Safety
+/// `r` is null or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_frame_reader_release(r: *mut MmfFrameReader) -> i32 {
+    call(|| {
+        // SAFETY: per this function's contract.
+        let r = unsafe { handle(r) }?;
+        r.frame = None;
+        Ok(())
+    })
+}
+
+/// Closes the reader (releasing its frame); null is a no-op. The handle must not be used
+/// afterwards.
+///
+/// # Safety
+/// `r` is null or a live handle from this library.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_frame_reader_close(r: *mut MmfFrameReader) -> i32 {
+    // SAFETY: per this function's contract.
+    call(|| unsafe { close(r) })
+}
+
+#[cfg(test)]
+mod tests;
