@@ -28,6 +28,7 @@
 //! | `clippy-windows`     | the same for `x86_64-pc-windows-gnu`                   | the Windows layer is compiled, and so linted, only for a Windows target |
 //! | `mutations`          | checks `xtask/mutations/*.txt` against the code        | each listed mutation still applies, so `cargo xtask mutants` cannot go stale unnoticed |
 //! | `test`               | `cargo test` of mmf's Linux suites, doc tests, mmf-cli and xtask | unit, integration and doc tests on the host, x86_64 Linux |
+//! | `ffi`                | regenerates `crates/mmf-ffi/include/mmf.h` with cbindgen into a temporary file, then `cargo test -p mmf-ffi` | the checked-in C header matches the Rust ABI it declares; a C program built with `cc` against the staticlib and that header talks to Rust readers and writers |
 //! | `test-i686`          | mmf's Linux suites for `i686-unknown-linux-gnu`        | a 32-bit `usize`: 32- and 64-bit processes share one region, so its layout must not depend on pointer width |
 //! | `test-aarch64`       | mmf's Linux suites but `truncation` (x86 only), `scribble` (its fixed time window) and `sigbus_install` (like `truncation`, about the x86-only fault-catching copy), unit and doc tests for `aarch64-unknown-linux-gnu`, under qemu-user, but for 4 lock tests that read a thread's system call from `/proc` (qemu shows the host's) | the lock and the channel built for a weakly ordered architecture, across real processes; qemu on x86_64 keeps x86's ordering, so loom, not this, checks the orderings |
 //! | `miri`               | `cargo miri test -p mmf --lib -- header:: lock::`, but one test (see [`MIRI_SC_ONLY`]) run apart without weak-memory emulation | undefined behaviour, under strict provenance, in the OS-free code; Miri cannot map real shared memory, so only these modules |
@@ -157,6 +158,7 @@ fn steps() -> Vec<Step> {
         ),
         step("mutations", check_mutations),
         step("test", test_linux),
+        step("ffi", ffi),
         step("test-i686", |root| {
             test_mmf(root, Some("i686-unknown-linux-gnu"))
         }),
@@ -465,6 +467,39 @@ fn check_mutations(root: &Path) -> Result {
     );
     Ok(())
 }
+
+/// The C ABI: the checked-in header is what cbindgen makes of the code now, and the C test
+/// (`crates/mmf-ffi/tests/c_abi.rs`, which compiles a C program against it) passes.
+fn ffi(root: &Path) -> Result {
+    let crate_dir = root.join(FFI_DIR);
+    let checked_in = crate_dir.join(FFI_HEADER);
+    let fresh = env::temp_dir().join(format!("mmf-ffi-{}.h", std::process::id()));
+    let generated = run(Command::new("cbindgen")
+        .current_dir(&crate_dir)
+        .args(["--config", "cbindgen.toml", "--quiet", "--output"])
+        .arg(&fresh));
+    let compared = generated.and_then(|()| {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|e| format!("could not read {}: {e}", path.display()))
+        };
+        if read(&fresh)? == read(&checked_in)? {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} is stale: regenerate it with `cbindgen --config cbindgen.toml --output {FFI_HEADER}` in {FFI_DIR}",
+                checked_in.display()
+            ))
+        }
+    });
+    // Best effort: a leftover file in the temporary directory harms nothing.
+    let _ = std::fs::remove_file(&fresh);
+    compared?;
+    run(cargo(root).args(["test", "-p", "mmf-ffi"]))
+}
+
+/// The C ABI crate, and its generated header within it.
+const FFI_DIR: &str = "crates/mmf-ffi";
+const FFI_HEADER: &str = "include/mmf.h";
 
 /// Builds the fuzz target the way `cargo xtask fuzz` runs it (sanitizer and coverage flags).
 fn fuzz_build(root: &Path) -> Result {

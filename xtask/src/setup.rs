@@ -58,7 +58,23 @@ pub fn install(root: &Path) -> Result {
     apt_packages()?;
     rust(root)?;
     cargo_fuzz(root)?;
+    cbindgen(root)?;
     wine::setup(root)
+}
+
+/// cbindgen, which generates the C header of `crates/mmf-ffi` (the `ffi` step checks it).
+pub fn cbindgen(root: &Path) -> Result {
+    let installed = Command::new("cbindgen")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if installed {
+        println!("ok: cbindgen");
+        return Ok(());
+    }
+    run(cargo(root).args(["install", "cbindgen", "--locked"]))
 }
 
 /// cargo-fuzz, which builds (`fuzz-build`) and runs (`cargo xtask fuzz`) the fuzz target.
