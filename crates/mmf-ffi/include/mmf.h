@@ -171,6 +171,32 @@ int32_t mmf_segment_is_poisoned(MmfSegment *seg, bool *out);
 // `seg` is null or a live handle.
 int32_t mmf_segment_clear_poison(MmfSegment *seg);
 
+// Takes the segment's write lock, waiting at most `timeout_ms` milliseconds
+// (`MMF_WAIT_FOREVER`: no limit), and keeps it in the handle until
+// `mmf_segment_unlock_write` (or `mmf_segment_close`). `*out_data` and `*out_len` get the
+// data region, writable (and readable) in place until then; other processes' readers and
+// writers wait meanwhile. While the handle holds the lock, its `read_at`, `write_at`,
+// `wait_for_write` and a second `lock_write` fail with `MMF_ERR_INVALID_ARGUMENT` instead
+// of waiting for themselves.
+//
+// `MMF_ERR_POISONED`: a process died holding the lock, and this call holds it now anyway,
+// with `*out_data` and `*out_len` set: repair the data, call `mmf_segment_clear_poison`, then
+// unlock. `MMF_ERR_TIMEOUT`: the lock was not free in time.
+//
+// # Safety
+// `seg` is null or a live handle; `out_data` and `out_len` are null or writable.
+int32_t mmf_segment_lock_write(MmfSegment *seg,
+                               uint32_t timeout_ms,
+                               uint8_t **out_data,
+                               size_t *out_len);
+
+// Releases the write lock taken by `mmf_segment_lock_write`; the data pointer it gave
+// must not be used afterwards. `MMF_ERR_INVALID_ARGUMENT` if the handle does not hold it.
+//
+// # Safety
+// `seg` is null or a live handle.
+int32_t mmf_segment_unlock_write(MmfSegment *seg);
+
 // Creates the frame channel `name` for frames of up to `max_frame_len` bytes and up to
 // `max_readers` readers at once; stores the writer in `*out`.
 //

@@ -23,7 +23,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::time::Duration;
 
-use mmf::{Error, Frame, FrameMeta, FrameReader, FrameSpec, FrameWriter, Mmf};
+use mmf::{
+    Error, Frame, FrameMeta, FrameReader, FrameSpec, FrameWriter, LockError, Mmf, WriteGuard,
+};
 
 /// Success.
 pub const MMF_OK: i32 = 0;
@@ -261,11 +263,47 @@ unsafe fn close<H: Handle>(ptr: *mut H) -> Result<(), Failure> {
 // Segments
 // ---------------------------------------------------------------------------------------------
 
-/// An open segment (opaque). Free with `mmf_segment_close`.
+/// An open segment (opaque), with the write lock while `mmf_segment_lock_write` holds it.
+/// Free with `mmf_segment_close`.
 #[repr(C)]
 pub struct MmfSegment {
     magic: u64,
-    inner: Mmf,
+    /// The write lock held across calls, borrowing `*mmf`. Its `'static` is a lie this type
+    /// keeps honest: the guard is dropped before `mmf` is freed (see `Drop`).
+    guard: Option<WriteGuard<'static>>,
+    /// From `Box::into_raw`, so that borrowing the handle mutably never claims unique access
+    /// to the segment the guard borrows; freed in `Drop`.
+    mmf: NonNull<Mmf>,
+}
+
+impl MmfSegment {
+    fn mmf(&self) -> &Mmf {
+        // SAFETY: `mmf` came from `Box::into_raw` and is freed only in `Drop`, and it is only
+        // ever borrowed shared (here and by the guard).
+        unsafe { self.mmf.as_ref() }
+    }
+
+    /// Refuses calls that take the lock themselves while this handle holds the write lock:
+    /// they would wait for it forever.
+    fn unlocked(&self) -> Result<&Mmf, Failure> {
+        if self.guard.is_some() {
+            return Err(Failure::invalid(
+                "this handle holds the write lock (mmf_segment_lock_write): \
+                 call mmf_segment_unlock_write first",
+            ));
+        }
+        Ok(self.mmf())
+    }
+}
+
+impl Drop for MmfSegment {
+    fn drop(&mut self) {
+        // The guard borrows the segment: unlock before the segment goes.
+        self.guard = None;
+        // SAFETY: `mmf` came from `Box::into_raw` in `boxed_segment`, and no borrow of it
+        // outlives this point (the guard was dropped above).
+        drop(unsafe { Box::from_raw(self.mmf.as_ptr()) });
+    }
 }
 
 impl Handle for MmfSegment {
@@ -276,10 +314,11 @@ impl Handle for MmfSegment {
     }
 }
 
-fn boxed_segment(inner: Mmf) -> *mut MmfSegment {
+fn boxed_segment(mmf: Mmf) -> *mut MmfSegment {
     Box::into_raw(Box::new(MmfSegment {
         magic: SEGMENT_MAGIC,
-        inner,
+        guard: None,
+        mmf: NonNull::from(Box::leak(Box::new(mmf))),
     }))
 }
 
@@ -374,7 +413,7 @@ pub unsafe extern "C" fn mmf_segment_len(seg: *mut MmfSegment, out_len: *mut usi
         // SAFETY: per this function's contract.
         let seg = unsafe { handle(seg) }?;
         // SAFETY: per this function's contract.
-        unsafe { put(out_len, seg.inner.len()) }
+        unsafe { put(out_len, seg.mmf().len()) }
     })
 }
 
@@ -394,7 +433,7 @@ pub unsafe extern "C" fn mmf_segment_read_at(
         let seg = unsafe { handle(seg) }?;
         // SAFETY: per this function's contract.
         let buf = unsafe { bytes_mut_arg(buf, len) }?;
-        Ok(seg.inner.read_at(offset, buf)?)
+        Ok(seg.unlocked()?.read_at(offset, buf)?)
     })
 }
 
@@ -414,7 +453,7 @@ pub unsafe extern "C" fn mmf_segment_write_at(
         let seg = unsafe { handle(seg) }?;
         // SAFETY: per this function's contract.
         let data = unsafe { bytes_arg(data, len) }?;
-        Ok(seg.inner.write_at(offset, data)?)
+        Ok(seg.unlocked()?.write_at(offset, data)?)
     })
 }
 
@@ -429,7 +468,7 @@ pub unsafe extern "C" fn mmf_segment_write_seq(seg: *mut MmfSegment, out_seq: *m
         // SAFETY: per this function's contract.
         let seg = unsafe { handle(seg) }?;
         // SAFETY: per this function's contract.
-        unsafe { put(out_seq, seg.inner.write_seq()) }
+        unsafe { put(out_seq, seg.mmf().write_seq()) }
     })
 }
 
@@ -452,7 +491,7 @@ pub unsafe extern "C" fn mmf_segment_wait_for_write(
         let seg = unsafe { handle(seg) }?;
         let timeout =
             (timeout_ms != MMF_WAIT_FOREVER).then(|| Duration::from_millis(timeout_ms.into()));
-        let seq = seg.inner.wait_for_write(seen, timeout)?;
+        let seq = seg.unlocked()?.wait_for_write(seen, timeout)?;
         // SAFETY: per this function's contract.
         unsafe { put(out_seq, seq) }
     })
@@ -468,7 +507,7 @@ pub unsafe extern "C" fn mmf_segment_is_poisoned(seg: *mut MmfSegment, out: *mut
         // SAFETY: per this function's contract.
         let seg = unsafe { handle(seg) }?;
         // SAFETY: per this function's contract.
-        unsafe { put(out, seg.inner.is_poisoned()) }
+        unsafe { put(out, seg.mmf().is_poisoned()) }
     })
 }
 
@@ -481,7 +520,82 @@ pub unsafe extern "C" fn mmf_segment_clear_poison(seg: *mut MmfSegment) -> i32 {
     call(|| {
         // SAFETY: per this function's contract.
         let seg = unsafe { handle(seg) }?;
-        Ok(seg.inner.clear_poison()?)
+        Ok(seg.mmf().clear_poison()?)
+    })
+}
+
+/// Takes the segment's write lock, waiting at most `timeout_ms` milliseconds
+/// (`MMF_WAIT_FOREVER`: no limit), and keeps it in the handle until
+/// `mmf_segment_unlock_write` (or `mmf_segment_close`). `*out_data` and `*out_len` get the
+/// data region, writable (and readable) in place until then; other processes' readers and
+/// writers wait meanwhile. While the handle holds the lock, its `read_at`, `write_at`,
+/// `wait_for_write` and a second `lock_write` fail with `MMF_ERR_INVALID_ARGUMENT` instead
+/// of waiting for themselves.
+///
+/// `MMF_ERR_POISONED`: a process died holding the lock, and this call holds it now anyway,
+/// with `*out_data` and `*out_len` set: repair the data, call `mmf_segment_clear_poison`, then
+/// unlock. `MMF_ERR_TIMEOUT`: the lock was not free in time.
+///
+/// # Safety
+/// `seg` is null or a live handle; `out_data` and `out_len` are null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_segment_lock_write(
+    seg: *mut MmfSegment,
+    timeout_ms: u32,
+    out_data: *mut *mut u8,
+    out_len: *mut usize,
+) -> i32 {
+    call(|| {
+        need_out(out_data)?;
+        need_out(out_len)?;
+        // SAFETY: per this function's contract.
+        let seg = unsafe { handle(seg) }?;
+        seg.unlocked()?;
+        // SAFETY: `mmf` is live until the handle drops, and the guard borrowing it for
+        // "'static" is stored in `seg.guard`, which `Drop` clears before freeing it.
+        let mmf: &'static Mmf = unsafe { &*seg.mmf.as_ptr() };
+        let taken = if timeout_ms == MMF_WAIT_FOREVER {
+            mmf.write()
+        } else {
+            mmf.write_timeout(Duration::from_millis(timeout_ms.into()))
+        };
+        let (mut guard, poisoned) = match taken {
+            Ok(guard) => (guard, false),
+            Err(LockError::Poisoned(poison)) => (poison.into_inner(), true),
+            Err(LockError::Failed(error)) => return Err(error.into()),
+        };
+        let (data, len) = (guard.as_mut_ptr(), guard.len());
+        seg.guard = Some(guard);
+        // SAFETY: both checked non-null above; writable per this function's contract.
+        unsafe { put(out_data, data) }?;
+        // SAFETY: as above.
+        unsafe { put(out_len, len) }?;
+        if poisoned {
+            return Err(Error::Poisoned.into());
+        }
+        Ok(())
+    })
+}
+
+/// Releases the write lock taken by `mmf_segment_lock_write`; the data pointer it gave
+/// must not be used afterwards. `MMF_ERR_INVALID_ARGUMENT` if the handle does not hold it.
+///
+/// # Safety
+/// `seg` is null or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_segment_unlock_write(seg: *mut MmfSegment) -> i32 {
+    call(|| {
+        // SAFETY: per this function's contract.
+        let seg = unsafe { handle(seg) }?;
+        match seg.guard.take() {
+            Some(guard) => {
+                drop(guard);
+                Ok(())
+            }
+            None => Err(Failure::invalid(
+                "this handle does not hold the write lock (no mmf_segment_lock_write)",
+            )),
+        }
     })
 }
 

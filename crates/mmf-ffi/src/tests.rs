@@ -353,3 +353,74 @@ fn the_message_is_per_thread() {
     assert_eq!(other, "");
     assert_eq!(last_message(), "name is null");
 }
+
+#[test]
+fn the_write_lock_is_held_across_calls_until_unlocked_or_closed() {
+    let name = cname("lock");
+    let mut seg: *mut MmfSegment = ptr::null_mut();
+    let mut other: *mut MmfSegment = ptr::null_mut();
+    let mut data: *mut u8 = ptr::null_mut();
+    let mut len = 0usize;
+    assert_eq!(c!(mmf_segment_create(name.as_ptr(), 256, &mut seg)), MMF_OK);
+    assert_eq!(c!(mmf_segment_open(name.as_ptr(), &mut other)), MMF_OK);
+    assert_eq!(c!(mmf_segment_unlock_write(seg)), MMF_ERR_INVALID_ARGUMENT);
+    assert_eq!(
+        c!(mmf_segment_lock_write(seg, 1000, ptr::null_mut(), &mut len)),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+
+    assert_eq!(
+        c!(mmf_segment_lock_write(seg, 1000, &mut data, &mut len)),
+        MMF_OK
+    );
+    assert_eq!(len, 256);
+    assert!(!data.is_null());
+    // SAFETY: the handle holds the write lock, and `data` points to its `len` bytes.
+    let region = unsafe { std::slice::from_raw_parts_mut(data, len) };
+    region[..4].copy_from_slice(b"lock");
+    // The holder's own lock-taking calls fail instead of waiting for themselves ...
+    let mut buf = [0u8; 4];
+    assert_eq!(
+        c!(mmf_segment_read_at(seg, 0, buf.as_mut_ptr(), 4)),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    assert!(
+        last_message().contains("holds the write lock"),
+        "{}",
+        last_message()
+    );
+    assert_eq!(
+        c!(mmf_segment_lock_write(seg, 10, &mut data, &mut len)),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    // ... and another handle waits for the holder.
+    let mut other_data: *mut u8 = ptr::null_mut();
+    assert_eq!(
+        c!(mmf_segment_lock_write(other, 20, &mut other_data, &mut len)),
+        MMF_ERR_TIMEOUT
+    );
+
+    assert_eq!(c!(mmf_segment_unlock_write(seg)), MMF_OK);
+    assert_eq!(
+        c!(mmf_segment_read_at(other, 0, buf.as_mut_ptr(), 4)),
+        MMF_OK
+    );
+    assert_eq!(&buf, b"lock");
+
+    // Closing a handle that holds the lock releases it.
+    assert_eq!(
+        c!(mmf_segment_lock_write(
+            other,
+            1000,
+            &mut other_data,
+            &mut len
+        )),
+        MMF_OK
+    );
+    assert_eq!(c!(mmf_segment_close(other)), MMF_OK);
+    assert_eq!(
+        c!(mmf_segment_lock_write(seg, 1000, &mut data, &mut len)),
+        MMF_OK
+    );
+    assert_eq!(c!(mmf_segment_close(seg)), MMF_OK);
+}

@@ -152,4 +152,5 @@ fn segment_round_trip_with_c() {
     let back = seg.read_to_vec(4000, 256).unwrap();
     let want: Vec<u8> = (0..256usize).map(|i| (255 - i) as u8).collect();
     assert_eq!(back, want);
+    assert_eq!(seg.read_to_vec(8192 - 8, 8).unwrap(), b"locked!\0");
 }

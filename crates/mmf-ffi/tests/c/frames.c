@@ -5,6 +5,7 @@
  *   frames write NAME N    create channel NAME; publish frame k (1..N) on the k-th stdin line
  *   frames read NAME N     open channel NAME; print "want", take a frame, check it, N times
  *   frames segment NAME    open segment NAME, check the Rust side's bytes, write our own
+ *                          with write_at and in place under the write lock
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,6 +99,13 @@ static int segment(const char *name) {
     for (size_t i = 0; i < sizeof buf; i++) buf[i] = (uint8_t)(255 - i);
     CHECK(mmf_segment_write_at(seg, 4000, buf, sizeof buf));
     EXPECT(mmf_segment_write_at(seg, 8000, buf, sizeof buf) == MMF_ERR_INVALID_ARGUMENT);
+    /* In place under the write lock: the last 8 bytes of the region. */
+    uint8_t *data = NULL;
+    size_t data_len = 0;
+    CHECK(mmf_segment_lock_write(seg, 5000, &data, &data_len));
+    EXPECT(data_len == 8192);
+    memcpy(data + data_len - 8, "locked!", 8);
+    CHECK(mmf_segment_unlock_write(seg));
     CHECK(mmf_segment_close(seg));
     return 0;
 }
