@@ -104,7 +104,9 @@ fn set_last_error(message: &str) {
     // An interior NUL would cut the C string short; a message is worth more than fidelity.
     let bytes: Vec<u8> = message.bytes().filter(|&b| b != 0).collect();
     let message = CString::new(bytes).unwrap_or_default();
-    LAST_ERROR.with(|last| *last.borrow_mut() = message);
+    // `try_with`: during thread teardown the slot may be gone; losing the message then is
+    // better than a panic, which cannot unwind out of an `extern "C"` function.
+    let _ = LAST_ERROR.try_with(|last| *last.borrow_mut() = message);
 }
 
 /// Runs one function body: maps its failure to a status and the thread's message, and keeps
@@ -136,8 +138,11 @@ fn call(body: impl FnOnce() -> Result<(), Failure>) -> i32 {
 #[no_mangle]
 pub extern "C" fn mmf_last_error_message() -> *const c_char {
     // The CString lives in the thread-local until the next failure replaces it, which the
-    // documentation tells the caller; a panic here is impossible short of thread teardown.
-    LAST_ERROR.with(|last| last.borrow().as_ptr())
+    // documentation tells the caller. During thread teardown the slot may be gone: a static
+    // empty string then, since a panic cannot unwind out of an `extern "C"` function.
+    LAST_ERROR
+        .try_with(|last| last.borrow().as_ptr())
+        .unwrap_or(c"".as_ptr())
 }
 
 /// Reads a C string argument as a segment or channel name.
