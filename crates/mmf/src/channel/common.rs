@@ -22,10 +22,9 @@ pub(super) struct Channel {
 
 /// The control block at the start of a channel object's data region.
 pub(super) fn control_of(mmf: &Mmf) -> &Control {
+    // On a reader's read-only mapping the control block is only ever loaded from.
     // SAFETY: the data region is page aligned, at least CONTROL_LEN long (checked at create
-    // and open, before this is called) and lives as long as `mmf`; Control is only atomics,
-    // valid for every bit pattern and safe to share across processes. On a reader's
-    // read-only mapping it is only ever loaded from, never stored to.
+    // and open) and lives as long as `mmf`; Control is only atomics, valid for any bits.
     unsafe { &*mmf.data_ptr().cast::<Control>() }
 }
 
@@ -35,11 +34,10 @@ impl Channel {
     }
 
     pub(super) fn table(&self) -> &ReaderTable {
-        // SAFETY: the table's data region is page aligned, at least TABLE_LEN long (checked
-        // at create and open, before a Channel exists) and lives as long as `self.table`;
-        // ReaderTable is only atomics, valid for every bit pattern (a peer may write any),
-        // and its mapping is patchable (MmfOptions::companion): if another process
-        // truncates the object, the pages turn into private zero pages instead of faulting.
+        // The mapping is patchable (MmfOptions::companion): if another process truncates
+        // the object, its pages turn into private zero pages instead of faulting.
+        // SAFETY: page aligned, at least TABLE_LEN long (checked before a Channel exists),
+        // lives as long as `self.table`; ReaderTable is only atomics, valid for any bits.
         unsafe { &*self.table.data_ptr().cast::<ReaderTable>() }
     }
 

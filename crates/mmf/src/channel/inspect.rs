@@ -143,10 +143,10 @@ fn readers(
             table.len()
         )));
     }
-    // SAFETY: the table's data region is page aligned, at least TABLE_LEN long (checked
-    // above) and lives as long as `table`; ReaderTable is only atomics, valid for every bit
-    // pattern, and the companion mapping is patchable (a truncation turns into zero pages).
-    // It is mapped read-only and only ever loaded from here.
+    // The companion mapping is patchable (a truncation turns into zero pages), read-only,
+    // and only ever loaded from here.
+    // SAFETY: page aligned, at least TABLE_LEN long (checked above), lives as long as
+    // `table`; ReaderTable is only atomics, valid for every bit pattern.
     let entries = unsafe { &*table.data_ptr().cast::<ReaderTable>() };
     let mut readers = Vec::new();
     for (index, entry) in entries.readers.iter().enumerate().take(max_readers) {

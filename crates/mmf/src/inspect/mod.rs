@@ -65,10 +65,10 @@ pub fn segment_trusting(name: &str, trusted: &TrustedOwners) -> Result<SegmentIn
         });
     }
     let object_len = segment.object_len()?;
-    // SAFETY: the mapping is page aligned and at least HEADER_LEN bytes long (checked above)
-    // and outlives `header` (both are locals, `header` is not returned); the registration
-    // above turns a truncated header into zero pages, and the mapping is read-only, so only
-    // loads are made through it.
+    // The registration above turns a truncated header into zero pages, and the mapping is
+    // read-only, so only loads are made through it.
+    // SAFETY: page aligned, at least HEADER_LEN bytes long (checked above), and it outlives
+    // `header` (both are locals; `header` is not returned).
     let header = unsafe { Header::from_ptr(segment.as_ptr()) };
     let raw = header.raw();
     if !raw.magic_ok && raw.state != 0 {

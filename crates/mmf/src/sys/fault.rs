@@ -795,10 +795,11 @@ mod linux {
         if ip < start as usize || ip >= fixup {
             return false;
         }
-        // SAFETY: as above. The fault was on a registered segment, so it came from one of the
-        // copy's own loads or stores, never from a stack access; at each of those the stack
-        // is as the fixup expects (x86_64 never moves it, i686 has pushed esi and edi) and
-        // the registers the fixup reads (r9 and rdi, or ecx) hold its count.
+        // The fault was on a registered segment, so it came from one of the copy's own loads
+        // or stores, never from a stack access (x86_64 never moves the stack, i686 has pushed
+        // esi and edi by then).
+        // SAFETY: as above; at each such instruction the stack is as the fixup expects and
+        // the registers it reads (r9 and rdi, or ecx) hold its count.
         unsafe { (*ucontext).uc_mcontext.gregs[REG_IP] = fixup as _ };
         true
     }
@@ -818,10 +819,11 @@ mod linux {
             // Patched already, yet a fault: not the truncation we know how to handle.
             Err(_) => return false,
         }
-        // SAFETY: base..base+len lies in a mapping we own and keep registered until it is
-        // unmapped (len is HEADER_LEN or the registered length); anonymous memory there
-        // invalidates no Rust object (the header and patchable mappings are atomics, valid
-        // for any bytes). mmap is a plain system call (module docs, signal safety).
+        // base..base+len lies in a mapping we own and keep registered until it is unmapped
+        // (len is HEADER_LEN or the registered length); mmap is a plain system call (module
+        // docs, signal safety).
+        // SAFETY: anonymous memory there invalidates no Rust object: the header and
+        // patchable mappings are atomics, valid for any bytes.
         let mapped = unsafe {
             libc::mmap(
                 base as *mut c_void,

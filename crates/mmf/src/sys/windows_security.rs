@@ -323,10 +323,9 @@ fn token_information(token: &OwnedHandle, class: TOKEN_INFORMATION_CLASS) -> Res
 pub(super) fn owner_of(handle: HANDLE) -> std::result::Result<Option<String>, WIN32_ERROR> {
     let mut owner: PSID = ptr::null_mut();
     let mut sd: PSECURITY_DESCRIPTOR = ptr::null_mut();
+    // On success `sd` is a LocalAlloc'd descriptor we own and `owner` points into it.
     // SAFETY: `handle` is a valid kernel-object handle (the caller's); only the owner is
-    // asked for, so the group/DACL/SACL out pointers may be null; `owner` and `sd` are valid
-    // out pointers; on success `sd` is a LocalAlloc'd descriptor we own and `owner` points
-    // into it.
+    // asked for, so the other out pointers may be null; `owner` and `sd` are valid.
     let code = unsafe {
         GetSecurityInfo(
             handle,
