@@ -606,7 +606,9 @@ fn run_logged(tree: &Path, m: &Mutation, log: &Path, build_only: bool) -> Result
 }
 
 /// Makes `tree` a copy of the workspace's tracked and new (not ignored) files, rewriting only
-/// the files whose content differs, so that cargo's incremental builds there stay valid.
+/// the files whose content differs, so that cargo's incremental builds there stay valid, and
+/// deleting the files the workspace no longer has (a `lock.rs` left beside a new `lock/mod.rs`
+/// would not compile).
 fn sync_tree(root: &Path, tree: &Path) -> Result {
     let listing = read(Command::new("git").current_dir(root).args([
         "ls-files",
@@ -631,12 +633,40 @@ fn sync_tree(root: &Path, tree: &Path) -> Result {
         fs::write(&to, content).map_err(|e| format!("cannot write {}: {e}", to.display()))?;
         copied += 1;
     }
+    let listed: std::collections::HashSet<PathBuf> = listing
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| tree.join(l))
+        .collect();
+    let removed = remove_unlisted(tree, &listed)?;
     println!(
-        "{} synced into {} ({copied} files changed)",
+        "{} synced into {} ({copied} files changed, {removed} removed)",
         root.display(),
         tree.display()
     );
     Ok(())
+}
+
+/// Deletes the files under `dir` that are not in `listed`, leaving build output (`target`)
+/// alone; returns how many it deleted.
+fn remove_unlisted(dir: &Path, listed: &std::collections::HashSet<PathBuf>) -> Result<usize> {
+    let mut removed = 0;
+    let entries = fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    for entry in entries {
+        let path = entry
+            .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
+            .path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n == "target") {
+                continue;
+            }
+            removed += remove_unlisted(&path, listed)?;
+        } else if !listed.contains(&path) {
+            fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 fn report(outcomes: &[Outcome], runs: u32, took: Duration) -> String {

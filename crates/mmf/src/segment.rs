@@ -601,6 +601,38 @@ pub(crate) fn truncated(name: &str, segment: &sys::Segment, needed: usize) -> Er
     }
 }
 
+/// Copies through the fault-catching routine, so that a mapping shrunk by another process
+/// is [`Error::Truncated`] (for an object of `needed` bytes) rather than a fatal `SIGBUS`;
+/// where faults cannot be caught, the size is checked first. Shared by [`Mmf`] and the
+/// headerless winmmf handle.
+///
+/// # Safety
+/// `fault` registers `segment`'s mapping; one of `dst`/`src` lies in that mapping, the other
+/// in a caller's buffer; both are valid for `len` bytes (apart from pages truncated away) and
+/// do not overlap.
+pub(crate) unsafe fn fault_checked_copy(
+    name: &str,
+    segment: &sys::Segment,
+    fault: &sys::fault::Registration,
+    needed: usize,
+    dst: *mut u8,
+    src: *const u8,
+    len: usize,
+) -> Result<()> {
+    if !sys::fault::CATCHES_FAULTS {
+        check_size(name, segment, needed)?;
+    }
+    // SAFETY: guaranteed by the caller; pages of the registered mapping that vanish are
+    // reported as a fault.
+    let copied = unsafe { sys::fault::copy(dst, src, len) };
+    // A lost header means the lock we copied under was private, so even a copy that did not
+    // fault (the object grew back) was not excluded from writers elsewhere.
+    if copied.is_err() || fault.header_lost() {
+        return Err(truncated(name, segment, needed));
+    }
+    Ok(())
+}
+
 /// [`Error::Truncated`] if the object is now shorter than `needed` bytes (`fstat`; Unix). A
 /// Windows section cannot be shrunk, so there it always passes.
 pub(crate) fn check_size(name: &str, segment: &sys::Segment, needed: usize) -> Result<()> {
@@ -1218,18 +1250,18 @@ impl<L: RawRwLock> Mmf<L> {
     /// both are valid for `len` bytes (apart from pages truncated away) and do not overlap.
     unsafe fn copy_data(&self, dst: *mut u8, src: *const u8, len: usize) -> Result<()> {
         let needed = HEADER_LEN + self.data_len;
-        if !sys::fault::CATCHES_FAULTS {
-            check_size(&self.name, &self.segment, needed)?;
+        // SAFETY: guaranteed by the caller; our mapping is registered as `self.fault`.
+        unsafe {
+            fault_checked_copy(
+                &self.name,
+                &self.segment,
+                &self.fault,
+                needed,
+                dst,
+                src,
+                len,
+            )
         }
-        // SAFETY: guaranteed by the caller; pages of our mapping that vanish are reported
-        // as a fault because the mapping is registered (`self.fault`).
-        let copied = unsafe { sys::fault::copy(dst, src, len) };
-        // A lost header means the lock we copied under was private, so even a copy that
-        // did not fault (the object grew back) was not excluded from writers elsewhere.
-        if copied.is_err() || self.fault.header_lost() {
-            return Err(truncated(&self.name, &self.segment, needed));
-        }
-        Ok(())
     }
 
     /// The error for an acquisition that did not take the lock: `unavailable` (would block,

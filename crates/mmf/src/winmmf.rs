@@ -68,7 +68,7 @@ use crate::error::{Error, Result};
 use crate::lock::winmmf::{self as word, is_initialised, Busy};
 use crate::lock::WinMmfLock;
 use crate::name;
-use crate::segment::{check_size, truncated};
+use crate::segment::{check_size, fault_checked_copy, truncated};
 use crate::sys::{self, Access, Namespace, OsSegment};
 use crate::MmfOptions;
 
@@ -342,16 +342,18 @@ impl WinMmf {
     /// for `len` bytes (apart from pages truncated away) and do not overlap.
     unsafe fn copy(&self, dst: *mut u8, src: *const u8, len: usize) -> Result<()> {
         let needed = self.segment.len();
-        if !sys::fault::CATCHES_FAULTS {
-            check_size(&self.name, &self.segment, needed)?;
+        // SAFETY: guaranteed by the caller; our mapping is registered as `self.fault`.
+        unsafe {
+            fault_checked_copy(
+                &self.name,
+                &self.segment,
+                &self.fault,
+                needed,
+                dst,
+                src,
+                len,
+            )
         }
-        // SAFETY: guaranteed by the caller; lost pages of our registered mapping fault to
-        // an error return.
-        let copied = unsafe { sys::fault::copy(dst, src, len) };
-        if copied.is_err() || self.fault.header_lost() {
-            return Err(truncated(&self.name, &self.segment, needed));
-        }
-        Ok(())
     }
 
     #[inline]
