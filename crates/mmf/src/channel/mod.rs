@@ -279,4 +279,4 @@ pub use layout::{
 };
 pub use pixel::{PixelFormat, UnknownPixelFormat};
 pub use reader::{Frame, FrameReader, FrameReaderOptions};
-pub use writer::{FrameSpec, FrameWriter};
+pub use writer::{FrameSpec, FrameWriter, PendingFrame};
