@@ -829,8 +829,9 @@ fn the_read_lock_is_held_across_calls_and_shared_with_other_readers() {
         MMF_OK
     );
     assert_eq!(len, 128);
-    // The handle holds the read lock, and `data` points to its `len` bytes.
-    assert_eq!(&c!(std::slice::from_raw_parts(data, len))[..4], b"read");
+    // SAFETY: the handle holds the read lock, and `data` points to its `len` bytes.
+    let region = unsafe { std::slice::from_raw_parts(data, len) };
+    assert_eq!(&region[..4], b"read");
     // Shared with another handle's read lock; a writer waits.
     let mut other_data: *const u8 = ptr::null();
     assert_eq!(
@@ -842,11 +843,9 @@ fn the_read_lock_is_held_across_calls_and_shared_with_other_readers() {
         )),
         MMF_OK
     );
-    // `other` holds the read lock too, and `other_data` points to its `len` bytes.
-    assert_eq!(
-        &c!(std::slice::from_raw_parts(other_data, len))[..4],
-        b"read"
-    );
+    // SAFETY: `other` holds the read lock too, and `other_data` points to its `len` bytes.
+    let region = unsafe { std::slice::from_raw_parts(other_data, len) };
+    assert_eq!(&region[..4], b"read");
     assert_eq!(c!(mmf_segment_unlock_read(other)), MMF_OK);
     assert_eq!(
         c!(mmf_segment_lock_write(other, 20, &mut wdata, &mut len)),
