@@ -22,11 +22,12 @@ fn program() -> &'static Path {
         if let Some(built) = std::env::var_os("MMF_FFI_C_PROGRAM") {
             return built.into();
         }
-        assert!(
-            cfg!(target_os = "linux"),
-            "set MMF_FFI_C_PROGRAM to tests/c/frames.c built for this target \
-             (`cargo xtask test --only ffi` does for Windows)"
-        );
+        if !cfg!(target_os = "linux") {
+            panic!(
+                "set MMF_FFI_C_PROGRAM to tests/c/frames.c built for this target \
+                 (`cargo xtask test --only ffi` does for Windows)"
+            );
+        }
         let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
         // Cargo builds every crate-type of the library beside this test binary, in deps/.
         let exe = std::env::current_exe().unwrap();
