@@ -28,7 +28,7 @@
 //! | `clippy-windows`     | the same for `x86_64-pc-windows-gnu`                   | the Windows layer is compiled, and so linted, only for a Windows target |
 //! | `mutations`          | checks `xtask/mutations/*.txt` against the code        | each listed mutation still applies, so `cargo xtask mutants` cannot go stale unnoticed |
 //! | `test`               | `cargo test` of mmf's Linux suites, doc tests, mmf-cli and xtask | unit, integration and doc tests on the host, x86_64 Linux |
-//! | `ffi`                | regenerates `crates/mmf-ffi/include/mmf.h` with cbindgen into a temporary file, then `cargo test -p mmf-ffi` | the checked-in C header matches the Rust ABI it declares; a C program built with `cc` against the staticlib and that header talks to Rust readers and writers |
+//! | `ffi`                | regenerates `crates/mmf-ffi/include/mmf.h` with cbindgen into a temporary file, then `cargo test -p mmf-ffi`; then for `x86_64-pc-windows-gnu`: builds the cdylib and staticlib, compiles `tests/c/frames.c` with mingw against it and runs `tests/c_abi.rs` and the unit tests under wine | the checked-in C header matches the Rust ABI it declares; a C program built with `cc` (Linux) or mingw (Windows, under wine) against the staticlib and that header talks to Rust readers and writers and to another C process |
 //! | `test-i686`          | mmf's Linux suites for `i686-unknown-linux-gnu`        | a 32-bit `usize`: 32- and 64-bit processes share one region, so its layout must not depend on pointer width |
 //! | `test-aarch64`       | mmf's Linux suites but `truncation` (x86 only), `scribble` (its fixed time window) and `sigbus_install` (like `truncation`, about the x86-only fault-catching copy), unit and doc tests for `aarch64-unknown-linux-gnu`, under qemu-user, but for 4 lock tests that read a thread's system call from `/proc` (qemu shows the host's) | the lock and the channel built for a weakly ordered architecture, across real processes; qemu on x86_64 keeps x86's ordering, so loom, not this, checks the orderings |
 //! | `miri`               | `cargo miri test -p mmf --lib -- header:: lock::`, but one test (see [`MIRI_SC_ONLY`]) run apart without weak-memory emulation | undefined behaviour, under strict provenance, in the OS-free code; Miri cannot map real shared memory, so only these modules |
@@ -494,8 +494,72 @@ fn ffi(root: &Path) -> Result {
     // Best effort: a leftover file in the temporary directory harms nothing.
     let _ = std::fs::remove_file(&fresh);
     compared?;
-    run(cargo(root).args(["test", "-p", "mmf-ffi"]))
+    run(cargo(root).args(["test", "-p", "mmf-ffi"]))?;
+    ffi_windows(root)
 }
+
+/// The C ABI on Windows, under wine: builds mmf-ffi's cdylib and staticlib for
+/// [`wine::TARGET`], compiles `tests/c/frames.c` with mingw against the staticlib, and runs
+/// `tests/c_abi.rs` built for Windows with that program (`MMF_FFI_C_PROGRAM`): every mode, the
+/// C writer and C reader talking to each other, the segment made and opened by C processes,
+/// and the C program against Rust readers and writers, all Windows processes under one
+/// wineserver. Then mmf-ffi's unit tests, but [`FFI_UNIT_NOT_ON_WINDOWS`].
+fn ffi_windows(root: &Path) -> Result {
+    let _server = wine::Server::start();
+    run(cargo(root).args(["build", "-p", "mmf-ffi", "--target", wine::TARGET]))?;
+    let target_dir = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let out_dir = target_dir.join(wine::TARGET).join("debug");
+    let exe = out_dir.join("mmf-ffi-frames.exe");
+    let crate_dir = root.join(FFI_DIR);
+    run(Command::new(wine::MINGW_GCC)
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-I"])
+        .arg(crate_dir.join("include"))
+        .arg(crate_dir.join("tests/c/frames.c"))
+        .arg(out_dir.join("libmmf_ffi.a"))
+        .args(WINDOWS_NATIVE_LIBS.iter().map(|lib| format!("-l{lib}")))
+        .arg("-o")
+        .arg(&exe))?;
+    // A Windows path: the test runs as a Windows process, which wine maps `Z:` to `/` for.
+    let exe = format!("Z:{}", exe.display()).replace('/', "\\");
+    run(wine::env(&mut cargo(root))
+        .args([
+            "test",
+            "-p",
+            "mmf-ffi",
+            "--target",
+            wine::TARGET,
+            "--test",
+            "c_abi",
+        ])
+        .env("MMF_FFI_C_PROGRAM", exe))?;
+    let mut unit = cargo(root);
+    unit.args([
+        "test",
+        "-p",
+        "mmf-ffi",
+        "--target",
+        wine::TARGET,
+        "--lib",
+        "--",
+    ]);
+    for test in FFI_UNIT_NOT_ON_WINDOWS {
+        unit.args(["--skip", test]);
+    }
+    run(wine::env(&mut unit))
+}
+
+/// What a C program linking mmf-ffi's staticlib for [`wine::TARGET`] needs besides it, as
+/// `cargo rustc -p mmf-ffi --lib --crate-type staticlib --target x86_64-pc-windows-gnu --
+/// --print native-static-libs` prints it (rustc prints it only when it builds the crate, so
+/// it is copied here rather than asked for each time). A library missing here fails the link.
+const WINDOWS_NATIVE_LIBS: &[&str] = &["kernel32", "ntdll", "userenv", "ws2_32", "dbghelp"];
+
+/// mmf-ffi unit tests that assume POSIX names: `segment_round_trip_and_status_codes` expects
+/// `mmf_segment_remove` to make the name unopenable at once while a handle is open, but a
+/// Windows section's name lives as long as any handle (documented at `mmf_segment_create`).
+const FFI_UNIT_NOT_ON_WINDOWS: &[&str] = &["segment_round_trip_and_status_codes"];
 
 /// The C ABI crate, and its generated header within it.
 const FFI_DIR: &str = "crates/mmf-ffi";
