@@ -500,7 +500,8 @@ fn ffi(root: &Path) -> Result {
 
 /// The C ABI on Windows, under wine: builds mmf-ffi's cdylib and staticlib for
 /// [`wine::TARGET`], compiles `tests/c/frames.c` with mingw against the staticlib, and runs
-/// `tests/c_abi.rs` built for Windows with that program (`MMF_FFI_C_PROGRAM`): every mode, the
+/// `tests/c_abi.rs` built for Windows with that program (`MMF_FFI_C_PROGRAM`), then again with
+/// the program linked against the cdylib (mmf_ffi.dll): every mode, the
 /// C writer and C reader talking to each other, the segment made and opened by C processes,
 /// and the C program against Rust readers and writers, all Windows processes under one
 /// wineserver. Then mmf-ffi's unit tests, but [`FFI_UNIT_NOT_ON_WINDOWS`].
@@ -511,29 +512,37 @@ fn ffi_windows(root: &Path) -> Result {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
     let out_dir = target_dir.join(wine::TARGET).join("debug");
-    let exe = out_dir.join("mmf-ffi-frames.exe");
     let crate_dir = root.join(FFI_DIR);
-    run(Command::new(wine::MINGW_GCC)
-        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-I"])
-        .arg(crate_dir.join("include"))
-        .arg(crate_dir.join("tests/c/frames.c"))
-        .arg(out_dir.join("libmmf_ffi.a"))
-        .args(WINDOWS_NATIVE_LIBS.iter().map(|lib| format!("-l{lib}")))
-        .arg("-o")
-        .arg(&exe))?;
-    // A Windows path: the test runs as a Windows process, which wine maps `Z:` to `/` for.
-    let exe = format!("Z:{}", exe.display()).replace('/', "\\");
-    run(wine::env(&mut cargo(root))
-        .args([
-            "test",
-            "-p",
-            "mmf-ffi",
-            "--target",
-            wine::TARGET,
-            "--test",
-            "c_abi",
-        ])
-        .env("MMF_FFI_C_PROGRAM", exe))?;
+    // Twice: against the staticlib, and against the cdylib's import library, which finds
+    // mmf_ffi.dll beside it in the same directory (Windows looks there first).
+    let linked = [
+        ("mmf-ffi-frames.exe", "libmmf_ffi.a"),
+        ("mmf-ffi-frames-dll.exe", "libmmf_ffi.dll.a"),
+    ];
+    for (exe, library) in linked {
+        let exe = out_dir.join(exe);
+        run(Command::new(wine::MINGW_GCC)
+            .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-I"])
+            .arg(crate_dir.join("include"))
+            .arg(crate_dir.join("tests/c/frames.c"))
+            .arg(out_dir.join(library))
+            .args(WINDOWS_NATIVE_LIBS.iter().map(|lib| format!("-l{lib}")))
+            .arg("-o")
+            .arg(&exe))?;
+        // A Windows path: the test runs as a Windows process, which wine maps `Z:` to `/` for.
+        let exe = format!("Z:{}", exe.display()).replace('/', "\\");
+        run(wine::env(&mut cargo(root))
+            .args([
+                "test",
+                "-p",
+                "mmf-ffi",
+                "--target",
+                wine::TARGET,
+                "--test",
+                "c_abi",
+            ])
+            .env("MMF_FFI_C_PROGRAM", exe))?;
+    }
     let mut unit = cargo(root);
     unit.args([
         "test",
