@@ -19,6 +19,7 @@
 // safe to share between threads and processes).
 
 using System;
+using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Threading;
@@ -333,7 +334,13 @@ namespace Mmf
             // out (and unlocked) like a clean one, not lost in an exception.
             if (status != 0 && status != (int)MmfStatus.Poisoned)
                 Native.Check(status);
-            held = new WriteLock(this, data, checked((int)len.ToUInt64()), status == (int)MmfStatus.Poisoned);
+            if (len.ToUInt64() > int.MaxValue)
+            {
+                // A Span cannot cover it: give the lock back rather than leave it held.
+                Native.mmf_segment_unlock_write(handle);
+                throw new NotSupportedException("LockWrite gives a Span, at most 2 GiB; use Read and Write at offsets for larger segments");
+            }
+            held = new WriteLock(this, data, (int)len.ToUInt64(), status == (int)MmfStatus.Poisoned);
             return held;
         }
 
@@ -343,8 +350,13 @@ namespace Mmf
                 return;
             held = null;
             // Closing the segment releases the lock too; then there is nothing left to unlock.
+            // Dispose does not throw: the unlock fails only for a handle that does not hold
+            // the lock, which `held` rules out.
             if (!handle.IsClosed)
-                Native.Check(Native.mmf_segment_unlock_write(handle));
+            {
+                int status = Native.mmf_segment_unlock_write(handle);
+                Debug.Assert(status == 0, "mmf_segment_unlock_write failed for the holding handle");
+            }
         }
 
         internal bool Holds(WriteLock l) { return held == l && !handle.IsClosed; }
@@ -494,7 +506,10 @@ namespace Mmf
             if (!Holds(g))
                 return;
             generation++;
-            Native.Check(Native.mmf_frame_reader_release(handle));
+            // Dispose does not throw: release fails only for a bad handle, which the
+            // SafeHandle rules out (Holds checked that it is open).
+            int status = Native.mmf_frame_reader_release(handle);
+            Debug.Assert(status == 0, "mmf_frame_reader_release failed on an open reader");
         }
 
         /// <summary>Closes the reader, ending its frame.</summary>
@@ -537,7 +552,9 @@ namespace Mmf
         public int Length { get { Live(); return checked((int)f.Len.ToUInt64()); } }
 
         /// <summary>The bytes, in place in shared memory (no copy). The span itself cannot be
-        /// checked after the frame ends: do not keep it past Dispose.</summary>
+        /// checked after the frame ends: use it inside the Frame's using block, which also
+        /// keeps the Frame (and so its reader) from being collected, and closed by the
+        /// finalizer, while the span is in use.</summary>
         public unsafe ReadOnlySpan<byte> Data
         {
             get { Live(); return new ReadOnlySpan<byte>((void*)f.Data, checked((int)f.Len.ToUInt64())); }

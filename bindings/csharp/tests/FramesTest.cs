@@ -82,10 +82,11 @@ static class FramesTest
             if (string.IsNullOrEmpty(camera) || !File.Exists(camera))
                 throw new ArgumentException("pass the camera example's path with --camera PATH or MMF_CAMERA (cargo build --example camera -p mmf)");
 
-            FromRustCamera(camera, frames);
-            ToRustAndCSharpReaders(camera);
-            SegmentRoundTrip();
-            Errors();
+            // Each part on its own: an exception fails that part and the others still run.
+            Part(() => FromRustCamera(camera, frames));
+            Part(() => ToRustAndCSharpReaders(camera));
+            Part(SegmentRoundTrip);
+            Part(Errors);
         }
         catch (Exception e)
         {
@@ -95,6 +96,18 @@ static class FramesTest
             ? "csharp: all " + passed + " checks passed"
             : "csharp: " + failures + " of " + (passed + failures) + " checks FAILED");
         return failures == 0 ? 0 : 1;
+    }
+
+    static void Part(Action part)
+    {
+        try
+        {
+            part();
+        }
+        catch (Exception e)
+        {
+            Check(false, "unexpected exception: " + e);
+        }
     }
 
     // -----------------------------------------------------------------------------------------
