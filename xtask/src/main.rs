@@ -10,7 +10,7 @@
 //!   the host gcc's multilib package (links i686 Linux binaries; not the `gcc-multilib`
 //!   metapackage, which conflicts with any cross gcc), gcc-aarch64-linux-gnu (links aarch64 Linux
 //!   binaries, and brings the arm64 C library qemu loads them with), qemu-user-static (runs
-//!   them);
+//!   them); mono-mcs and mono-runtime (compile and run the C# binding's test);
 //! - rustup: clippy and rustfmt, the standard library of each cross target, a nightly toolchain
 //!   with Miri, and Miri's own build of std;
 //! - cargo: cargo-fuzz (from crates.io), which builds and runs the fuzz target;
@@ -29,6 +29,7 @@
 //! | `mutations`          | checks `xtask/mutations/*.txt` against the code        | each listed mutation still applies, so `cargo xtask mutants` cannot go stale unnoticed |
 //! | `test`               | `cargo test` of mmf's Linux suites, doc tests, mmf-cli and xtask | unit, integration and doc tests on the host, x86_64 Linux |
 //! | `ffi`                | regenerates `crates/mmf-ffi/include/mmf.h` with cbindgen into a temporary file, then `cargo test -p mmf-ffi` | the checked-in C header matches the Rust ABI it declares; a C program built with `cc` against the staticlib and that header talks to Rust readers and writers |
+//! | `csharp`             | builds the cdylib of `mmf-ffi` and the camera example, compiles `bindings/csharp` with `mcs -warnaserror`, runs its test program with `mono` | the C# binding reads checked frames from the Rust camera demo, writes frames a Rust and a second mono process read, and reports status codes, messages and use after Dispose as it promises |
 //! | `test-i686`          | mmf's Linux suites for `i686-unknown-linux-gnu`        | a 32-bit `usize`: 32- and 64-bit processes share one region, so its layout must not depend on pointer width |
 //! | `test-aarch64`       | mmf's Linux suites but `truncation` (x86 only), `scribble` (its fixed time window) and `sigbus_install` (like `truncation`, about the x86-only fault-catching copy), unit and doc tests for `aarch64-unknown-linux-gnu`, under qemu-user, but for 4 lock tests that read a thread's system call from `/proc` (qemu shows the host's) | the lock and the channel built for a weakly ordered architecture, across real processes; qemu on x86_64 keeps x86's ordering, so loom, not this, checks the orderings |
 //! | `miri`               | `cargo miri test -p mmf --lib -- header:: lock::`, but one test (see [`MIRI_SC_ONLY`]) run apart without weak-memory emulation | undefined behaviour, under strict provenance, in the OS-free code; Miri cannot map real shared memory, so only these modules |
@@ -71,6 +72,7 @@
 //! (it measures, and wants a quiet machine); the `peers` step only keeps it compiling.
 
 mod bench_peers;
+mod csharp;
 mod mutants;
 mod setup;
 mod wine;
@@ -159,6 +161,7 @@ fn steps() -> Vec<Step> {
         step("mutations", check_mutations),
         step("test", test_linux),
         step("ffi", ffi),
+        step("csharp", csharp::check),
         step("test-i686", |root| {
             test_mmf(root, Some("i686-unknown-linux-gnu"))
         }),
