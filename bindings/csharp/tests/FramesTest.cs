@@ -193,8 +193,8 @@ static class FramesTest
     {
         Console.WriteLine("== (a) reading the Rust camera demo");
         string name = "mmf-cs-camera-" + Process.GetCurrentProcess().Id;
-        // The demo wants at least one consumer of its own (a Rust process it starts), and
-        // keeps one more reader place for an onlooker: this program.
+        // One consumer of the demo's own (a Rust process it starts) reads beside this program,
+        // which takes one of the reader places the demo keeps for onlookers.
         Process cam = Start(camera, "--consumers 1 --seconds 4 --fps 60 --width " + Width + " --height " + Height + " --name " + name);
         try
         {
