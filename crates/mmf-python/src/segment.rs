@@ -306,15 +306,16 @@ impl SegmentLock {
         state.exports = state.exports.saturating_sub(1);
     }
 
-    /// Releases the lock; ``BufferError`` (the lock kept) while a memoryview or numpy array of
-    /// the region is alive. Idempotent.
+    /// Releases the lock; ``BufferError`` while a memoryview or numpy array of the region is
+    /// alive: the lock is then kept until the last such view is gone. Idempotent.
     fn release(&self, py: Python<'_>) -> PyResult<()> {
         let view = lock(py, &self.state).view.take();
         if let Some(view) = view {
             // Our own memoryview is released first; it fails if numpy arrays (or other
-            // views) made from it are alive.
+            // views) made from it are alive. It is then not kept: holding it would make a
+            // reference cycle (the view references this object) that keeps the lock forever,
+            // whereas without it the lock goes when the last view dies and frees this object.
             if view.bind(py).call_method0("release").is_err() {
-                lock(py, &self.state).view = Some(view);
                 return Err(still_exported("segment lock"));
             }
         }
