@@ -33,7 +33,10 @@ impl<'py> Contiguous<'py> {
         }
         // SAFETY: PyObject_GetBuffer returned 0, so it initialised the Py_buffer.
         let view = unsafe { Box::from_raw(Box::into_raw(view).cast::<ffi::Py_buffer>()) };
-        Ok(Contiguous { view, _py: obj.py() })
+        Ok(Contiguous {
+            view,
+            _py: obj.py(),
+        })
     }
 
     /// The bytes, borrowed from the exporter.
@@ -75,8 +78,8 @@ pub(crate) unsafe fn fill(
     if view.is_null() {
         return Err(PyBufferError::new_err("null Py_buffer"));
     }
-    let len = ffi::Py_ssize_t::try_from(len)
-        .map_err(|_| PyBufferError::new_err("buffer too large"))?;
+    let len =
+        ffi::Py_ssize_t::try_from(len).map_err(|_| PyBufferError::new_err("buffer too large"))?;
     // SAFETY: `view` is non-null and Python's to fill; `owner` is live; the memory contract
     // is the caller's. PyBuffer_FillInfo takes its own reference to `owner`.
     let rc = unsafe {

@@ -81,7 +81,7 @@ impl FrameWriter {
     /// The channel's name.
     #[getter]
     fn name(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(self.with(py, |w| w.name().to_owned())?)
+        self.with(py, |w| w.name().to_owned())
     }
 
     /// The largest frame in bytes.
@@ -215,7 +215,9 @@ impl FrameReader {
             .reader
             .ok_or_else(|| released(py, "frame reader is closed"))?;
         if state.exports > 0 {
-            return Err(still_exported("previous frame (taking a new one releases it)"));
+            return Err(still_exported(
+                "previous frame (taking a new one releases it)",
+            ));
         }
         // The reader holds one pin at a time: unpin the old frame before taking a new one.
         state.unpin();
@@ -253,9 +255,7 @@ impl FrameReader {
     /// Opens a reader on the frame channel ``name`` (``NotFound`` if there is none).
     #[staticmethod]
     fn open(py: Python<'_>, name: &str) -> PyResult<FrameReader> {
-        let reader = py
-            .detach(|| mmf::FrameReader::open(name))
-            .map_err(py_err)?;
+        let reader = py.detach(|| mmf::FrameReader::open(name)).map_err(py_err)?;
         Ok(FrameReader::wrap(reader))
     }
 

@@ -54,17 +54,21 @@ impl Segment {
         let shared: &'static Mmf = unsafe { &*Arc::as_ptr(&mmf) };
         let guard = py.detach(move || -> Result<Guard, mmf::Error> {
             Ok(if write {
-                Guard::Write(match timeout {
-                    None => shared.write(),
-                    Some(t) => shared.write_timeout(t),
-                }
-                .map_err(unpoison)?)
+                Guard::Write(
+                    match timeout {
+                        None => shared.write(),
+                        Some(t) => shared.write_timeout(t),
+                    }
+                    .map_err(unpoison)?,
+                )
             } else {
-                Guard::Read(match timeout {
-                    None => shared.read(),
-                    Some(t) => shared.read_timeout(t),
-                }
-                .map_err(unpoison)?)
+                Guard::Read(
+                    match timeout {
+                        None => shared.read(),
+                        Some(t) => shared.read_timeout(t),
+                    }
+                    .map_err(unpoison)?,
+                )
             })
         });
         let guard = guard.map_err(py_err)?;
@@ -290,8 +294,8 @@ impl SegmentLock {
         let py = slf.py();
         let this = slf.get();
         let mut state = lock(py, &this.state);
-        let (ptr, len, readonly) =
-            Self::region(&mut state).ok_or_else(|| released(py, "the segment lock was released"))?;
+        let (ptr, len, readonly) = Self::region(&mut state)
+            .ok_or_else(|| released(py, "the segment lock was released"))?;
         // SAFETY: the region stays mapped and locked until the export count drops to zero
         // (`release` refuses before then, and the guard and mapping live in `state`, which
         // the export's reference to `slf` keeps alive); a writable export is only made under
