@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mmf::{FrameInfo, FrameMeta, FrameSpec};
+use numpy::{npyffi, PY_ARRAY_API};
 use pyo3::exceptions::PyBufferError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyMemoryView, PyTuple};
+use pyo3::types::{PyMemoryView, PyTuple};
 
 use crate::segment::still_exported;
 use crate::{buffer, duration, invalid, lock, py_err, released};
@@ -442,20 +443,63 @@ impl Frame {
         let py = slf.py();
         let this = slf.get();
         this.check(py)?;
-        let numpy = py.import("numpy")?;
-        let kwargs = PyDict::new(py);
-        kwargs.set_item("dtype", numpy.getattr("uint8")?)?;
-        let flat = numpy.call_method("frombuffer", (slf,), Some(&kwargs))?;
         let (w, h) = (
             this.info.meta.width as usize,
             this.info.meta.height as usize,
         );
-        match w.checked_mul(h) {
+        let mut dims: [npyffi::npy_intp; 3] = match w.checked_mul(h) {
             Some(pixels) if pixels > 0 && this.len > 0 && this.len % pixels == 0 => {
-                flat.call_method1("reshape", ((h, w, this.len / pixels),))
+                [to_intp(h)?, to_intp(w)?, to_intp(this.len / pixels)?]
             }
-            _ => Ok(flat),
+            _ => [to_intp(this.len)?, 0, 0],
+        };
+        let nd: c_int = if dims[1] == 0 { 1 } else { 3 };
+        // The array's base: a memoryview of this frame, which holds an export (so the frame
+        // stays pinned while the array lives) and a reference to this frame.
+        let base = PyMemoryView::from(slf.as_any())?;
+        // SAFETY: numpy's C API with the GIL held (`py`); returns the ndarray type object.
+        let subtype = unsafe { npyffi::get_type_object(py, npyffi::NpyTypes::PyArray_Type) };
+        // SAFETY: as above; returns a new reference to the uint8 descriptor (or null with an
+        // error set, which PyArray_NewFromDescr reports in turn).
+        let descr = unsafe {
+            PY_ARRAY_API.PyArray_DescrFromType(py, npyffi::NPY_TYPES::NPY_UBYTE as c_int)
+        };
+        // SAFETY: with the GIL held; `subtype` is ndarray, `descr` a new reference that this
+        // call steals, `dims` has `nd` entries, null strides mean C order, and
+        // `ptr..ptr+len` is the pinned frame, which the memoryview made the array's base below
+        // keeps pinned and mapped for as long as the array lives. No WRITEABLE flag: frames
+        // are read-only.
+        let array = unsafe {
+            PY_ARRAY_API.PyArray_NewFromDescr(
+                py,
+                subtype,
+                descr,
+                nd,
+                dims.as_mut_ptr(),
+                std::ptr::null_mut(),
+                this.ptr as *mut std::ffi::c_void,
+                npyffi::NPY_ARRAY_CARRAY_RO,
+                std::ptr::null_mut(),
+            )
+        };
+        if array.is_null() {
+            return Err(PyErr::fetch(py));
         }
+        // SAFETY: `array` is a new, non-null reference, owned from here on.
+        let array = unsafe { Bound::from_owned_ptr(py, array) };
+        // SAFETY: `array` is a fresh ndarray without a base; PyArray_SetBaseObject steals the
+        // reference to `base` (even when it fails).
+        let rc = unsafe {
+            PY_ARRAY_API.PyArray_SetBaseObject(
+                py,
+                array.as_ptr().cast::<npyffi::PyArrayObject>(),
+                base.into_ptr(),
+            )
+        };
+        if rc != 0 {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(array)
     }
 
     /// Releases the frame (lets the writer reuse its slot). Idempotent. ``BufferError`` (and
@@ -484,9 +528,8 @@ impl Frame {
         if state.pinned != this.id {
             return Err(released(py, "frame was released"));
         }
-        if flags & ffi::PyBUF_WRITABLE != 0 {
-            return Err(PyBufferError::new_err("frames are read-only"));
-        }
+        // A request for a writable buffer fails in `fill` (read-only), cheaply, in C: numpy
+        // asks for one first every time.
         // SAFETY: the frame is pinned (checked above) and stays pinned, its bytes unchanged
         // and mapped, until the export count drops to zero: `release`, `close` and the next
         // take refuse before then, and the state (reader and mapping) lives as long as this
@@ -531,6 +574,10 @@ impl Frame {
             self.info.seq, self.len, self.info.meta.width, self.info.meta.height, state
         )
     }
+}
+
+fn to_intp(n: usize) -> PyResult<npyffi::npy_intp> {
+    npyffi::npy_intp::try_from(n).map_err(|_| PyBufferError::new_err("frame too large for numpy"))
 }
 
 impl Drop for Frame {

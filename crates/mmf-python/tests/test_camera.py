@@ -23,7 +23,9 @@ def test_rust_camera_to_python_reader(name):
     camera = subprocess.Popen(
         [CAMERA, "--consumers", "1", "--seconds", "3", "--name", name,
          "--width", str(width), "--height", str(height), "--fps", "100"],
+        # Its own consumer reports to it on a pipe; once it is killed, that report fails.
         stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         with mmf.FrameReader.open_wait(name, 20.0) as reader:

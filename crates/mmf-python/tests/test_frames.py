@@ -33,6 +33,8 @@ def test_frame_metadata_and_shaped_array(name):
             arr = f.array
             assert arr.shape == (4, 8, 3) and arr.dtype == np.uint8
             assert not arr.flags.writeable
+            with pytest.raises(ValueError):
+                arr.flags.writeable = True  # the base (a read-only memoryview) forbids it
             assert (arr == frame_of(7)).all()
             assert bytes(f.data[:8]) == (7).to_bytes(8, "little")
             del arr
