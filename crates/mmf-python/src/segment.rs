@@ -1,7 +1,8 @@
 //! `mmf.Segment` and its lock buffers (`mmf.SegmentLock`).
 
 use std::ffi::c_int;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::ThreadId;
 
 use mmf::{LockError, Mmf, ReadGuard, WriteGuard};
 use pyo3::exceptions::PyBufferError;
@@ -9,7 +10,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyMemoryView};
 
-use crate::{buffer, duration, lock, py_err, released};
+use crate::{buffer, duration, invalid, lock, py_err, released};
 
 /// A named shared memory segment with a reader/writer lock inside it.
 ///
@@ -24,6 +25,9 @@ pub(crate) struct Segment {
     /// segment while one is alive leaves the mapping to it.
     mmf: Mutex<Option<Arc<Mmf>>>,
     name: String,
+    /// Threads holding a lock of this handle (one entry per SegmentLock not yet released):
+    /// their own lock-taking calls on it would wait for themselves forever, so they fail.
+    holders: Arc<Mutex<Vec<ThreadId>>>,
 }
 
 impl Segment {
@@ -31,7 +35,23 @@ impl Segment {
         Segment {
             name: mmf.name().to_owned(),
             mmf: Mutex::new(Some(Arc::new(mmf))),
+            holders: Arc::default(),
         }
+    }
+
+    /// As `get`, for calls that take the segment's lock: refused while this thread holds a
+    /// lock of this handle (`write_lock`/`read_lock`), which they would wait for forever.
+    fn get_unlocked(&self, py: Python<'_>) -> PyResult<Arc<Mmf>> {
+        let me = std::thread::current().id();
+        if lock(py, &self.holders).contains(&me) {
+            return Err(invalid(
+                py,
+                "this thread holds a lock of this segment (write_lock/read_lock): use the \
+                 buffer it gave, or release it first"
+                    .into(),
+            ));
+        }
+        self.get(py)
     }
 
     fn get(&self, py: Python<'_>) -> PyResult<Arc<Mmf>> {
@@ -46,15 +66,15 @@ impl Segment {
         timeout: Option<f64>,
         write: bool,
     ) -> PyResult<SegmentLock> {
-        let mmf = self.get(py)?;
+        let mmf = self.get_unlocked(py)?;
         let timeout = duration(py, timeout)?;
         // SAFETY: the guard borrows `*mmf`, which lives in an `Arc` that the SegmentLock
         // holds next to the guard; `LockState`'s Drop drops the guard before that `Arc`, so
         // the borrow never outlives the segment despite the 'static.
         let shared: &'static Mmf = unsafe { &*Arc::as_ptr(&mmf) };
-        let guard = py.detach(move || -> Result<Guard, mmf::Error> {
+        let guard = py.detach(move || -> Result<Lock, mmf::Error> {
             Ok(if write {
-                Guard::Write(
+                Lock::Write(
                     match timeout {
                         None => shared.write(),
                         Some(t) => shared.write_timeout(t),
@@ -62,7 +82,7 @@ impl Segment {
                     .map_err(unpoison)?,
                 )
             } else {
-                Guard::Read(
+                Lock::Read(
                     match timeout {
                         None => shared.read(),
                         Some(t) => shared.read_timeout(t),
@@ -72,9 +92,18 @@ impl Segment {
             })
         });
         let guard = guard.map_err(py_err)?;
+        let me = std::thread::current().id();
+        lock(py, &self.holders).push(me);
+        let mark = Mark {
+            holders: Arc::clone(&self.holders),
+            thread: me,
+        };
         Ok(SegmentLock {
             state: Mutex::new(LockState {
-                guard: Some(guard),
+                guard: Some(Held {
+                    lock: guard,
+                    _mark: mark,
+                }),
                 exports: 0,
                 view: None,
                 _mmf: mmf,
@@ -138,7 +167,7 @@ impl Segment {
         offset: usize,
         length: usize,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let mmf = self.get(py)?;
+        let mmf = self.get_unlocked(py)?;
         let data = py
             .detach(|| mmf.read_to_vec(offset, length))
             .map_err(py_err)?;
@@ -148,7 +177,7 @@ impl Segment {
     /// Copies ``data`` (any C-contiguous buffer) into the data region at ``offset`` under
     /// the write lock.
     fn write(&self, py: Python<'_>, offset: usize, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let mmf = self.get(py)?;
+        let mmf = self.get_unlocked(py)?;
         // The lock may have to be waited for, so the GIL goes; the bytes must not change
         // meanwhile: immutable bytes are borrowed, anything else is copied first.
         if let Ok(bytes) = data.cast::<PyBytes>() {
@@ -171,7 +200,7 @@ impl Segment {
     /// is released while waiting.
     #[pyo3(signature = (seen, timeout=None))]
     fn wait_for_write(&self, py: Python<'_>, seen: u32, timeout: Option<f64>) -> PyResult<u32> {
-        let mmf = self.get(py)?;
+        let mmf = self.get_unlocked(py)?;
         let timeout = duration(py, timeout)?;
         py.detach(|| mmf.wait_for_write(seen, timeout))
             .map_err(py_err)
@@ -239,15 +268,36 @@ fn unpoison<G>(error: LockError<G>) -> mmf::Error {
     }
 }
 
-enum Guard {
+enum Lock {
     Read(ReadGuard<'static>),
     Write(WriteGuard<'static>),
 }
 
-// SAFETY (for `Send` via the fields): the guards only refer to the `Mmf` in `_mmf`.
+/// A held lock, and this thread's entry in its segment's `holders` until it is released.
+struct Held {
+    lock: Lock,
+    _mark: Mark,
+}
+
+/// Removes a thread's entry from `Segment::holders` on drop.
+struct Mark {
+    holders: Arc<Mutex<Vec<ThreadId>>>,
+    thread: ThreadId,
+}
+
+impl Drop for Mark {
+    fn drop(&mut self) {
+        // Never held across a wait or a call into Python, so a plain lock cannot deadlock.
+        let mut holders = self.holders.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = holders.iter().position(|t| *t == self.thread) {
+            holders.swap_remove(i);
+        }
+    }
+}
+
 struct LockState {
     /// Dropped (the lock released) first, in `Drop`.
-    guard: Option<Guard>,
+    guard: Option<Held>,
     /// Buffers exported and not yet released.
     exports: usize,
     /// The memoryview `__enter__` handed out, released by `__exit__`.
@@ -275,9 +325,9 @@ impl SegmentLock {
     /// The locked region: pointer, length, read-only. The pointer of a write lock comes from
     /// the guard's `&mut [u8]`, so writes through it are allowed.
     fn region(state: &mut LockState) -> Option<(*mut u8, usize, bool)> {
-        match state.guard.as_mut()? {
-            Guard::Read(g) => Some((g.as_ptr().cast_mut(), g.len(), true)),
-            Guard::Write(g) => Some((g.as_mut_ptr(), g.len(), false)),
+        match &mut state.guard.as_mut()?.lock {
+            Lock::Read(g) => Some((g.as_ptr().cast_mut(), g.len(), true)),
+            Lock::Write(g) => Some((g.as_mut_ptr(), g.len(), false)),
         }
     }
 }
@@ -299,7 +349,7 @@ impl SegmentLock {
         // SAFETY: the region stays mapped and locked until the export count drops to zero
         // (`release` refuses before then, and the guard and mapping live in `state`, which
         // the export's reference to `slf` keeps alive); a writable export is only made under
-        // the write lock (Guard::Write).
+        // the write lock (Lock::Write).
         unsafe { buffer::fill(view, slf.as_any(), ptr, len, readonly, flags) }?;
         state.exports += 1;
         Ok(())

@@ -151,3 +151,23 @@ def test_lock_buffer_outlives_closed_segment(name):
     assert not lk.held
     with pytest.raises(mmf.ReleasedError):
         memoryview(lk)
+
+
+def test_lock_calls_of_the_holding_thread_fail_instead_of_hanging(name):
+    with mmf.Segment.create(name, 64) as seg:
+        with seg.write_lock() as buf:
+            for call in (lambda: seg.write(0, b"x"), lambda: seg.read(0, 1),
+                         lambda: seg.read_lock(), lambda: seg.write_lock(timeout=None),
+                         lambda: seg.wait_for_write(0, timeout=None)):
+                with pytest.raises(mmf.InvalidArgument, match="holds a lock"):
+                    call()
+            buf[0] = 1
+            # Another thread waits for the lock instead: it is a different holder.
+            got = {}
+            t = threading.Thread(target=lambda: got.setdefault("v", seg.read(0, 1)))
+            t.start()
+            time.sleep(0.05)
+            assert t.is_alive(), "the other thread waits for the write lock"
+        t.join(5.0)
+        assert got["v"] == b"\x01"
+        assert seg.read(0, 1) == b"\x01", "released: this thread may lock again"
