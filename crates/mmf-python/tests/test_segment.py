@@ -171,3 +171,25 @@ def test_lock_calls_of_the_holding_thread_fail_instead_of_hanging(name):
         t.join(5.0)
         assert got["v"] == b"\x01"
         assert seg.read(0, 1) == b"\x01", "released: this thread may lock again"
+
+
+def test_writer_process_dying_in_the_lock_poisons_until_cleared(name):
+    import subprocess
+    import sys
+
+    with mmf.Segment.create(name, 64) as seg:
+        ro = mmf.Segment.open_read_only(name)
+        with pytest.raises(mmf.ReadOnly):
+            ro.write_lock(timeout=0.1)
+        child = "import mmf, os, sys\nlk = mmf.Segment.open(sys.argv[1]).write_lock()\nos._exit(3)"
+        assert subprocess.run([sys.executable, "-c", child, name], timeout=30).returncode == 3
+        with pytest.raises(mmf.Poisoned):
+            seg.write_lock(timeout=5.0)
+        with pytest.raises(mmf.Poisoned):
+            seg.read(0, 1)
+        assert seg.is_poisoned
+        seg.clear_poison()
+        assert not seg.is_poisoned
+        with seg.write_lock(timeout=5.0) as buf:
+            buf[0] = 7
+        assert seg.read(0, 1) == b"\x07"
