@@ -104,10 +104,12 @@ impl FrameWriter {
         py.detach(|| drop(writer));
     }
 
+    /// Returns the writer itself.
     fn __enter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
 
+    /// Closes the writer.
     #[pyo3(signature = (*_args))]
     fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> bool {
         self.close(py);
@@ -326,10 +328,12 @@ impl FrameReader {
         Ok(())
     }
 
+    /// Returns the reader itself.
     fn __enter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
 
+    /// Closes the reader (``BufferError`` while a view of its frame is alive).
     #[pyo3(signature = (*_args))]
     fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
         self.close(py)?;
@@ -553,16 +557,19 @@ impl Frame {
         state.exports = state.exports.saturating_sub(1);
     }
 
+    /// Returns the frame itself.
     fn __enter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
 
+    /// Releases the frame (``BufferError`` while a view of it is alive).
     #[pyo3(signature = (*_args))]
     fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
         self.release(py)?;
         Ok(false)
     }
 
+    /// What it is and whether it is still open.
     fn __repr__(&self, py: Python<'_>) -> String {
         let state = if self.check(py).is_ok() {
             "pinned"

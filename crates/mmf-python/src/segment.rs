@@ -241,16 +241,19 @@ impl Segment {
         py.detach(|| drop(mmf));
     }
 
+    /// Returns the segment itself.
     fn __enter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
 
+    /// Closes the handle.
     #[pyo3(signature = (*_args))]
     fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
         self.close(py);
         false
     }
 
+    /// What it is and whether it is still open.
     fn __repr__(&self, py: Python<'_>) -> String {
         match lock(py, &self.mmf).as_ref() {
             Some(m) => format!("<mmf.Segment {:?} len={}>", self.name, m.len()),
@@ -403,6 +406,7 @@ impl SegmentLock {
         Ok(view)
     }
 
+    /// Releases the lock (``BufferError`` while a view of the region is alive).
     #[pyo3(signature = (*_args))]
     fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
         self.release(py)?;
