@@ -161,6 +161,7 @@ fn steps() -> Vec<Step> {
         step("mutations", check_mutations),
         step("test", test_linux),
         step("ffi", ffi),
+        step("python", python),
         step("csharp", csharp::check),
         step("test-i686", |root| {
             test_mmf(root, Some("i686-unknown-linux-gnu"))
@@ -503,6 +504,59 @@ fn ffi(root: &Path) -> Result {
 /// The C ABI crate, and its generated header within it.
 const FFI_DIR: &str = "crates/mmf-ffi";
 const FFI_HEADER: &str = "include/mmf.h";
+
+/// The Python package (`crates/mmf-python`, its own workspace): rustfmt and clippy on it,
+/// then, in a virtual environment under the target directory (made once, reused), maturin
+/// builds and installs it and pytest runs its tests, the Rust camera demo among the writers.
+fn python(root: &Path) -> Result {
+    let manifest = root.join(PY_DIR).join("Cargo.toml");
+    let target = target_dir(root);
+    let venv = target.join("py-venv");
+    let bin = venv.join("bin");
+    let python = bin.join("python");
+    if !python.exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    // pip only when something is missing: asking PyPI costs seconds on every run.
+    let ready = capture(Command::new(&python).args(["-c", "import maturin, numpy, pytest"]))
+        .is_ok_and(|out| out.status.success());
+    if !ready {
+        run(Command::new(&python).args([
+            "-m", "pip", "install", "--quiet", "maturin", "numpy", "pytest",
+        ]))?;
+    }
+    run(cargo(root)
+        .args(["fmt", "--check", "--manifest-path"])
+        .arg(&manifest))?;
+    // pyo3's build script asks this interpreter for its version and ABI.
+    run(cargo(root)
+        .env("PYO3_PYTHON", &python)
+        .args(["clippy", "--all-targets", "--manifest-path"])
+        .arg(&manifest)
+        .args(["--", "-D", "warnings"]))?;
+    run(Command::new(bin.join("maturin"))
+        .current_dir(root.join(PY_DIR))
+        .env("VIRTUAL_ENV", &venv)
+        .args(["develop", "--release", "--quiet"]))?;
+    run(cargo(root).args(["build", "--release", "--example", "camera", "-p", "mmf"]))?;
+    run(Command::new(&python)
+        .current_dir(root.join(PY_DIR))
+        .env("MMF_CAMERA_EXE", target.join("release/examples/camera"))
+        .env("MMF_REQUIRE_CAMERA", "1")
+        .args(["-m", "pytest", "-q", "tests"]))
+}
+
+/// The Python package's crate, a workspace of its own.
+const PY_DIR: &str = "crates/mmf-python";
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` if set (relative to the workspace root, as
+/// cargo reads it here), else `target` in the root.
+fn target_dir(root: &Path) -> PathBuf {
+    match env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    }
+}
 
 /// Builds the fuzz target the way `cargo xtask fuzz` runs it (sanitizer and coverage flags).
 fn fuzz_build(root: &Path) -> Result {

@@ -16,7 +16,8 @@ const APT_PACKAGES: &[&str] = &[
     "gcc-mingw-w64-i686",    // links i686-pc-windows-gnu
     "gcc-aarch64-linux-gnu", // links aarch64-unknown-linux-gnu; its libc6-arm64-cross is qemu's -L
     "qemu-user-static",      // qemu-aarch64-static, cargo's runner for aarch64-unknown-linux-gnu
-    "ffmpeg",   // an outside producer and consumer in the mmf-cli tests (ffmpeg, ffprobe)
+    "ffmpeg", // an outside producer and consumer in the mmf-cli tests (ffmpeg, ffprobe)
+    "python3-venv", // the `python` step's virtual environment (`python3 -m venv`)
     "mono-mcs", // compiles the C# binding and its test (the `csharp` step)
     "mono-runtime", // runs that test
 ];
