@@ -10,7 +10,7 @@
 //!   the host gcc's multilib package (links i686 Linux binaries; not the `gcc-multilib`
 //!   metapackage, which conflicts with any cross gcc), gcc-aarch64-linux-gnu (links aarch64 Linux
 //!   binaries, and brings the arm64 C library qemu loads them with), qemu-user-static (runs
-//!   them);
+//!   them); mono-mcs and mono-runtime (compile and run the C# binding's test);
 //! - rustup: clippy and rustfmt, the standard library of each cross target, a nightly toolchain
 //!   with Miri, and Miri's own build of std;
 //! - cargo: cargo-fuzz (from crates.io), which builds and runs the fuzz target;
@@ -29,6 +29,8 @@
 //! | `mutations`          | checks `xtask/mutations/*.txt` against the code        | each listed mutation still applies, so `cargo xtask mutants` cannot go stale unnoticed |
 //! | `test`               | `cargo test` of mmf's Linux suites, doc tests, mmf-cli and xtask | unit, integration and doc tests on the host, x86_64 Linux |
 //! | `ffi`                | regenerates `crates/mmf-ffi/include/mmf.h` with cbindgen into a temporary file, then `cargo test -p mmf-ffi`; then for `x86_64-pc-windows-gnu`: builds the cdylib and staticlib, compiles `tests/c/frames.c` with mingw against it and runs `tests/c_abi.rs` and the unit tests under wine | the checked-in C header matches the Rust ABI it declares; a C program built with `cc` (Linux) or mingw (Windows, under wine) against the staticlib and that header talks to Rust readers and writers and to another C process |
+//! | `python`             | in a virtual environment under the target directory (made once: `pip install maturin numpy pytest`), rustfmt and clippy on `crates/mmf-python`, `maturin develop --release`, then its pytest suite | the Python package exchanges checked frames with the Rust camera demo and a second Python process, zero-copy (the numpy array's data lies inside the mapping) and never after release |
+//! | `csharp`             | builds the cdylib of `mmf-ffi` and the camera example, compiles `bindings/csharp` with `mcs -warnaserror`, runs its test program with `mono` | the C# binding reads checked frames from the Rust camera demo, writes frames a Rust and a second mono process read, and reports status codes, messages and use after Dispose as it promises |
 //! | `test-i686`          | mmf's Linux suites for `i686-unknown-linux-gnu`        | a 32-bit `usize`: 32- and 64-bit processes share one region, so its layout must not depend on pointer width |
 //! | `test-aarch64`       | mmf's Linux suites but `truncation` (x86 only), `scribble` (its fixed time window) and `sigbus_install` (like `truncation`, about the x86-only fault-catching copy), unit and doc tests for `aarch64-unknown-linux-gnu`, under qemu-user, but for 4 lock tests that read a thread's system call from `/proc` (qemu shows the host's) | the lock and the channel built for a weakly ordered architecture, across real processes; qemu on x86_64 keeps x86's ordering, so loom, not this, checks the orderings |
 //! | `miri`               | `cargo miri test -p mmf --lib -- header:: lock::`, but one test (see [`MIRI_SC_ONLY`]) run apart without weak-memory emulation | undefined behaviour, under strict provenance, in the OS-free code; Miri cannot map real shared memory, so only these modules |
@@ -71,6 +73,7 @@
 //! (it measures, and wants a quiet machine); the `peers` step only keeps it compiling.
 
 mod bench_peers;
+mod csharp;
 mod mutants;
 mod setup;
 mod wine;
@@ -159,6 +162,8 @@ fn steps() -> Vec<Step> {
         step("mutations", check_mutations),
         step("test", test_linux),
         step("ffi", ffi),
+        step("python", python),
+        step("csharp", csharp::check),
         step("test-i686", |root| {
             test_mmf(root, Some("i686-unknown-linux-gnu"))
         }),
@@ -573,6 +578,59 @@ const FFI_UNIT_NOT_ON_WINDOWS: &[&str] = &["segment_round_trip_and_status_codes"
 /// The C ABI crate, and its generated header within it.
 const FFI_DIR: &str = "crates/mmf-ffi";
 const FFI_HEADER: &str = "include/mmf.h";
+
+/// The Python package (`crates/mmf-python`, its own workspace): rustfmt and clippy on it,
+/// then, in a virtual environment under the target directory (made once, reused), maturin
+/// builds and installs it and pytest runs its tests, the Rust camera demo among the writers.
+fn python(root: &Path) -> Result {
+    let manifest = root.join(PY_DIR).join("Cargo.toml");
+    let target = target_dir(root);
+    let venv = target.join("py-venv");
+    let bin = venv.join("bin");
+    let python = bin.join("python");
+    if !python.exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    // pip only when something is missing: asking PyPI costs seconds on every run.
+    let ready = capture(Command::new(&python).args(["-c", "import maturin, numpy, pytest"]))
+        .is_ok_and(|out| out.status.success());
+    if !ready {
+        run(Command::new(&python).args([
+            "-m", "pip", "install", "--quiet", "maturin", "numpy", "pytest",
+        ]))?;
+    }
+    run(cargo(root)
+        .args(["fmt", "--check", "--manifest-path"])
+        .arg(&manifest))?;
+    // pyo3's build script asks this interpreter for its version and ABI.
+    run(cargo(root)
+        .env("PYO3_PYTHON", &python)
+        .args(["clippy", "--all-targets", "--manifest-path"])
+        .arg(&manifest)
+        .args(["--", "-D", "warnings"]))?;
+    run(Command::new(bin.join("maturin"))
+        .current_dir(root.join(PY_DIR))
+        .env("VIRTUAL_ENV", &venv)
+        .args(["develop", "--release", "--quiet"]))?;
+    run(cargo(root).args(["build", "--release", "--example", "camera", "-p", "mmf"]))?;
+    run(Command::new(&python)
+        .current_dir(root.join(PY_DIR))
+        .env("MMF_CAMERA_EXE", target.join("release/examples/camera"))
+        .env("MMF_REQUIRE_CAMERA", "1")
+        .args(["-m", "pytest", "-q", "tests"]))
+}
+
+/// The Python package's crate, a workspace of its own.
+const PY_DIR: &str = "crates/mmf-python";
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` if set (relative to the workspace root, as
+/// cargo reads it here), else `target` in the root.
+fn target_dir(root: &Path) -> PathBuf {
+    match env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    }
+}
 
 /// Builds the fuzz target the way `cargo xtask fuzz` runs it (sanitizer and coverage flags).
 fn fuzz_build(root: &Path) -> Result {

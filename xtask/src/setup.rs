@@ -17,6 +17,9 @@ const APT_PACKAGES: &[&str] = &[
     "gcc-aarch64-linux-gnu", // links aarch64-unknown-linux-gnu; its libc6-arm64-cross is qemu's -L
     "qemu-user-static",      // qemu-aarch64-static, cargo's runner for aarch64-unknown-linux-gnu
     "ffmpeg", // an outside producer and consumer in the mmf-cli tests (ffmpeg, ffprobe)
+    "python3-venv", // the `python` step's virtual environment (`python3 -m venv`)
+    "mono-mcs", // compiles the C# binding and its test (the `csharp` step)
+    "mono-runtime", // runs that test
 ];
 
 /// The metapackage that Debian makes conflict with every cross gcc (see [`multilib_package`]).

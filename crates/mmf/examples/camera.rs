@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release --example camera -- [--width 1920] [--height 1080] [--fps 60]
 //!                                         [--consumers 3] [--seconds 10] [--name NAME]
+//! cargo run --release --example camera -- --consumers 0 --name NAME   # the camera alone
 //! cargo run --release --example camera -- --consumer NAME [--seconds 30]
 //! ```
 //!
@@ -92,6 +93,9 @@ pub struct Summary {
     pub consumers: Vec<Report>,
 }
 
+/// Reader places the camera keeps beyond its own consumers, for outside readers.
+pub const ONLOOKERS: usize = 4;
+
 /// Pixel format code published with each frame: rgb24 (FourCC `RGB3`, the code this demo
 /// has always written), so `mmf frames snapshot` and ffmpeg know how to read it.
 pub const RGB24: u32 = mmf::channel::PixelFormat::Rgb24.code();
@@ -160,9 +164,9 @@ where
     let frame_len = width * height * 3;
     let mut writer = FrameWriter::create(
         &config.name,
-        // One reader place beyond the consumers, for an onlooker such as `mmf frames watch`
-        // or `mmf frames snapshot`.
-        FrameSpec::new(frame_len.max(8)).max_readers(config.consumers + 1),
+        // Reader places beyond the consumers, for onlookers such as `mmf frames watch`,
+        // `mmf frames snapshot` or consumers in other languages.
+        FrameSpec::new(frame_len.max(8)).max_readers(config.consumers + ONLOOKERS),
     )?;
     writer.set_meta(FrameMeta {
         width: config.width,
@@ -181,10 +185,13 @@ where
             })
             .collect();
         // Consumers run `seconds` from when they open; stop at the latest a while after that.
-        let give_up = Instant::now() + Duration::from_secs_f64(config.seconds + 60.0);
+        // Without consumers of its own the camera runs `seconds` for outside readers.
+        let alone = handles.is_empty();
+        let slack = if alone { 0.0 } else { 60.0 };
+        let give_up = Instant::now() + Duration::from_secs_f64(config.seconds + slack);
         let mut next = Instant::now();
         let mut n = 0u64;
-        while !handles.iter().all(|h| h.is_finished()) && Instant::now() < give_up {
+        while (alone || !handles.iter().all(|h| h.is_finished())) && Instant::now() < give_up {
             n += 1;
             writer.set_meta(FrameMeta {
                 width: config.width,
@@ -387,11 +394,11 @@ fn parse_args(args: &[String]) -> Result<(Config, Option<String>), String> {
     if config.width == 0 || config.height == 0 || config.fps <= 0.0 || config.seconds <= 0.0 {
         return Err("width, height, fps and seconds must be positive".into());
     }
-    // One reader place is kept for an onlooker (see `run`).
-    if config.consumers == 0 || config.consumers >= mmf::channel::MAX_READERS {
+    // Reader places are kept for onlookers (see `run`).
+    if config.consumers + ONLOOKERS > mmf::channel::MAX_READERS {
         return Err(format!(
-            "--consumers must be 1 to {}",
-            mmf::channel::MAX_READERS - 1
+            "--consumers must be 0 to {}",
+            mmf::channel::MAX_READERS - ONLOOKERS
         ));
     }
     Ok((config, consumer_of))

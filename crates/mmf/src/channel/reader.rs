@@ -476,6 +476,16 @@ impl FrameReader {
         Ok(pinned.map(|pinned| self.frame(pinned)))
     }
 
+    /// Start address and length of the channel's frame mapping in this process. Not API:
+    /// for bindings' tests that check a frame is a view of shared memory, not a copy.
+    #[doc(hidden)]
+    pub fn mapping_range_for_tests(&self) -> (usize, usize) {
+        (
+            self.channel.mmf.mapping_ptr_for_tests() as usize,
+            self.channel.mmf.mapping_len_for_tests(),
+        )
+    }
+
     /// Whether the channel's writer is still there: it has not dropped, and its process has
     /// not died (asks the OS, so it costs a system call or two; not for every frame).
     pub fn writer_alive(&self) -> bool {
