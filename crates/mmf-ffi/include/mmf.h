@@ -316,7 +316,8 @@ int32_t mmf_frame_writer_publish_with_header(MmfFrameWriter *w,
 // `*data` and its size (the channel's maximum frame length) in `*capacity`. Write the frame
 // there, then `mmf_frame_writer_commit` publishes it, or `mmf_frame_writer_abandon` drops it
 // (readers never see it and the slot is free again). The slot's old contents are whatever an
-// earlier frame left; its user header is zeroed. `*data` is owned by the writer and dies at
+// earlier frame left; its user header is zeroed (`mmf_frame_writer_begun_user_header` lends
+// it). `*data` is owned by the writer and dies at
 // the commit, the abandon, or `mmf_frame_writer_close` (which abandons). Meanwhile
 // `mmf_frame_writer_publish*` and a second `begin` fail with `MMF_ERR_INVALID_ARGUMENT`;
 // `mmf_frame_writer_set_meta` sets the begun frame's metadata.
@@ -324,6 +325,16 @@ int32_t mmf_frame_writer_publish_with_header(MmfFrameWriter *w,
 // # Safety
 // `w` is null or a live handle; `data` and `capacity` are null or writable.
 int32_t mmf_frame_writer_begin(MmfFrameWriter *w, uint8_t **data, size_t *capacity);
+
+// Stores in `*header` and `*header_len` the user header of the frame begun with
+// `mmf_frame_writer_begin` (`MmfFrameSpec::user_header_len` bytes, zeroed by the begin; length
+// 0 on a channel without user headers), writable in place and published with the frame.
+// Owned by the writer; dies with the begin's data pointer. `MMF_ERR_INVALID_ARGUMENT` if no
+// frame is begun.
+//
+// # Safety
+// `w` is null or a live handle; `header` and `header_len` are null or writable.
+int32_t mmf_frame_writer_begun_user_header(MmfFrameWriter *w, uint8_t **header, size_t *header_len);
 
 // Publishes the first `len` bytes of the frame begun with `mmf_frame_writer_begin` and stores
 // its sequence number in `*out_seq` (which may be null if not wanted); the begin's data

@@ -1035,7 +1035,8 @@ pub unsafe extern "C" fn mmf_frame_writer_publish_with_header(
 /// `*data` and its size (the channel's maximum frame length) in `*capacity`. Write the frame
 /// there, then `mmf_frame_writer_commit` publishes it, or `mmf_frame_writer_abandon` drops it
 /// (readers never see it and the slot is free again). The slot's old contents are whatever an
-/// earlier frame left; its user header is zeroed. `*data` is owned by the writer and dies at
+/// earlier frame left; its user header is zeroed (`mmf_frame_writer_begun_user_header` lends
+/// it). `*data` is owned by the writer and dies at
 /// the commit, the abandon, or `mmf_frame_writer_close` (which abandons). Meanwhile
 /// `mmf_frame_writer_publish*` and a second `begin` fail with `MMF_ERR_INVALID_ARGUMENT`;
 /// `mmf_frame_writer_set_meta` sets the begun frame's metadata.
@@ -1065,6 +1066,36 @@ pub unsafe extern "C" fn mmf_frame_writer_begin(
         unsafe { put(data, ptr) }?;
         // SAFETY: as above.
         unsafe { put(capacity, len) }
+    })
+}
+
+/// Stores in `*header` and `*header_len` the user header of the frame begun with
+/// `mmf_frame_writer_begin` (`MmfFrameSpec::user_header_len` bytes, zeroed by the begin; length
+/// 0 on a channel without user headers), writable in place and published with the frame.
+/// Owned by the writer; dies with the begin's data pointer. `MMF_ERR_INVALID_ARGUMENT` if no
+/// frame is begun.
+///
+/// # Safety
+/// `w` is null or a live handle; `header` and `header_len` are null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_frame_writer_begun_user_header(
+    w: *mut MmfFrameWriter,
+    header: *mut *mut u8,
+    header_len: *mut usize,
+) -> i32 {
+    call(|| {
+        need_out(header)?;
+        need_out(header_len)?;
+        // SAFETY: per this function's contract.
+        let w = unsafe { handle(w) }?;
+        let pending = w.pending.as_mut().ok_or_else(not_begun)?;
+        // Disjoint from the frame's bytes that C may be writing through the begin's pointer.
+        let bytes = pending.user_header_mut();
+        let (ptr, len) = (bytes.as_mut_ptr(), bytes.len());
+        // SAFETY: both checked non-null above; writable per this function's contract.
+        unsafe { put(header, ptr) }?;
+        // SAFETY: as above.
+        unsafe { put(header_len, len) }
     })
 }
 

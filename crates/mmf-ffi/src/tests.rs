@@ -447,6 +447,15 @@ fn begin_commit_abandon_publish_in_place_and_refuse_out_of_order_calls() {
     let mut frame = empty_frame();
 
     // Out of order: nothing begun.
+    let (mut hdr, mut hdr_len) = (ptr::null_mut::<u8>(), 0usize);
+    assert_eq!(
+        c!(mmf_frame_writer_begun_user_header(
+            w,
+            &mut hdr,
+            &mut hdr_len
+        )),
+        MMF_ERR_INVALID_ARGUMENT
+    );
     assert_eq!(
         c!(mmf_frame_writer_commit(w, 1, &mut seq)),
         MMF_ERR_INVALID_ARGUMENT
@@ -517,6 +526,17 @@ fn begin_commit_abandon_publish_in_place_and_refuse_out_of_order_calls() {
     );
     assert!(data2.is_null(), "a refused begin wrote its out-pointer");
     assert_eq!(c!(mmf_frame_writer_set_meta(w, 1, 2, 3, 4)), MMF_OK);
+    // No user header on this channel: an empty one.
+    let (mut hdr, mut hdr_len) = (ptr::null_mut::<u8>(), 99usize);
+    assert_eq!(
+        c!(mmf_frame_writer_begun_user_header(
+            w,
+            &mut hdr,
+            &mut hdr_len
+        )),
+        MMF_OK
+    );
+    assert_eq!(hdr_len, 0);
     assert_eq!(
         c!(mmf_frame_reader_try_next(r, &mut frame)),
         MMF_ERR_WOULD_BLOCK,
@@ -739,6 +759,40 @@ fn create_with_a_spec_and_user_headers_travel_with_frames() {
     );
     assert_eq!(c!(mmf_frame_reader_try_next(r, &mut frame)), MMF_OK);
     assert_eq!(header(&frame), [0u8; 16]);
+    // In place: the begun frame's header is zeroed, writable, and published with it.
+    let (mut data, mut cap) = (ptr::null_mut::<u8>(), 0usize);
+    let (mut hdr, mut hdr_len) = (ptr::null_mut::<u8>(), 0usize);
+    assert_eq!(c!(mmf_frame_writer_begin(w, &mut data, &mut cap)), MMF_OK);
+    assert_eq!(
+        c!(mmf_frame_writer_begun_user_header(
+            w,
+            ptr::null_mut(),
+            &mut hdr_len
+        )),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        c!(mmf_frame_writer_begun_user_header(
+            w,
+            &mut hdr,
+            &mut hdr_len
+        )),
+        MMF_OK
+    );
+    assert_eq!(hdr_len, 16);
+    // SAFETY: the writer holds the begun frame, whose `hdr_len` header bytes start at `hdr`.
+    let in_header = unsafe { std::slice::from_raw_parts_mut(hdr, hdr_len) };
+    assert_eq!(in_header, [0u8; 16], "begin zeroes the user header");
+    in_header.copy_from_slice(&[5; 16]);
+    // SAFETY: as above, its `cap` frame bytes at `data`, which do not overlap the header.
+    let in_frame = unsafe { std::slice::from_raw_parts_mut(data, cap) };
+    in_frame[..2].copy_from_slice(b"ip");
+    assert_eq!(c!(mmf_frame_writer_commit(w, 2, ptr::null_mut())), MMF_OK);
+    assert_eq!(c!(mmf_frame_reader_try_next(r, &mut frame)), MMF_OK);
+    assert_eq!(
+        (bytes(&frame), header(&frame)),
+        (&b"ip"[..], &[5u8; 16][..])
+    );
     assert_eq!(c!(mmf_frame_writer_close(w)), MMF_OK);
     assert_eq!(c!(mmf_frame_reader_close(r)), MMF_OK);
 

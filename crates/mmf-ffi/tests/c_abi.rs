@@ -126,9 +126,9 @@ fn frame_bytes(k: u64) -> Vec<u8> {
 /// The user header of frame k, as `header_byte` in frames.c.
 fn header_bytes(k: u64) -> [u8; HEADER_LEN] {
     let mut header = [0; HEADER_LEN];
-    if k % 2 == 1 {
-        header[..4].copy_from_slice(&[b'h', b'd', b'r', k as u8]);
-    }
+    let tag = if k % 2 == 1 { b"hdr" } else { b"inp" };
+    header[..3].copy_from_slice(tag);
+    header[3] = k as u8;
     header
 }
 const HEADER_LEN: usize = 16;
@@ -185,6 +185,7 @@ fn rust_writer_to_c_reader() {
             })
         } else {
             let mut pending = writer.begin().unwrap();
+            pending.user_header_mut().copy_from_slice(&header_bytes(k));
             pending[..bytes.len()].copy_from_slice(&bytes);
             pending.commit(bytes.len())
         };

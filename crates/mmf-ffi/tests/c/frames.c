@@ -4,8 +4,8 @@
  *
  *   frames write NAME N    create channel NAME (16-byte user headers); publish frame k
  *                          (1..N) on the k-th stdin line: odd k with a copy and its user
- *                          header, even k in place (begin/commit), after abandoning a frame
- *                          and refusing a too long commit every fourth frame
+ *                          header, even k and its header in place (begin/commit), after
+ *                          abandoning a frame and refusing a too long commit every fourth
  *   frames read NAME N     open channel NAME (waiting for it); print "want", take a frame,
  *                          check it and its user header, N times
  *   frames segment NAME    open segment NAME, check the creator's bytes (also under the read
@@ -41,13 +41,13 @@
 static size_t frame_len(uint64_t k) { return (size_t)(100 + k); }
 static uint8_t frame_byte(uint64_t k, size_t i) { return (uint8_t)((k * 31 + i) & 0xff); }
 
-/* The user header of frame k (HEADER_LEN bytes): odd k, published with a copy, carry
- * "hdr" and k's low byte, then zeros; even k, published in place, a zeroed header. */
+/* The user header of frame k (HEADER_LEN bytes): "hdr" (odd k, published with a copy) or
+ * "inp" (even k, written in place), then k's low byte, then zeros. */
 #define HEADER_LEN 16
 static uint8_t header_byte(uint64_t k, size_t i) {
-    static const uint8_t odd[4] = {'h', 'd', 'r', 0};
-    if (k % 2 == 0 || i >= 4) return 0;
-    return i == 3 ? (uint8_t)k : odd[i];
+    const char *tag = k % 2 == 1 ? "hdr" : "inp";
+    if (i >= 4) return 0;
+    return i == 3 ? (uint8_t)k : (uint8_t)tag[i];
 }
 
 /* Segment bytes: the creator's at 1000, the opener's at 4000, and "locked!" at the end. */
@@ -92,6 +92,12 @@ static int write_frames(const char *name, uint64_t n) {
         } else {
             CHECK(mmf_frame_writer_begin(w, &data, &capacity));
             EXPECT(capacity == 4096);
+            uint8_t *header = NULL;
+            size_t header_len = 0;
+            CHECK(mmf_frame_writer_begun_user_header(w, &header, &header_len));
+            EXPECT(header_len == HEADER_LEN);
+            for (size_t i = 0; i < HEADER_LEN; i++) EXPECT(header[i] == 0);
+            for (size_t i = 0; i < 4; i++) header[i] = header_byte(k, i);
             for (size_t i = 0; i < frame_len(k); i++) data[i] = frame_byte(k, i);
             CHECK(mmf_frame_writer_commit(w, frame_len(k), &seq));
         }
