@@ -1230,6 +1230,7 @@ unsafe fn take(r: *mut MmfFrameReader, how: Take, out: *mut MmfFrame) -> Result<
         Take::Latest => reader.latest()?.ok_or_else(no_frame)?,
     };
     let info = *frame.info();
+    let header = frame.user_header();
     let view = MmfFrame {
         data: frame.as_ptr(),
         len: frame.len(),
@@ -1239,8 +1240,8 @@ unsafe fn take(r: *mut MmfFrameReader, how: Take, out: *mut MmfFrame) -> Result<
         height: info.meta.height,
         pixel_format: info.meta.pixel_format,
         tag: info.meta.tag,
-        user_header: frame.user_header().as_ptr(),
-        user_header_len: frame.user_header().len(),
+        user_header: header.as_ptr(),
+        user_header_len: header.len(),
     };
     r.frame = Some(frame);
     // SAFETY: per the caller's contract.
