@@ -99,6 +99,9 @@ namespace Mmf
         public uint Height;
         public uint PixelFormat;
         public ulong Tag;
+        // The library writes the whole struct: these must be here even while unused.
+        public IntPtr UserHeader;
+        public UIntPtr UserHeaderLen;
     }
 
     /// <summary>The P/Invoke declarations, one per function of mmf.h. Names are passed as

@@ -24,7 +24,7 @@ use crate::{run, Result};
 pub const TARGET: &str = "x86_64-pc-windows-gnu";
 
 /// The C compiler for [`TARGET`], also its linker.
-const MINGW_GCC: &str = "x86_64-w64-mingw32-gcc";
+pub const MINGW_GCC: &str = "x86_64-w64-mingw32-gcc";
 
 /// Sets, for a command that starts wine, what the caller has not set already:
 ///

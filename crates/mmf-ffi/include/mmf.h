@@ -59,6 +59,25 @@ typedef struct MmfFrameReader MmfFrameReader;
 // Pass as `timeout_ms` to `mmf_segment_wait_for_write` to wait without a time limit.
 #define MMF_WAIT_FOREVER UINT32_MAX
 
+// Parameters of a new frame channel, for `mmf_frame_writer_create_with`. A 0 in any field
+// asks for its default.
+typedef struct MmfFrameSpec {
+  // Largest frame in bytes. Required: 0 is `MMF_ERR_INVALID_ARGUMENT`.
+  size_t max_frame_len;
+  // Readers that may be open at once, 1 to 32 (0: 4).
+  size_t max_readers;
+  // Frame slots, `max_readers + 2` to 62 (0: as many as fit in 32 MiB, at most 16 and at
+  // least `max_readers + 2`). More slots never change what readers see.
+  size_t slots;
+  // Bytes of the user header each frame carries beside its payload, 0 to 4096 (0: none).
+  // Costs one page per slot.
+  size_t user_header_len;
+  // Who may open the channel as a reader, as Unix permission bits (0: `0600`, this user
+  // only; `0640` also the group, `0644` everyone). On Windows translated into the objects'
+  // security descriptors.
+  uint32_t mode;
+} MmfFrameSpec;
+
 // A frame as C sees it: the bytes stay in shared memory, valid (and unchanged by the writer)
 // until `mmf_frame_reader_release`, the next take on the same reader, or
 // `mmf_frame_reader_close`, whichever comes first.
@@ -79,6 +98,12 @@ typedef struct MmfFrame {
   uint32_t pixel_format;
   // See `width`.
   uint64_t tag;
+  // The frame's user header, `user_header_len` bytes written by the writer with the frame
+  // (`mmf_frame_writer_publish_with_header`; zeros from the other publishes). Lives as long
+  // as `data`. Not null even when `user_header_len` is 0.
+  const uint8_t *user_header;
+  // Length of `user_header`: the channel's `MmfFrameSpec::user_header_len`.
+  size_t user_header_len;
 } MmfFrame;
 
 #ifdef __cplusplus
@@ -176,8 +201,8 @@ int32_t mmf_segment_clear_poison(MmfSegment *seg);
 // `mmf_segment_unlock_write` (or `mmf_segment_close`). `*out_data` and `*out_len` get the
 // data region, writable (and readable) in place until then; other processes' readers and
 // writers wait meanwhile. While the handle holds the lock, its `read_at`, `write_at`,
-// `wait_for_write` and a second `lock_write` fail with `MMF_ERR_INVALID_ARGUMENT` instead
-// of waiting for themselves.
+// `wait_for_write`, `lock_read` and a second `lock_write` fail with
+// `MMF_ERR_INVALID_ARGUMENT` instead of waiting for themselves.
 //
 // `MMF_ERR_POISONED`: a process died holding the lock, and this call holds it now anyway,
 // with `*out_data` and `*out_len` set: repair the data, call `mmf_segment_clear_poison`, then
@@ -197,6 +222,34 @@ int32_t mmf_segment_lock_write(MmfSegment *seg,
 // `seg` is null or a live handle.
 int32_t mmf_segment_unlock_write(MmfSegment *seg);
 
+// Takes a shared read lock on the segment, waiting at most `timeout_ms` milliseconds
+// (`MMF_WAIT_FOREVER`: no limit), and keeps it in the handle until `mmf_segment_unlock_read`
+// (or `mmf_segment_close`). `*out_data` and `*out_len` get the data region, readable in
+// place (not writable) until then; other readers may hold the lock too, writers wait. While
+// the handle holds it, the handle's own lock-taking calls (`read_at`, `write_at`,
+// `wait_for_write`, `lock_write`, a second `lock_read`) fail with
+// `MMF_ERR_INVALID_ARGUMENT` instead of waiting for themselves. Needs a read-write handle
+// (readers take part in the lock word); a read-only handle gets an error.
+//
+// `MMF_ERR_POISONED`: a process died holding the write lock, so the data may be half
+// written; this call holds the read lock anyway, with `*out_data` and `*out_len` set.
+// `MMF_ERR_TIMEOUT`: a writer held the lock for longer than `timeout_ms`.
+//
+// # Safety
+// `seg` is null or a live handle; `out_data` and `out_len` are null or writable.
+int32_t mmf_segment_lock_read(MmfSegment *seg,
+                              uint32_t timeout_ms,
+                              const uint8_t **out_data,
+                              size_t *out_len);
+
+// Releases the read lock taken by `mmf_segment_lock_read`; the data pointer it gave must
+// not be used afterwards. `MMF_ERR_INVALID_ARGUMENT` if the handle does not hold it (also
+// when it holds the write lock instead).
+//
+// # Safety
+// `seg` is null or a live handle.
+int32_t mmf_segment_unlock_read(MmfSegment *seg);
+
 // Creates the frame channel `name` for frames of up to `max_frame_len` bytes and up to
 // `max_readers` readers at once; stores the writer in `*out`.
 //
@@ -207,7 +260,18 @@ int32_t mmf_frame_writer_create(const char *name,
                                 size_t max_readers,
                                 MmfFrameWriter **out);
 
-// Sets the user fields published with the following frames.
+// Creates the frame channel `name` as `*spec` says (0 fields: defaults, see
+// `MmfFrameSpec`); stores the writer in `*out`. `spec` is read during the call only.
+//
+// # Safety
+// `name` is null or a NUL-terminated string; `spec` is null or readable; `out` is null or
+// writable.
+int32_t mmf_frame_writer_create_with(const char *name,
+                                     const struct MmfFrameSpec *spec,
+                                     MmfFrameWriter **out);
+
+// Sets the user fields published with the following frames (including a frame begun
+// with `mmf_frame_writer_begin` and not yet committed).
 //
 // # Safety
 // `w` is null or a live handle.
@@ -219,7 +283,8 @@ int32_t mmf_frame_writer_set_meta(MmfFrameWriter *w,
 
 // Publishes a copy of `len` bytes at `data` as the next frame and stores its sequence number
 // in `*out_seq` (which may be null if not wanted). `MMF_ERR_TOO_LARGE` if `len` exceeds the
-// channel's maximum frame length.
+// channel's maximum frame length. `MMF_ERR_INVALID_ARGUMENT` while a frame is begun in
+// place (`mmf_frame_writer_begin`).
 //
 // # Safety
 // `w` is null or a live handle; `data` is null (with `len` 0) or readable for `len` bytes;
@@ -229,8 +294,67 @@ int32_t mmf_frame_writer_publish(MmfFrameWriter *w,
                                  size_t len,
                                  uint64_t *out_seq);
 
-// Closes the writer: readers see `MMF_ERR_WRITER_GONE`, and the name is removed. Null is a
-// no-op. The handle must not be used afterwards.
+// As `mmf_frame_writer_publish`, with the frame's user header: `hdr_len` bytes at `hdr`
+// (at most the channel's `user_header_len`; the rest of the header is zeroed) travel with
+// the frame, and readers get them in `MmfFrame::user_header`. Both are copied during the
+// call. `MMF_ERR_INVALID_ARGUMENT` if `hdr_len` is more than the channel's
+// `user_header_len`, `MMF_ERR_TOO_LARGE` if `len` is more than its maximum frame length
+// (nothing is published either way).
+//
+// # Safety
+// `w` is null or a live handle; `hdr` is null (with `hdr_len` 0) or readable for `hdr_len`
+// bytes; `data` is null (with `len` 0) or readable for `len` bytes; `out_seq` is null or
+// writable.
+int32_t mmf_frame_writer_publish_with_header(MmfFrameWriter *w,
+                                             const uint8_t *hdr,
+                                             size_t hdr_len,
+                                             const uint8_t *data,
+                                             size_t len,
+                                             uint64_t *out_seq);
+
+// Begins a frame written in place: takes a free slot of the channel and stores its address in
+// `*data` and its size (the channel's maximum frame length) in `*capacity`. Write the frame
+// there, then `mmf_frame_writer_commit` publishes it, or `mmf_frame_writer_abandon` drops it
+// (readers never see it and the slot is free again). The slot's old contents are whatever an
+// earlier frame left; its user header is zeroed (`mmf_frame_writer_begun_user_header` lends
+// it). `*data` is owned by the writer and dies at
+// the commit, the abandon, or `mmf_frame_writer_close` (which abandons). Meanwhile
+// `mmf_frame_writer_publish*` and a second `begin` fail with `MMF_ERR_INVALID_ARGUMENT`;
+// `mmf_frame_writer_set_meta` sets the begun frame's metadata.
+//
+// # Safety
+// `w` is null or a live handle; `data` and `capacity` are null or writable.
+int32_t mmf_frame_writer_begin(MmfFrameWriter *w, uint8_t **data, size_t *capacity);
+
+// Stores in `*header` and `*header_len` the user header of the frame begun with
+// `mmf_frame_writer_begin` (`MmfFrameSpec::user_header_len` bytes, zeroed by the begin; length
+// 0 on a channel without user headers), writable in place and published with the frame.
+// Owned by the writer; dies with the begin's data pointer. `MMF_ERR_INVALID_ARGUMENT` if no
+// frame is begun.
+//
+// # Safety
+// `w` is null or a live handle; `header` and `header_len` are null or writable.
+int32_t mmf_frame_writer_begun_user_header(MmfFrameWriter *w, uint8_t **header, size_t *header_len);
+
+// Publishes the first `len` bytes of the frame begun with `mmf_frame_writer_begin` and stores
+// its sequence number in `*out_seq` (which may be null if not wanted); the begin's data
+// pointer dies. `MMF_ERR_TOO_LARGE` if `len` is more than the capacity: nothing is published
+// and the frame is abandoned. `MMF_ERR_INVALID_ARGUMENT` if no frame is begun.
+//
+// # Safety
+// `w` is null or a live handle; `out_seq` is null or writable.
+int32_t mmf_frame_writer_commit(MmfFrameWriter *w, size_t len, uint64_t *out_seq);
+
+// Drops the frame begun with `mmf_frame_writer_begin` unpublished: readers never see it, the
+// slot is free again, no sequence number is used, and the begin's data pointer dies.
+// `MMF_ERR_INVALID_ARGUMENT` if no frame is begun.
+//
+// # Safety
+// `w` is null or a live handle.
+int32_t mmf_frame_writer_abandon(MmfFrameWriter *w);
+
+// Closes the writer, abandoning a frame begun in place: readers see `MMF_ERR_WRITER_GONE`,
+// and the name is removed. Null is a no-op. The handle must not be used afterwards.
 //
 // # Safety
 // `w` is null or a live handle from this library.
@@ -241,6 +365,14 @@ int32_t mmf_frame_writer_close(MmfFrameWriter *w);
 // # Safety
 // `name` is null or a NUL-terminated string; `out` is null or writable.
 int32_t mmf_frame_reader_open(const char *name, MmfFrameReader **out);
+
+// As `mmf_frame_reader_open`, but waits up to `timeout_ms` milliseconds for the channel to
+// appear (a consumer started before its camera, or reopening after `MMF_ERR_WRITER_GONE`
+// while the camera restarts). `MMF_ERR_TIMEOUT` if it did not in time.
+//
+// # Safety
+// `name` is null or a NUL-terminated string; `out` is null or writable.
+int32_t mmf_frame_reader_open_wait(const char *name, uint32_t timeout_ms, MmfFrameReader **out);
 
 // Waits up to `timeout_ms` milliseconds for the next frame and describes it in `*frame`
 // (see `MmfFrame` for how long it stays valid). Releases the frame held before, even on

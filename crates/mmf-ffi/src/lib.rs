@@ -24,7 +24,8 @@ use std::ptr::NonNull;
 use std::time::Duration;
 
 use mmf::{
-    Error, Frame, FrameMeta, FrameReader, FrameSpec, FrameWriter, LockError, Mmf, WriteGuard,
+    Error, Frame, FrameMeta, FrameReader, FrameSpec, FrameWriter, LockError, Mmf, PendingFrame,
+    ReadGuard, WriteGuard,
 };
 
 /// Success.
@@ -172,6 +173,18 @@ unsafe fn put<T>(out: *mut T, value: T) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Writes a result through an out-pointer the caller may leave null if not interested.
+///
+/// # Safety
+/// `out` is null or valid for a write of `T`.
+unsafe fn put_optional<T>(out: *mut T, value: T) -> Result<(), Failure> {
+    if out.is_null() {
+        return Ok(());
+    }
+    // SAFETY: non-null, and valid for a write per the caller.
+    unsafe { put(out, value) }
+}
+
 /// Rejects a null out-pointer before any work is done, so that a created segment or channel
 /// is not leaked behind a late failure.
 fn need_out<T>(out: *mut T) -> Result<(), Failure> {
@@ -268,14 +281,24 @@ unsafe fn close<H: Handle>(ptr: *mut H) -> Result<(), Failure> {
 // Segments
 // ---------------------------------------------------------------------------------------------
 
-/// An open segment (opaque), with the write lock while `mmf_segment_lock_write` holds it.
-/// Free with `mmf_segment_close`.
+/// A lock a segment handle holds across calls. The guards are never read: they are held for
+/// their `Drop`, which unlocks.
+#[allow(dead_code)]
+enum Held {
+    /// From `mmf_segment_lock_write`.
+    Write(WriteGuard<'static>),
+    /// From `mmf_segment_lock_read`.
+    Read(ReadGuard<'static>),
+}
+
+/// An open segment (opaque), with the lock while `mmf_segment_lock_write` or
+/// `mmf_segment_lock_read` holds it. Free with `mmf_segment_close`.
 #[repr(C)]
 pub struct MmfSegment {
     magic: u64,
-    /// The write lock held across calls, borrowing `*mmf`. Its `'static` is a lie this type
+    /// The lock held across calls, borrowing `*mmf`. Its `'static` is a lie this type
     /// keeps honest: the guard is dropped before `mmf` is freed (see `Drop`).
-    guard: Option<WriteGuard<'static>>,
+    guard: Option<Held>,
     /// From `Box::into_raw`, so that borrowing the handle mutably never claims unique access
     /// to the segment the guard borrows; freed in `Drop`.
     mmf: NonNull<Mmf>,
@@ -288,16 +311,28 @@ impl MmfSegment {
         unsafe { self.mmf.as_ref() }
     }
 
-    /// Refuses calls that take the lock themselves while this handle holds the write lock:
-    /// they would wait for it forever.
+    /// Refuses calls that take the lock themselves while this handle holds it: they would
+    /// wait for it forever (a writer behind our read lock, or anything behind our write lock).
     fn unlocked(&self) -> Result<&Mmf, Failure> {
-        if self.guard.is_some() {
-            return Err(Failure::invalid(
+        match self.guard {
+            None => Ok(self.mmf()),
+            Some(Held::Write(_)) => Err(Failure::invalid(
                 "this handle holds the write lock (mmf_segment_lock_write): \
                  call mmf_segment_unlock_write first",
-            ));
+            )),
+            Some(Held::Read(_)) => Err(Failure::invalid(
+                "this handle holds the read lock (mmf_segment_lock_read): \
+                 call mmf_segment_unlock_read first",
+            )),
         }
-        Ok(self.mmf())
+    }
+
+    /// The segment for a lock taken now and kept in `self.guard` until unlock or close.
+    fn for_guard(&mut self) -> Result<&'static Mmf, Failure> {
+        self.unlocked()?;
+        // SAFETY: `mmf` is live until the handle drops, and the guard borrowing it for
+        // "'static" is stored in `self.guard`, which `Drop` clears before freeing it.
+        Ok(unsafe { &*self.mmf.as_ptr() })
     }
 }
 
@@ -534,8 +569,8 @@ pub unsafe extern "C" fn mmf_segment_clear_poison(seg: *mut MmfSegment) -> i32 {
 /// `mmf_segment_unlock_write` (or `mmf_segment_close`). `*out_data` and `*out_len` get the
 /// data region, writable (and readable) in place until then; other processes' readers and
 /// writers wait meanwhile. While the handle holds the lock, its `read_at`, `write_at`,
-/// `wait_for_write` and a second `lock_write` fail with `MMF_ERR_INVALID_ARGUMENT` instead
-/// of waiting for themselves.
+/// `wait_for_write`, `lock_read` and a second `lock_write` fail with
+/// `MMF_ERR_INVALID_ARGUMENT` instead of waiting for themselves.
 ///
 /// `MMF_ERR_POISONED`: a process died holding the lock, and this call holds it now anyway,
 /// with `*out_data` and `*out_len` set: repair the data, call `mmf_segment_clear_poison`, then
@@ -555,10 +590,7 @@ pub unsafe extern "C" fn mmf_segment_lock_write(
         need_out(out_len)?;
         // SAFETY: per this function's contract.
         let seg = unsafe { handle(seg) }?;
-        seg.unlocked()?;
-        // SAFETY: `mmf` is live until the handle drops, and the guard borrowing it for
-        // "'static" is stored in `seg.guard`, which `Drop` clears before freeing it.
-        let mmf: &'static Mmf = unsafe { &*seg.mmf.as_ptr() };
+        let mmf = seg.for_guard()?;
         let taken = if timeout_ms == MMF_WAIT_FOREVER {
             mmf.write()
         } else {
@@ -570,7 +602,7 @@ pub unsafe extern "C" fn mmf_segment_lock_write(
             Err(LockError::Failed(error)) => return Err(error.into()),
         };
         let (data, len) = (guard.as_mut_ptr(), guard.len());
-        seg.guard = Some(guard);
+        seg.guard = Some(Held::Write(guard));
         // SAFETY: both checked non-null above; writable per this function's contract.
         unsafe { put(out_data, data) }?;
         // SAFETY: as above.
@@ -592,13 +624,87 @@ pub unsafe extern "C" fn mmf_segment_unlock_write(seg: *mut MmfSegment) -> i32 {
     call(|| {
         // SAFETY: per this function's contract.
         let seg = unsafe { handle(seg) }?;
-        match seg.guard.take() {
-            Some(guard) => {
-                drop(guard);
+        match seg.guard {
+            Some(Held::Write(_)) => {
+                seg.guard = None;
                 Ok(())
             }
-            None => Err(Failure::invalid(
+            _ => Err(Failure::invalid(
                 "this handle does not hold the write lock (no mmf_segment_lock_write)",
+            )),
+        }
+    })
+}
+
+/// Takes a shared read lock on the segment, waiting at most `timeout_ms` milliseconds
+/// (`MMF_WAIT_FOREVER`: no limit), and keeps it in the handle until `mmf_segment_unlock_read`
+/// (or `mmf_segment_close`). `*out_data` and `*out_len` get the data region, readable in
+/// place (not writable) until then; other readers may hold the lock too, writers wait. While
+/// the handle holds it, the handle's own lock-taking calls (`read_at`, `write_at`,
+/// `wait_for_write`, `lock_write`, a second `lock_read`) fail with
+/// `MMF_ERR_INVALID_ARGUMENT` instead of waiting for themselves. Needs a read-write handle
+/// (readers take part in the lock word); a read-only handle gets an error.
+///
+/// `MMF_ERR_POISONED`: a process died holding the write lock, so the data may be half
+/// written; this call holds the read lock anyway, with `*out_data` and `*out_len` set.
+/// `MMF_ERR_TIMEOUT`: a writer held the lock for longer than `timeout_ms`.
+///
+/// # Safety
+/// `seg` is null or a live handle; `out_data` and `out_len` are null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_segment_lock_read(
+    seg: *mut MmfSegment,
+    timeout_ms: u32,
+    out_data: *mut *const u8,
+    out_len: *mut usize,
+) -> i32 {
+    call(|| {
+        need_out(out_data)?;
+        need_out(out_len)?;
+        // SAFETY: per this function's contract.
+        let seg = unsafe { handle(seg) }?;
+        let mmf = seg.for_guard()?;
+        let taken = if timeout_ms == MMF_WAIT_FOREVER {
+            mmf.read()
+        } else {
+            mmf.read_timeout(Duration::from_millis(timeout_ms.into()))
+        };
+        let (guard, poisoned) = match taken {
+            Ok(guard) => (guard, false),
+            Err(LockError::Poisoned(poison)) => (poison.into_inner(), true),
+            Err(LockError::Failed(error)) => return Err(error.into()),
+        };
+        let (data, len) = (guard.as_ptr(), guard.len());
+        seg.guard = Some(Held::Read(guard));
+        // SAFETY: both checked non-null above; writable per this function's contract.
+        unsafe { put(out_data, data) }?;
+        // SAFETY: as above.
+        unsafe { put(out_len, len) }?;
+        if poisoned {
+            return Err(Error::Poisoned.into());
+        }
+        Ok(())
+    })
+}
+
+/// Releases the read lock taken by `mmf_segment_lock_read`; the data pointer it gave must
+/// not be used afterwards. `MMF_ERR_INVALID_ARGUMENT` if the handle does not hold it (also
+/// when it holds the write lock instead).
+///
+/// # Safety
+/// `seg` is null or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_segment_unlock_read(seg: *mut MmfSegment) -> i32 {
+    call(|| {
+        // SAFETY: per this function's contract.
+        let seg = unsafe { handle(seg) }?;
+        match seg.guard {
+            Some(Held::Read(_)) => {
+                seg.guard = None;
+                Ok(())
+            }
+            _ => Err(Failure::invalid(
+                "this handle does not hold the read lock (no mmf_segment_lock_read)",
             )),
         }
     })
@@ -608,12 +714,53 @@ pub unsafe extern "C" fn mmf_segment_unlock_write(seg: *mut MmfSegment) -> i32 {
 // Frame channels
 // ---------------------------------------------------------------------------------------------
 
-/// The writer of a frame channel (opaque). Free with `mmf_frame_writer_close`, which
-/// removes the channel's name.
+/// The writer of a frame channel (opaque), with the frame it is writing in place between
+/// `mmf_frame_writer_begin` and `mmf_frame_writer_commit`. Free with
+/// `mmf_frame_writer_close`, which removes the channel's name.
 #[repr(C)]
 pub struct MmfFrameWriter {
     magic: u64,
-    inner: FrameWriter,
+    /// The frame begun in place, borrowing `*writer`. Its `'static` is a lie this type keeps
+    /// honest: it is dropped (abandoned) before `writer` is freed (see `Drop`), and while it
+    /// lives, `writer` is reached only through it (`idle` refuses).
+    pending: Option<PendingFrame<'static>>,
+    /// From `Box::into_raw`, so that borrowing the handle mutably never claims unique access
+    /// to the writer the pending frame borrows; freed in `Drop`.
+    writer: NonNull<FrameWriter>,
+}
+
+impl MmfFrameWriter {
+    /// The writer, for a call that publishes (or otherwise needs it whole): refused while a
+    /// frame is begun, whose slot the writer must not hand out again.
+    fn idle(&mut self) -> Result<&mut FrameWriter, Failure> {
+        if self.pending.is_some() {
+            return Err(Failure::invalid(
+                "this writer has a frame begun in place (mmf_frame_writer_begin): \
+                 commit or abandon it first",
+            ));
+        }
+        // SAFETY: `writer` is live until the handle drops, and no pending frame borrows it
+        // (checked above); `&mut self` makes this the only borrow.
+        Ok(unsafe { self.writer.as_mut() })
+    }
+}
+
+impl Drop for MmfFrameWriter {
+    fn drop(&mut self) {
+        // The pending frame borrows the writer: abandon it before the writer goes.
+        self.pending = None;
+        // SAFETY: `writer` came from `Box::into_raw` in `boxed_writer`, and no borrow of it
+        // outlives this point (the pending frame was dropped above).
+        drop(unsafe { Box::from_raw(self.writer.as_ptr()) });
+    }
+}
+
+fn boxed_writer(writer: FrameWriter) -> *mut MmfFrameWriter {
+    Box::into_raw(Box::new(MmfFrameWriter {
+        magic: WRITER_MAGIC,
+        pending: None,
+        writer: NonNull::from(Box::leak(Box::new(writer))),
+    }))
 }
 
 impl Handle for MmfFrameWriter {
@@ -678,6 +825,51 @@ pub struct MmfFrame {
     pub pixel_format: u32,
     /// See `width`.
     pub tag: u64,
+    /// The frame's user header, `user_header_len` bytes written by the writer with the frame
+    /// (`mmf_frame_writer_publish_with_header`; zeros from the other publishes). Lives as long
+    /// as `data`. Not null even when `user_header_len` is 0.
+    pub user_header: *const u8,
+    /// Length of `user_header`: the channel's `MmfFrameSpec::user_header_len`.
+    pub user_header_len: usize,
+}
+
+/// Parameters of a new frame channel, for `mmf_frame_writer_create_with`. A 0 in any field
+/// asks for its default.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MmfFrameSpec {
+    /// Largest frame in bytes. Required: 0 is `MMF_ERR_INVALID_ARGUMENT`.
+    pub max_frame_len: usize,
+    /// Readers that may be open at once, 1 to 32 (0: 4).
+    pub max_readers: usize,
+    /// Frame slots, `max_readers + 2` to 62 (0: as many as fit in 32 MiB, at most 16 and at
+    /// least `max_readers + 2`). More slots never change what readers see.
+    pub slots: usize,
+    /// Bytes of the user header each frame carries beside its payload, 0 to 4096 (0: none).
+    /// Costs one page per slot.
+    pub user_header_len: usize,
+    /// Who may open the channel as a reader, as Unix permission bits (0: `0600`, this user
+    /// only; `0640` also the group, `0644` everyone). On Windows translated into the objects'
+    /// security descriptors.
+    pub mode: u32,
+}
+
+impl MmfFrameSpec {
+    fn to_spec(self) -> FrameSpec {
+        let defaults = FrameSpec::default();
+        let or = |value: usize, default: usize| if value == 0 { default } else { value };
+        FrameSpec {
+            max_frame_len: self.max_frame_len,
+            max_readers: or(self.max_readers, defaults.max_readers),
+            slots: self.slots,
+            user_header_len: self.user_header_len,
+            mode: if self.mode == 0 {
+                defaults.mode
+            } else {
+                self.mode
+            },
+        }
+    }
 }
 
 /// Creates the frame channel `name` for frames of up to `max_frame_len` bytes and up to
@@ -697,17 +889,38 @@ pub unsafe extern "C" fn mmf_frame_writer_create(
         // SAFETY: per this function's contract.
         let name = unsafe { name_arg(name) }?;
         let spec = FrameSpec::new(max_frame_len).max_readers(max_readers);
-        let inner = FrameWriter::create(name, spec)?;
-        let writer = Box::into_raw(Box::new(MmfFrameWriter {
-            magic: WRITER_MAGIC,
-            inner,
-        }));
+        let writer = FrameWriter::create(name, spec)?;
         // SAFETY: per this function's contract.
-        unsafe { put(out, writer) }
+        unsafe { put(out, boxed_writer(writer)) }
     })
 }
 
-/// Sets the user fields published with the following frames.
+/// Creates the frame channel `name` as `*spec` says (0 fields: defaults, see
+/// `MmfFrameSpec`); stores the writer in `*out`. `spec` is read during the call only.
+///
+/// # Safety
+/// `name` is null or a NUL-terminated string; `spec` is null or readable; `out` is null or
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_frame_writer_create_with(
+    name: *const c_char,
+    spec: *const MmfFrameSpec,
+    out: *mut *mut MmfFrameWriter,
+) -> i32 {
+    call(|| {
+        need_out(out)?;
+        // SAFETY: per this function's contract.
+        let name = unsafe { name_arg(name) }?;
+        // SAFETY: null or readable, per this function's contract.
+        let spec = unsafe { spec.as_ref() }.ok_or_else(|| Failure::invalid("spec is null"))?;
+        let writer = FrameWriter::create(name, spec.to_spec())?;
+        // SAFETY: per this function's contract.
+        unsafe { put(out, boxed_writer(writer)) }
+    })
+}
+
+/// Sets the user fields published with the following frames (including a frame begun
+/// with `mmf_frame_writer_begin` and not yet committed).
 ///
 /// # Safety
 /// `w` is null or a live handle.
@@ -722,19 +935,25 @@ pub unsafe extern "C" fn mmf_frame_writer_set_meta(
     call(|| {
         // SAFETY: per this function's contract.
         let w = unsafe { handle(w) }?;
-        w.inner.set_meta(FrameMeta {
+        let meta = FrameMeta {
             width,
             height,
             pixel_format,
             tag,
-        });
+        };
+        // The meta is read at commit, so a frame begun in place may still set its own.
+        match &mut w.pending {
+            Some(pending) => pending.set_meta(meta),
+            None => w.idle()?.set_meta(meta),
+        }
         Ok(())
     })
 }
 
 /// Publishes a copy of `len` bytes at `data` as the next frame and stores its sequence number
 /// in `*out_seq` (which may be null if not wanted). `MMF_ERR_TOO_LARGE` if `len` exceeds the
-/// channel's maximum frame length.
+/// channel's maximum frame length. `MMF_ERR_INVALID_ARGUMENT` while a frame is begun in
+/// place (`mmf_frame_writer_begin`).
 ///
 /// # Safety
 /// `w` is null or a live handle; `data` is null (with `len` 0) or readable for `len` bytes;
@@ -751,17 +970,179 @@ pub unsafe extern "C" fn mmf_frame_writer_publish(
         let w = unsafe { handle(w) }?;
         // SAFETY: per this function's contract.
         let data = unsafe { bytes_arg(data, len) }?;
-        let seq = w.inner.publish(data)?;
-        if !out_seq.is_null() {
-            // SAFETY: non-null, and writable per this function's contract.
-            unsafe { put(out_seq, seq) }?;
-        }
-        Ok(())
+        let seq = w.idle()?.publish(data)?;
+        // SAFETY: per this function's contract.
+        unsafe { put_optional(out_seq, seq) }
     })
 }
 
-/// Closes the writer: readers see `MMF_ERR_WRITER_GONE`, and the name is removed. Null is a
-/// no-op. The handle must not be used afterwards.
+/// As `mmf_frame_writer_publish`, with the frame's user header: `hdr_len` bytes at `hdr`
+/// (at most the channel's `user_header_len`; the rest of the header is zeroed) travel with
+/// the frame, and readers get them in `MmfFrame::user_header`. Both are copied during the
+/// call. `MMF_ERR_INVALID_ARGUMENT` if `hdr_len` is more than the channel's
+/// `user_header_len`, `MMF_ERR_TOO_LARGE` if `len` is more than its maximum frame length
+/// (nothing is published either way).
+///
+/// # Safety
+/// `w` is null or a live handle; `hdr` is null (with `hdr_len` 0) or readable for `hdr_len`
+/// bytes; `data` is null (with `len` 0) or readable for `len` bytes; `out_seq` is null or
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_frame_writer_publish_with_header(
+    w: *mut MmfFrameWriter,
+    hdr: *const u8,
+    hdr_len: usize,
+    data: *const u8,
+    len: usize,
+    out_seq: *mut u64,
+) -> i32 {
+    call(|| {
+        // SAFETY: per this function's contract.
+        let w = unsafe { handle(w) }?;
+        // SAFETY: per this function's contract.
+        let hdr = unsafe { bytes_arg(hdr, hdr_len) }?;
+        // SAFETY: per this function's contract.
+        let data = unsafe { bytes_arg(data, len) }?;
+        let writer = w.idle()?;
+        if hdr.len() > writer.user_header_len() {
+            return Err(Failure::invalid(format!(
+                "hdr_len {} is more than the channel's user_header_len {}",
+                hdr.len(),
+                writer.user_header_len()
+            )));
+        }
+        // Checked here because the closure below could not copy a longer frame.
+        if data.len() > writer.max_frame_len() {
+            return Err(Error::FrameTooLarge {
+                len: data.len() as u64,
+                max: writer.max_frame_len() as u64,
+            }
+            .into());
+        }
+        let seq = writer.publish_with_header(|header, frame| {
+            let (given, rest) = header.split_at_mut(hdr.len());
+            given.copy_from_slice(hdr);
+            rest.fill(0);
+            frame[..data.len()].copy_from_slice(data);
+            data.len()
+        })?;
+        // SAFETY: per this function's contract.
+        unsafe { put_optional(out_seq, seq) }
+    })
+}
+
+/// Begins a frame written in place: takes a free slot of the channel and stores its address in
+/// `*data` and its size (the channel's maximum frame length) in `*capacity`. Write the frame
+/// there, then `mmf_frame_writer_commit` publishes it, or `mmf_frame_writer_abandon` drops it
+/// (readers never see it and the slot is free again). The slot's old contents are whatever an
+/// earlier frame left; its user header is zeroed (`mmf_frame_writer_begun_user_header` lends
+/// it). `*data` is owned by the writer and dies at
+/// the commit, the abandon, or `mmf_frame_writer_close` (which abandons). Meanwhile
+/// `mmf_frame_writer_publish*` and a second `begin` fail with `MMF_ERR_INVALID_ARGUMENT`;
+/// `mmf_frame_writer_set_meta` sets the begun frame's metadata.
+///
+/// # Safety
+/// `w` is null or a live handle; `data` and `capacity` are null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_frame_writer_begin(
+    w: *mut MmfFrameWriter,
+    data: *mut *mut u8,
+    capacity: *mut usize,
+) -> i32 {
+    call(|| {
+        need_out(data)?;
+        need_out(capacity)?;
+        // SAFETY: per this function's contract.
+        let w = unsafe { handle(w) }?;
+        w.idle()?;
+        // SAFETY: `writer` is live until the handle drops, and the pending frame borrowing it
+        // for "'static" is stored in `w.pending`, which `Drop` clears before freeing it; while
+        // it is there, `idle` keeps every other borrow of the writer out.
+        let writer: &'static mut FrameWriter = unsafe { &mut *w.writer.as_ptr() };
+        let mut pending = writer.begin()?;
+        let (ptr, len) = (pending.as_mut_ptr(), pending.len());
+        w.pending = Some(pending);
+        // SAFETY: both checked non-null above; writable per this function's contract.
+        unsafe { put(data, ptr) }?;
+        // SAFETY: as above.
+        unsafe { put(capacity, len) }
+    })
+}
+
+/// Stores in `*header` and `*header_len` the user header of the frame begun with
+/// `mmf_frame_writer_begin` (`MmfFrameSpec::user_header_len` bytes, zeroed by the begin; length
+/// 0 on a channel without user headers), writable in place and published with the frame.
+/// Owned by the writer; dies with the begin's data pointer. `MMF_ERR_INVALID_ARGUMENT` if no
+/// frame is begun.
+///
+/// # Safety
+/// `w` is null or a live handle; `header` and `header_len` are null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_frame_writer_begun_user_header(
+    w: *mut MmfFrameWriter,
+    header: *mut *mut u8,
+    header_len: *mut usize,
+) -> i32 {
+    call(|| {
+        need_out(header)?;
+        need_out(header_len)?;
+        // SAFETY: per this function's contract.
+        let w = unsafe { handle(w) }?;
+        let pending = w.pending.as_mut().ok_or_else(not_begun)?;
+        // Disjoint from the frame's bytes that C may be writing through the begin's pointer.
+        let bytes = pending.user_header_mut();
+        let (ptr, len) = (bytes.as_mut_ptr(), bytes.len());
+        // SAFETY: both checked non-null above; writable per this function's contract.
+        unsafe { put(header, ptr) }?;
+        // SAFETY: as above.
+        unsafe { put(header_len, len) }
+    })
+}
+
+/// Publishes the first `len` bytes of the frame begun with `mmf_frame_writer_begin` and stores
+/// its sequence number in `*out_seq` (which may be null if not wanted); the begin's data
+/// pointer dies. `MMF_ERR_TOO_LARGE` if `len` is more than the capacity: nothing is published
+/// and the frame is abandoned. `MMF_ERR_INVALID_ARGUMENT` if no frame is begun.
+///
+/// # Safety
+/// `w` is null or a live handle; `out_seq` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_frame_writer_commit(
+    w: *mut MmfFrameWriter,
+    len: usize,
+    out_seq: *mut u64,
+) -> i32 {
+    call(|| {
+        // SAFETY: per this function's contract.
+        let w = unsafe { handle(w) }?;
+        let pending = w.pending.take().ok_or_else(not_begun)?;
+        let seq = pending.commit(len)?;
+        // SAFETY: per this function's contract.
+        unsafe { put_optional(out_seq, seq) }
+    })
+}
+
+/// Drops the frame begun with `mmf_frame_writer_begin` unpublished: readers never see it, the
+/// slot is free again, no sequence number is used, and the begin's data pointer dies.
+/// `MMF_ERR_INVALID_ARGUMENT` if no frame is begun.
+///
+/// # Safety
+/// `w` is null or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_frame_writer_abandon(w: *mut MmfFrameWriter) -> i32 {
+    call(|| {
+        // SAFETY: per this function's contract.
+        let w = unsafe { handle(w) }?;
+        w.pending.take().map(drop).ok_or_else(not_begun)
+    })
+}
+
+fn not_begun() -> Failure {
+    Failure::invalid("this writer has no frame begun in place (no mmf_frame_writer_begin)")
+}
+
+/// Closes the writer, abandoning a frame begun in place: readers see `MMF_ERR_WRITER_GONE`,
+/// and the name is removed. Null is a no-op. The handle must not be used afterwards.
 ///
 /// # Safety
 /// `w` is null or a live handle from this library.
@@ -785,14 +1166,39 @@ pub unsafe extern "C" fn mmf_frame_reader_open(
         // SAFETY: per this function's contract.
         let name = unsafe { name_arg(name) }?;
         let reader = FrameReader::open(name)?;
-        let handle = Box::into_raw(Box::new(MmfFrameReader {
-            magic: READER_MAGIC,
-            frame: None,
-            reader: NonNull::from(Box::leak(Box::new(reader))),
-        }));
         // SAFETY: per this function's contract.
-        unsafe { put(out, handle) }
+        unsafe { put(out, boxed_reader(reader)) }
     })
+}
+
+/// As `mmf_frame_reader_open`, but waits up to `timeout_ms` milliseconds for the channel to
+/// appear (a consumer started before its camera, or reopening after `MMF_ERR_WRITER_GONE`
+/// while the camera restarts). `MMF_ERR_TIMEOUT` if it did not in time.
+///
+/// # Safety
+/// `name` is null or a NUL-terminated string; `out` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_frame_reader_open_wait(
+    name: *const c_char,
+    timeout_ms: u32,
+    out: *mut *mut MmfFrameReader,
+) -> i32 {
+    call(|| {
+        need_out(out)?;
+        // SAFETY: per this function's contract.
+        let name = unsafe { name_arg(name) }?;
+        let reader = FrameReader::open_wait(name, Duration::from_millis(timeout_ms.into()))?;
+        // SAFETY: per this function's contract.
+        unsafe { put(out, boxed_reader(reader)) }
+    })
+}
+
+fn boxed_reader(reader: FrameReader) -> *mut MmfFrameReader {
+    Box::into_raw(Box::new(MmfFrameReader {
+        magic: READER_MAGIC,
+        frame: None,
+        reader: NonNull::from(Box::leak(Box::new(reader))),
+    }))
 }
 
 /// Which frame a take asks for.
@@ -824,6 +1230,7 @@ unsafe fn take(r: *mut MmfFrameReader, how: Take, out: *mut MmfFrame) -> Result<
         Take::Latest => reader.latest()?.ok_or_else(no_frame)?,
     };
     let info = *frame.info();
+    let header = frame.user_header();
     let view = MmfFrame {
         data: frame.as_ptr(),
         len: frame.len(),
@@ -833,6 +1240,8 @@ unsafe fn take(r: *mut MmfFrameReader, how: Take, out: *mut MmfFrame) -> Result<
         height: info.meta.height,
         pixel_format: info.meta.pixel_format,
         tag: info.meta.tag,
+        user_header: header.as_ptr(),
+        user_header_len: header.len(),
     };
     r.frame = Some(frame);
     // SAFETY: per the caller's contract.

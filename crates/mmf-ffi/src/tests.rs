@@ -23,7 +23,15 @@ fn empty_frame() -> MmfFrame {
         height: 0,
         pixel_format: 0,
         tag: 0,
+        user_header: ptr::null(),
+        user_header_len: 0,
     }
+}
+
+/// The user header of a frame the reader holds.
+fn header(frame: &MmfFrame) -> &[u8] {
+    // SAFETY: as for `bytes`: the header lives as long as the frame's data.
+    unsafe { std::slice::from_raw_parts(frame.user_header, frame.user_header_len) }
 }
 
 /// The bytes of a frame the reader holds.
@@ -423,4 +431,602 @@ fn the_write_lock_is_held_across_calls_until_unlocked_or_closed() {
         MMF_OK
     );
     assert_eq!(c!(mmf_segment_close(seg)), MMF_OK);
+}
+
+#[test]
+fn begin_commit_abandon_publish_in_place_and_refuse_out_of_order_calls() {
+    let name = cname("begin");
+    let mut w: *mut MmfFrameWriter = ptr::null_mut();
+    let mut r: *mut MmfFrameReader = ptr::null_mut();
+    let (mut data, mut cap, mut seq) = (ptr::null_mut::<u8>(), 0usize, 0u64);
+    assert_eq!(
+        c!(mmf_frame_writer_create(name.as_ptr(), 64, 2, &mut w)),
+        MMF_OK
+    );
+    assert_eq!(c!(mmf_frame_reader_open(name.as_ptr(), &mut r)), MMF_OK);
+    let mut frame = empty_frame();
+
+    // Out of order: nothing begun.
+    let (mut hdr, mut hdr_len) = (ptr::null_mut::<u8>(), 0usize);
+    assert_eq!(
+        c!(mmf_frame_writer_begun_user_header(
+            w,
+            &mut hdr,
+            &mut hdr_len
+        )),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        c!(mmf_frame_writer_commit(w, 1, &mut seq)),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    assert!(
+        last_message().contains("no frame begun"),
+        "{}",
+        last_message()
+    );
+    assert_eq!(c!(mmf_frame_writer_abandon(w)), MMF_ERR_INVALID_ARGUMENT);
+    assert_eq!(
+        c!(mmf_frame_writer_begin(w, ptr::null_mut(), &mut cap)),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        c!(mmf_frame_writer_begin(w, &mut data, ptr::null_mut())),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        c!(mmf_frame_writer_begin(ptr::null_mut(), &mut data, &mut cap)),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        c!(mmf_frame_writer_commit(ptr::null_mut(), 1, &mut seq)),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        c!(mmf_frame_writer_abandon(ptr::null_mut())),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+
+    // Begin, write in place, commit.
+    assert_eq!(c!(mmf_frame_writer_begin(w, &mut data, &mut cap)), MMF_OK);
+    assert_eq!(cap, 64);
+    // SAFETY: the writer holds the begun frame, whose `cap` bytes start at `data`.
+    let place = unsafe { std::slice::from_raw_parts_mut(data, cap) };
+    place[..5].copy_from_slice(b"place");
+    // While begun: a publish or a second begin is refused, the meta may still be set.
+    assert_eq!(
+        c!(mmf_frame_writer_publish(
+            w,
+            b"x".as_ptr(),
+            1,
+            ptr::null_mut()
+        )),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    assert!(
+        last_message().contains("commit or abandon"),
+        "{}",
+        last_message()
+    );
+    assert_eq!(
+        c!(mmf_frame_writer_publish_with_header(
+            w,
+            ptr::null(),
+            0,
+            b"x".as_ptr(),
+            1,
+            ptr::null_mut()
+        )),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    let mut data2 = ptr::null_mut::<u8>();
+    assert_eq!(
+        c!(mmf_frame_writer_begin(w, &mut data2, &mut cap)),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    assert!(data2.is_null(), "a refused begin wrote its out-pointer");
+    assert_eq!(c!(mmf_frame_writer_set_meta(w, 1, 2, 3, 4)), MMF_OK);
+    // No user header on this channel: an empty one.
+    let (mut hdr, mut hdr_len) = (ptr::null_mut::<u8>(), 99usize);
+    assert_eq!(
+        c!(mmf_frame_writer_begun_user_header(
+            w,
+            &mut hdr,
+            &mut hdr_len
+        )),
+        MMF_OK
+    );
+    assert_eq!(hdr_len, 0);
+    assert_eq!(
+        c!(mmf_frame_reader_try_next(r, &mut frame)),
+        MMF_ERR_WOULD_BLOCK,
+        "a begun frame was visible before its commit"
+    );
+    assert_eq!(c!(mmf_frame_writer_commit(w, 5, &mut seq)), MMF_OK);
+    assert_eq!(seq, 1);
+    assert_eq!(
+        c!(mmf_frame_writer_commit(w, 5, &mut seq)),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    assert_eq!(c!(mmf_frame_reader_try_next(r, &mut frame)), MMF_OK);
+    assert_eq!(bytes(&frame), b"place");
+    assert_eq!(
+        (
+            frame.seq,
+            frame.width,
+            frame.height,
+            frame.pixel_format,
+            frame.tag
+        ),
+        (1, 1, 2, 3, 4)
+    );
+    assert_eq!(c!(mmf_frame_reader_release(r)), MMF_OK);
+
+    // Abandoned and too long: nothing published, no sequence number used, slots come back.
+    for round in 0..20 {
+        assert_eq!(c!(mmf_frame_writer_begin(w, &mut data, &mut cap)), MMF_OK);
+        // SAFETY: as above.
+        unsafe { std::slice::from_raw_parts_mut(data, cap) }.fill(0xee);
+        if round % 2 == 0 {
+            assert_eq!(c!(mmf_frame_writer_abandon(w)), MMF_OK);
+        } else {
+            assert_eq!(
+                c!(mmf_frame_writer_commit(w, 65, &mut seq)),
+                MMF_ERR_TOO_LARGE
+            );
+            // The refused frame was abandoned with it.
+            assert_eq!(c!(mmf_frame_writer_abandon(w)), MMF_ERR_INVALID_ARGUMENT);
+        }
+    }
+    assert_eq!(
+        c!(mmf_frame_reader_try_next(r, &mut frame)),
+        MMF_ERR_WOULD_BLOCK,
+        "an abandoned frame was published"
+    );
+    assert_eq!(
+        c!(mmf_frame_writer_publish(w, b"next".as_ptr(), 4, &mut seq)),
+        MMF_OK
+    );
+    assert_eq!(seq, 2);
+    assert_eq!(c!(mmf_frame_reader_try_next(r, &mut frame)), MMF_OK);
+    assert_eq!((frame.seq, bytes(&frame)), (2, &b"next"[..]));
+
+    // Closing with a frame begun abandons it, and the readers hear the writer is gone.
+    assert_eq!(c!(mmf_frame_writer_begin(w, &mut data, &mut cap)), MMF_OK);
+    assert_eq!(c!(mmf_frame_writer_close(w)), MMF_OK);
+    assert_eq!(
+        c!(mmf_frame_reader_wait_next(r, 1000, &mut frame)),
+        MMF_ERR_WRITER_GONE
+    );
+    assert_eq!(c!(mmf_frame_reader_close(r)), MMF_OK);
+}
+
+#[test]
+fn create_with_a_spec_and_user_headers_travel_with_frames() {
+    let name = cname("spec");
+    let mut w: *mut MmfFrameWriter = ptr::null_mut();
+    let mut r: *mut MmfFrameReader = ptr::null_mut();
+    let spec = MmfFrameSpec {
+        max_frame_len: 32,
+        user_header_len: 16,
+        ..MmfFrameSpec::default()
+    };
+    assert_eq!(
+        c!(mmf_frame_writer_create_with(
+            name.as_ptr(),
+            ptr::null(),
+            &mut w
+        )),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    assert!(
+        last_message().contains("spec is null"),
+        "{}",
+        last_message()
+    );
+    assert_eq!(
+        c!(mmf_frame_writer_create_with(ptr::null(), &spec, &mut w)),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        c!(mmf_frame_writer_create_with(
+            name.as_ptr(),
+            &spec,
+            ptr::null_mut()
+        )),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    for bad in [
+        MmfFrameSpec {
+            max_frame_len: 0,
+            ..spec
+        },
+        MmfFrameSpec {
+            max_readers: 33,
+            ..spec
+        },
+        MmfFrameSpec {
+            user_header_len: 4097,
+            ..spec
+        },
+        MmfFrameSpec { slots: 3, ..spec },
+        MmfFrameSpec { slots: 63, ..spec },
+    ] {
+        assert_eq!(
+            c!(mmf_frame_writer_create_with(name.as_ptr(), &bad, &mut w)),
+            MMF_ERR_INVALID_ARGUMENT,
+            "{bad:?}"
+        );
+    }
+    assert!(w.is_null(), "a failed create wrote its out-pointer");
+    assert_eq!(
+        c!(mmf_frame_writer_create_with(name.as_ptr(), &spec, &mut w)),
+        MMF_OK
+    );
+    assert_eq!(
+        c!(mmf_frame_writer_create_with(name.as_ptr(), &spec, &mut w)),
+        MMF_ERR_ALREADY_EXISTS
+    );
+    assert_eq!(c!(mmf_frame_reader_open(name.as_ptr(), &mut r)), MMF_OK);
+    // Zeros asked for the defaults: 4 readers.
+    let handle = c!(&*w);
+    // SAFETY: a live writer handle with no frame begun, used from this thread only.
+    assert_eq!(unsafe { handle.writer.as_ref() }.max_readers(), 4);
+
+    let mut seq = 0u64;
+    let mut frame = empty_frame();
+    assert_eq!(
+        c!(mmf_frame_writer_publish_with_header(
+            w,
+            b"hdr".as_ptr(),
+            3,
+            b"data".as_ptr(),
+            4,
+            &mut seq
+        )),
+        MMF_OK
+    );
+    assert_eq!(seq, 1);
+    assert_eq!(c!(mmf_frame_reader_try_next(r, &mut frame)), MMF_OK);
+    assert_eq!(bytes(&frame), b"data");
+    assert_eq!(header(&frame), b"hdr\0\0\0\0\0\0\0\0\0\0\0\0\0");
+    // A header longer than the channel's, a null header with a length, a frame too long:
+    // refused, nothing published.
+    assert_eq!(
+        c!(mmf_frame_writer_publish_with_header(
+            w,
+            [1u8; 17].as_ptr(),
+            17,
+            b"x".as_ptr(),
+            1,
+            &mut seq
+        )),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    assert!(
+        last_message().contains("user_header_len 16"),
+        "{}",
+        last_message()
+    );
+    assert_eq!(
+        c!(mmf_frame_writer_publish_with_header(
+            w,
+            ptr::null(),
+            1,
+            b"x".as_ptr(),
+            1,
+            &mut seq
+        )),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        c!(mmf_frame_writer_publish_with_header(
+            w,
+            b"h".as_ptr(),
+            1,
+            [0u8; 33].as_ptr(),
+            33,
+            &mut seq
+        )),
+        MMF_ERR_TOO_LARGE
+    );
+    assert_eq!(
+        c!(mmf_frame_reader_try_next(r, &mut frame)),
+        MMF_ERR_WOULD_BLOCK
+    );
+    // A full header, then a plain publish, which zeroes it.
+    assert_eq!(
+        c!(mmf_frame_writer_publish_with_header(
+            w,
+            [9u8; 16].as_ptr(),
+            16,
+            ptr::null(),
+            0,
+            ptr::null_mut()
+        )),
+        MMF_OK
+    );
+    assert_eq!(c!(mmf_frame_reader_try_next(r, &mut frame)), MMF_OK);
+    assert_eq!((frame.len, header(&frame)), (0, &[9u8; 16][..]));
+    assert_eq!(
+        c!(mmf_frame_writer_publish(
+            w,
+            b"p".as_ptr(),
+            1,
+            ptr::null_mut()
+        )),
+        MMF_OK
+    );
+    assert_eq!(c!(mmf_frame_reader_try_next(r, &mut frame)), MMF_OK);
+    assert_eq!(header(&frame), [0u8; 16]);
+    // In place: the begun frame's header is zeroed, writable, and published with it.
+    let (mut data, mut cap) = (ptr::null_mut::<u8>(), 0usize);
+    let (mut hdr, mut hdr_len) = (ptr::null_mut::<u8>(), 0usize);
+    assert_eq!(c!(mmf_frame_writer_begin(w, &mut data, &mut cap)), MMF_OK);
+    assert_eq!(
+        c!(mmf_frame_writer_begun_user_header(
+            w,
+            ptr::null_mut(),
+            &mut hdr_len
+        )),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        c!(mmf_frame_writer_begun_user_header(
+            w,
+            &mut hdr,
+            &mut hdr_len
+        )),
+        MMF_OK
+    );
+    assert_eq!(hdr_len, 16);
+    // SAFETY: the writer holds the begun frame, whose `hdr_len` header bytes start at `hdr`.
+    let in_header = unsafe { std::slice::from_raw_parts_mut(hdr, hdr_len) };
+    assert_eq!(in_header, [0u8; 16], "begin zeroes the user header");
+    in_header.copy_from_slice(&[5; 16]);
+    // SAFETY: as above, its `cap` frame bytes at `data`, which do not overlap the header.
+    let in_frame = unsafe { std::slice::from_raw_parts_mut(data, cap) };
+    in_frame[..2].copy_from_slice(b"ip");
+    assert_eq!(c!(mmf_frame_writer_commit(w, 2, ptr::null_mut())), MMF_OK);
+    assert_eq!(c!(mmf_frame_reader_try_next(r, &mut frame)), MMF_OK);
+    assert_eq!(
+        (bytes(&frame), header(&frame)),
+        (&b"ip"[..], &[5u8; 16][..])
+    );
+    assert_eq!(c!(mmf_frame_writer_close(w)), MMF_OK);
+    assert_eq!(c!(mmf_frame_reader_close(r)), MMF_OK);
+
+    // Without a user header: length 0, a pointer that is not null.
+    let name = cname("spec-nohdr");
+    assert_eq!(
+        c!(mmf_frame_writer_create(name.as_ptr(), 8, 1, &mut w)),
+        MMF_OK
+    );
+    assert_eq!(c!(mmf_frame_reader_open(name.as_ptr(), &mut r)), MMF_OK);
+    assert_eq!(
+        c!(mmf_frame_writer_publish_with_header(
+            w,
+            b"h".as_ptr(),
+            1,
+            b"x".as_ptr(),
+            1,
+            &mut seq
+        )),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        c!(mmf_frame_writer_publish_with_header(
+            w,
+            ptr::null(),
+            0,
+            b"x".as_ptr(),
+            1,
+            &mut seq
+        )),
+        MMF_OK
+    );
+    assert_eq!(c!(mmf_frame_reader_latest(r, &mut frame)), MMF_OK);
+    assert_eq!(
+        (frame.user_header_len, frame.user_header.is_null()),
+        (0, false)
+    );
+    assert_eq!(c!(mmf_frame_writer_close(w)), MMF_OK);
+    assert_eq!(c!(mmf_frame_reader_close(r)), MMF_OK);
+}
+
+#[test]
+fn the_read_lock_is_held_across_calls_and_shared_with_other_readers() {
+    let name = cname("rlock");
+    let mut seg: *mut MmfSegment = ptr::null_mut();
+    let mut other: *mut MmfSegment = ptr::null_mut();
+    let mut data: *const u8 = ptr::null();
+    let mut wdata: *mut u8 = ptr::null_mut();
+    let mut len = 0usize;
+    assert_eq!(c!(mmf_segment_create(name.as_ptr(), 128, &mut seg)), MMF_OK);
+    assert_eq!(c!(mmf_segment_open(name.as_ptr(), &mut other)), MMF_OK);
+    assert_eq!(
+        c!(mmf_segment_write_at(seg, 0, b"read".as_ptr(), 4)),
+        MMF_OK
+    );
+
+    // Out of order and nulls.
+    assert_eq!(c!(mmf_segment_unlock_read(seg)), MMF_ERR_INVALID_ARGUMENT);
+    assert!(
+        last_message().contains("does not hold the read lock"),
+        "{}",
+        last_message()
+    );
+    assert_eq!(
+        c!(mmf_segment_unlock_read(ptr::null_mut())),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        c!(mmf_segment_lock_read(seg, 1000, ptr::null_mut(), &mut len)),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        c!(mmf_segment_lock_read(seg, 1000, &mut data, ptr::null_mut())),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        c!(mmf_segment_lock_read(
+            ptr::null_mut(),
+            1000,
+            &mut data,
+            &mut len
+        )),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+
+    assert_eq!(
+        c!(mmf_segment_lock_read(seg, 1000, &mut data, &mut len)),
+        MMF_OK
+    );
+    assert_eq!(len, 128);
+    // SAFETY: the handle holds the read lock, and `data` points to its `len` bytes.
+    let region = unsafe { std::slice::from_raw_parts(data, len) };
+    assert_eq!(&region[..4], b"read");
+    // Shared with another handle's read lock; a writer waits.
+    let mut other_data: *const u8 = ptr::null();
+    assert_eq!(
+        c!(mmf_segment_lock_read(
+            other,
+            1000,
+            &mut other_data,
+            &mut len
+        )),
+        MMF_OK
+    );
+    // SAFETY: `other` holds the read lock too, and `other_data` points to its `len` bytes.
+    let region = unsafe { std::slice::from_raw_parts(other_data, len) };
+    assert_eq!(&region[..4], b"read");
+    assert_eq!(c!(mmf_segment_unlock_read(other)), MMF_OK);
+    assert_eq!(
+        c!(mmf_segment_lock_write(other, 20, &mut wdata, &mut len)),
+        MMF_ERR_TIMEOUT
+    );
+    // The holder's own lock-taking calls fail instead of waiting; the wrong unlock too.
+    let mut buf = [0u8; 4];
+    assert_eq!(
+        c!(mmf_segment_read_at(seg, 0, buf.as_mut_ptr(), 4)),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    assert!(
+        last_message().contains("holds the read lock"),
+        "{}",
+        last_message()
+    );
+    assert_eq!(
+        c!(mmf_segment_lock_read(seg, 10, &mut data, &mut len)),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        c!(mmf_segment_lock_write(seg, 10, &mut wdata, &mut len)),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    assert_eq!(c!(mmf_segment_unlock_write(seg)), MMF_ERR_INVALID_ARGUMENT);
+    assert_eq!(c!(mmf_segment_unlock_read(seg)), MMF_OK);
+    assert_eq!(c!(mmf_segment_unlock_read(seg)), MMF_ERR_INVALID_ARGUMENT);
+
+    // Under the write lock, unlock_read is the wrong unlock.
+    assert_eq!(
+        c!(mmf_segment_lock_write(seg, 1000, &mut wdata, &mut len)),
+        MMF_OK
+    );
+    assert_eq!(c!(mmf_segment_unlock_read(seg)), MMF_ERR_INVALID_ARGUMENT);
+    assert_eq!(
+        c!(mmf_segment_lock_read(seg, 10, &mut data, &mut len)),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        c!(mmf_segment_lock_read(other, 20, &mut other_data, &mut len)),
+        MMF_ERR_TIMEOUT
+    );
+    assert_eq!(c!(mmf_segment_unlock_write(seg)), MMF_OK);
+
+    // Closing a handle that holds the read lock releases it.
+    assert_eq!(
+        c!(mmf_segment_lock_read(
+            other,
+            1000,
+            &mut other_data,
+            &mut len
+        )),
+        MMF_OK
+    );
+    assert_eq!(c!(mmf_segment_close(other)), MMF_OK);
+    assert_eq!(
+        c!(mmf_segment_lock_write(seg, 1000, &mut wdata, &mut len)),
+        MMF_OK
+    );
+    assert_eq!(c!(mmf_segment_unlock_write(seg)), MMF_OK);
+
+    // A read-only handle cannot take part in the lock word.
+    let mut ro: *mut MmfSegment = ptr::null_mut();
+    assert_eq!(
+        c!(mmf_segment_open_read_only(name.as_ptr(), &mut ro)),
+        MMF_OK
+    );
+    let status = c!(mmf_segment_lock_read(ro, 10, &mut data, &mut len));
+    assert!(status < 0, "read lock on a read-only handle: {status}");
+    assert_eq!(c!(mmf_segment_unlock_read(ro)), MMF_ERR_INVALID_ARGUMENT);
+    assert_eq!(c!(mmf_segment_close(ro)), MMF_OK);
+    assert_eq!(c!(mmf_segment_close(seg)), MMF_OK);
+}
+
+#[test]
+fn open_wait_times_out_then_opens_a_channel_that_appears() {
+    let name = cname("openwait");
+    let mut r: *mut MmfFrameReader = ptr::null_mut();
+    assert_eq!(
+        c!(mmf_frame_reader_open_wait(ptr::null(), 10, &mut r)),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        c!(mmf_frame_reader_open_wait(
+            name.as_ptr(),
+            10,
+            ptr::null_mut()
+        )),
+        MMF_ERR_INVALID_ARGUMENT
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(
+        c!(mmf_frame_reader_open_wait(name.as_ptr(), 30, &mut r)),
+        MMF_ERR_TIMEOUT
+    );
+    assert!(started.elapsed() >= Duration::from_millis(30));
+    assert!(r.is_null());
+    let creator = {
+        let name = name.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let mut w: *mut MmfFrameWriter = ptr::null_mut();
+            assert_eq!(
+                c!(mmf_frame_writer_create(name.as_ptr(), 8, 1, &mut w)),
+                MMF_OK
+            );
+            assert_eq!(
+                c!(mmf_frame_writer_publish(
+                    w,
+                    b"late".as_ptr(),
+                    4,
+                    ptr::null_mut()
+                )),
+                MMF_OK
+            );
+            // The handle itself is not Send: hand back its address.
+            w as usize
+        })
+    };
+    assert_eq!(
+        c!(mmf_frame_reader_open_wait(name.as_ptr(), 10_000, &mut r)),
+        MMF_OK
+    );
+    let w = creator.join().unwrap() as *mut MmfFrameWriter;
+    let mut frame = empty_frame();
+    assert_eq!(c!(mmf_frame_reader_wait_next(r, 1000, &mut frame)), MMF_OK);
+    assert_eq!(bytes(&frame), b"late");
+    assert_eq!(c!(mmf_frame_reader_close(r)), MMF_OK);
+    assert_eq!(c!(mmf_frame_writer_close(w)), MMF_OK);
 }

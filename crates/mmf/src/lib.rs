@@ -115,7 +115,7 @@ pub use bytemuck;
 #[cfg(not(loom))]
 pub use channel::{
     Frame, FrameInfo, FrameMeta, FrameReader, FrameReaderOptions, FrameSpec, FrameWriter,
-    ReaderStats,
+    PendingFrame, ReaderStats,
 };
 pub use error::{Error, LockError, LockResult, Owner, PoisonError, Result};
 pub use lock::{

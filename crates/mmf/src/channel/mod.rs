@@ -22,6 +22,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A writer that cannot fill a frame inside one closure (a capture API that fills a buffer
+//! asynchronously, a C caller) takes the slot with [`FrameWriter::begin`] and publishes it
+//! with [`PendingFrame::commit`], or drops it unpublished.
+//!
 //! # Design
 //!
 //! A channel is two ordinary segments (same naming rules, permissions, lifetime, header
@@ -279,4 +283,4 @@ pub use layout::{
 };
 pub use pixel::{PixelFormat, UnknownPixelFormat};
 pub use reader::{Frame, FrameReader, FrameReaderOptions};
-pub use writer::{FrameSpec, FrameWriter};
+pub use writer::{FrameSpec, FrameWriter, PendingFrame};

@@ -389,6 +389,11 @@ impl FrameWriter {
         self.channel.geometry.max_readers as usize
     }
 
+    /// Bytes of the user header every frame carries ([`FrameSpec::user_header_len`]).
+    pub fn user_header_len(&self) -> usize {
+        self.channel.geometry.user_header_len
+    }
+
     /// Whether the reader table was truncated by another process and the writer now works
     /// on private zero pages in its place: it publishes on, but sees no reader's pin and
     /// wakes no sleeping reader any more (readers get typed errors; see the module docs,
@@ -485,34 +490,70 @@ impl FrameWriter {
         &mut self,
         fill: impl FnOnce(&mut [u8], &mut [u8]) -> usize,
     ) -> Result<u64> {
+        let mut pending = self.begin_raw()?;
+        let (header, frame) = pending.parts_mut();
+        let len = fill(header, frame);
+        pending.commit(len)
+    }
+
+    /// Takes a free slot for a frame written in place, for a caller that cannot hand a
+    /// closure to [`publish_with`](Self::publish_with) (a C caller, a frame filled across
+    /// several calls or by an asynchronous capture API). The [`PendingFrame`] derefs to the
+    /// slot's `max_frame_len` bytes (contents are what an earlier frame left there; its user
+    /// header, [`PendingFrame::user_header_mut`], is zeroed);
+    /// [`commit`](PendingFrame::commit) publishes it, dropping it abandons it: nothing is
+    /// published, readers never see its bytes, and the slot is free again. Never waits for
+    /// readers.
+    ///
+    /// ```
+    /// # use mmf::{FrameReader, FrameSpec, FrameWriter};
+    /// # fn main() -> mmf::Result<()> {
+    /// # let name = format!("begin-doc-{}", std::process::id());
+    /// let mut camera = FrameWriter::create(&name, FrameSpec::new(640 * 480))?;
+    /// let mut reader = FrameReader::open(&name)?;
+    /// let mut frame = camera.begin()?;
+    /// frame[..3].copy_from_slice(b"abc");
+    /// assert_eq!(frame.commit(3)?, 1);
+    /// drop(camera.begin()?); // abandoned: frame 2 is never published
+    /// assert_eq!(&reader.latest()?.unwrap()[..], b"abc");
+    /// # Ok(()) }
+    /// ```
+    pub fn begin(&mut self) -> Result<PendingFrame<'_>> {
+        let mut pending = self.begin_raw()?;
+        pending.user_header_mut().fill(0);
+        Ok(pending)
+    }
+
+    /// [`begin`](Self::begin) without zeroing the user header: the first half of the publish
+    /// protocol, shared by every way to publish.
+    fn begin_raw(&mut self) -> Result<PendingFrame<'_>> {
         let slot = self.take_free_slot()?;
-        let max = self.max_frame_len();
         let seq = self.seq + 1;
         // Stamp the slot before writing into it, seqlock-writer style: Relaxed stores, then a
-        // Release fence that orders them before every write `fill` makes; pairs with the
+        // Release fence that orders them before every write the caller makes; pairs with the
         // Acquire fence in `Frame::verify`, so a reader that read any byte of this frame
-        // (through a pin some other process cleared) sees the new stamp.
+        // (through a pin some other process cleared) sees the new stamp. An abandoned frame
+        // leaves its stamp: the slot's bytes may have changed, so that is the truth.
         store64(&self.channel.control().stamps[slot as usize], seq);
         fence(Release);
-        // SAFETY: slot < slots, so its max_frame_len bytes lie in our read-write mapping; no
-        // reader reads it (neither `latest` nor pinned: take_free_slot, module docs), and
-        // `&mut self` makes this the only borrow in this process.
-        let buf = unsafe { std::slice::from_raw_parts_mut(self.channel.slot_ptr(slot), max) };
-        let header_len = self.channel.geometry.user_header_len;
-        // SAFETY: as for `buf`: the header's bytes lie in the same free slot, after the
-        // frame's pages (Geometry::user_header_offset), so the two slices do not overlap.
-        let header = unsafe {
-            std::slice::from_raw_parts_mut(self.channel.user_header_ptr(slot), header_len)
-        };
-        let len = fill(header, buf);
+        Ok(PendingFrame {
+            writer: self,
+            slot,
+            committed: false,
+        })
+    }
+
+    /// The second half of the publish protocol: publishes the first `len` bytes of `slot`,
+    /// which [`begin_raw`](Self::begin_raw) took and stamped.
+    fn commit_slot(&mut self, slot: u32, len: usize) -> Result<u64> {
+        let max = self.max_frame_len();
         if len > max {
-            // Nothing was published, so the slot is still free.
-            self.free |= 1 << slot;
             return Err(Error::FrameTooLarge {
                 len: len as u64,
                 max: max as u64,
             });
         }
+        let seq = self.seq + 1;
         let control = self.channel.control();
         // Seqlock write: mark the metadata as changing, then rewrite it. Relaxed + Release
         // fence: the busy value is ordered before the metadata stores below; pairs with the
@@ -635,6 +676,106 @@ impl FrameWriter {
         }
         // slots <= MAX_SLOTS = 62, so the shift cannot overflow.
         ((1u64 << slots) - 1) & !taken
+    }
+}
+
+/// A frame being written in place into a free slot, from [`FrameWriter::begin`]: derefs to
+/// the slot's `max_frame_len` bytes. [`commit`](Self::commit) publishes it; dropping it
+/// uncommitted abandons it (nothing published, the slot free again). It borrows the writer
+/// mutably, so nothing else is published meanwhile.
+#[must_use = "if unused the frame is abandoned at once"]
+pub struct PendingFrame<'a> {
+    writer: &'a mut FrameWriter,
+    /// Taken from the free set by `begin_raw`, stamped, in no reader's view.
+    slot: u32,
+    /// Set by `commit` once the slot belongs to the published frames.
+    committed: bool,
+}
+
+impl PendingFrame<'_> {
+    /// Publishes the first `len` bytes as the next frame (with the writer's current
+    /// [`FrameMeta`]); returns its sequence number. [`Error::FrameTooLarge`] if `len` is
+    /// more than `max_frame_len`: then nothing is published and the frame is abandoned.
+    pub fn commit(mut self, len: usize) -> Result<u64> {
+        let seq = self.writer.commit_slot(self.slot, len)?;
+        self.committed = true;
+        Ok(seq)
+    }
+
+    /// The frame's user header ([`FrameSpec::user_header_len`] bytes, page aligned; empty
+    /// without one), published with it.
+    pub fn user_header_mut(&mut self) -> &mut [u8] {
+        self.parts_mut().0
+    }
+
+    /// The user header and the frame's bytes at once.
+    pub fn parts_mut(&mut self) -> (&mut [u8], &mut [u8]) {
+        let channel = &self.writer.channel;
+        let header_len = channel.geometry.user_header_len;
+        // SAFETY: slot < slots (take_free_slot), so its max_frame_len bytes lie in our
+        // read-write mapping; no reader reads it (neither `latest` nor pinned: take_free_slot,
+        // module docs, and it is not published before `commit`), and `&mut self`, which
+        // borrows the writer mutably, makes this the only borrow in this process.
+        let frame = unsafe {
+            std::slice::from_raw_parts_mut(
+                channel.slot_ptr(self.slot),
+                channel.geometry.max_frame_len,
+            )
+        };
+        // SAFETY: as for `frame`: the header's bytes lie in the same free slot, after the
+        // frame's pages (Geometry::user_header_offset), so the two slices do not overlap.
+        let header = unsafe {
+            std::slice::from_raw_parts_mut(channel.user_header_ptr(self.slot), header_len)
+        };
+        (header, frame)
+    }
+
+    /// Sets the writer's [`FrameMeta`] (as [`FrameWriter::set_meta`]), which this frame and
+    /// the following ones are published with: for metadata known only once the frame is
+    /// written (a checksum, the capture time).
+    pub fn set_meta(&mut self, meta: FrameMeta) {
+        self.writer.set_meta(meta);
+    }
+
+    /// The sequence number the frame gets if committed.
+    pub fn seq(&self) -> u64 {
+        self.writer.seq + 1
+    }
+}
+
+impl std::ops::Deref for PendingFrame<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        let channel = &self.writer.channel;
+        // SAFETY: as in `parts_mut`; `&self` borrows the writer, so no `&mut` to the slot
+        // exists meanwhile.
+        unsafe {
+            std::slice::from_raw_parts(channel.slot_ptr(self.slot), channel.geometry.max_frame_len)
+        }
+    }
+}
+
+impl std::ops::DerefMut for PendingFrame<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.parts_mut().1
+    }
+}
+
+impl Drop for PendingFrame<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            // Never published, so the slot is still free.
+            self.writer.free |= 1 << self.slot;
+        }
+    }
+}
+
+impl std::fmt::Debug for PendingFrame<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingFrame")
+            .field("seq", &self.seq())
+            .field("max_frame_len", &self.writer.channel.geometry.max_frame_len)
+            .finish_non_exhaustive()
     }
 }
 
