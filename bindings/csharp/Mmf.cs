@@ -85,23 +85,25 @@ namespace Mmf
         protected override bool ReleaseHandle() { return Native.mmf_frame_reader_close(handle) == 0; }
     }
 
-    /// <summary>MmfFrame of mmf.h, field for field. Sequential layout gives C's natural
-    /// alignment on 64-bit targets; on 32-bit x86 Linux C aligns uint64_t to 4 inside a
-    /// struct, which this does not model (untested there).</summary>
+    /// <summary>MmfFrame of mmf.h, field for field. mmf.h orders the fields so that none
+    /// needs padding whether uint64_t is 4- or 8-aligned, so sequential layout matches C on
+    /// 32- and 64-bit targets alike (72 bytes on 64-bit, 56 on 32-bit; checked when the
+    /// library is first used, see Native.CheckAbi).</summary>
     [StructLayout(LayoutKind.Sequential)]
     internal struct NativeFrame
     {
-        public IntPtr Data;
-        public UIntPtr Len;
         public ulong Seq;
         public ulong TimestampNs;
-        public uint Width;
-        public uint Height;
-        public uint PixelFormat;
         public ulong Tag;
+        public IntPtr Data;
+        public UIntPtr Len;
         // The library writes the whole struct: these must be here even while unused.
         public IntPtr UserHeader;
         public UIntPtr UserHeaderLen;
+        public uint Width;
+        public uint Height;
+        public uint PixelFormat;
+        public uint Reserved;
     }
 
     /// <summary>The P/Invoke declarations, one per function of mmf.h. Names are passed as
@@ -113,6 +115,28 @@ namespace Mmf
         private const string Lib = "mmf_ffi";
 
         [DllImport(Lib)] internal static extern IntPtr mmf_last_error_message();
+        [DllImport(Lib)] internal static extern uint mmf_abi_version();
+
+        /// <summary>MMF_ABI_VERSION of the mmf.h this file was written against.</summary>
+        internal const uint AbiVersion = 1;
+
+        /// <summary>Runs before the first call into the library: a library of another ABI
+        /// version, or a struct laid out otherwise than C lays it out, would be misread
+        /// silently, so either stops the program here (as a TypeInitializationException whose
+        /// inner exception says which).</summary>
+        static Native()
+        {
+            uint version = mmf_abi_version();
+            if (version != AbiVersion)
+                throw new InvalidOperationException(string.Format(
+                    "the loaded mmf_ffi library has ABI version {0}, but this binding was written for version {1}: use the library and the binding of the same mmf release",
+                    version, AbiVersion));
+            int size = Marshal.SizeOf(typeof(NativeFrame));
+            int want = 24 + 4 * IntPtr.Size + 16;
+            if (size != want)
+                throw new InvalidOperationException(string.Format(
+                    "NativeFrame is {0} bytes but MmfFrame is {1} on this platform", size, want));
+        }
 
         [DllImport(Lib)] internal static extern int mmf_segment_create(byte[] name, UIntPtr size, out SegmentHandle seg);
         [DllImport(Lib)] internal static extern int mmf_segment_open(byte[] name, out SegmentHandle seg);

@@ -59,6 +59,11 @@ typedef struct MmfFrameReader MmfFrameReader;
 // Pass as `timeout_ms` to `mmf_segment_wait_for_write` to wait without a time limit.
 #define MMF_WAIT_FOREVER UINT32_MAX
 
+// The version of this ABI: the functions, their arguments and the structs' layouts. Raised
+// with every change a program built against an older header could misread; compare it with
+// `mmf_abi_version()` to catch a mismatched library at start-up.
+#define MMF_ABI_VERSION 1
+
 // Parameters of a new frame channel, for `mmf_frame_writer_create_with`. A 0 in any field
 // asks for its default.
 typedef struct MmfFrameSpec {
@@ -81,34 +86,46 @@ typedef struct MmfFrameSpec {
 // A frame as C sees it: the bytes stay in shared memory, valid (and unchanged by the writer)
 // until `mmf_frame_reader_release`, the next take on the same reader, or
 // `mmf_frame_reader_close`, whichever comes first.
+//
+// Layout: the 8-byte fields first, then the pointer-sized ones, then the 4-byte ones and a
+// reserved word, so that every field sits at the same offset whether the compiler aligns
+// `uint64_t` to 4 (32-bit x86 Linux) or to 8 (everywhere else), with no padding: bindings
+// that declare it field by field (C#, ctypes) need no packing rules. 72 bytes on 64-bit
+// targets, 56 on 32-bit ones.
 typedef struct MmfFrame {
-  // The frame's bytes (owned by the reader handle; do not free).
-  const uint8_t *data;
-  // Length of `data` in bytes.
-  size_t len;
   // Sequence number: 1 for the first frame, +1 per publish.
   uint64_t seq;
   // Publish time in nanoseconds on a monotonic clock comparable across processes.
   uint64_t timestamp_ns;
-  // The writer's user fields (`mmf_frame_writer_set_meta`).
-  uint32_t width;
-  // See `width`.
-  uint32_t height;
-  // See `width`.
-  uint32_t pixel_format;
-  // See `width`.
+  // The writer's user fields (`mmf_frame_writer_set_meta`), like `width` below.
   uint64_t tag;
+  // The frame's bytes (owned by the reader handle; do not free).
+  const uint8_t *data;
+  // Length of `data` in bytes.
+  size_t len;
   // The frame's user header, `user_header_len` bytes written by the writer with the frame
   // (`mmf_frame_writer_publish_with_header`; zeros from the other publishes). Lives as long
   // as `data`. Not null even when `user_header_len` is 0.
   const uint8_t *user_header;
   // Length of `user_header`: the channel's `MmfFrameSpec::user_header_len`.
   size_t user_header_len;
+  // The writer's user fields (`mmf_frame_writer_set_meta`).
+  uint32_t width;
+  // See `width`.
+  uint32_t height;
+  // See `width`.
+  uint32_t pixel_format;
+  // Always 0 for now; keeps the size a multiple of 8 on 32-bit targets.
+  uint32_t reserved;
 } MmfFrame;
 
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+// The ABI version of the library loaded (`MMF_ABI_VERSION` when it was built). A program
+// should refuse to go on when it differs from the `MMF_ABI_VERSION` it was compiled with.
+uint32_t mmf_abi_version(void);
 
 // The message of the last failed call on this thread, as a NUL-terminated UTF-8 string; ""
 // if no call has failed on this thread yet. Owned by the library: valid until the next

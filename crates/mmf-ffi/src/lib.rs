@@ -55,6 +55,18 @@ pub const MMF_ERR_PANIC: i32 = -10;
 /// Pass as `timeout_ms` to `mmf_segment_wait_for_write` to wait without a time limit.
 pub const MMF_WAIT_FOREVER: u32 = u32::MAX;
 
+/// The version of this ABI: the functions, their arguments and the structs' layouts. Raised
+/// with every change a program built against an older header could misread; compare it with
+/// `mmf_abi_version()` to catch a mismatched library at start-up.
+pub const MMF_ABI_VERSION: u32 = 1;
+
+/// The ABI version of the library loaded (`MMF_ABI_VERSION` when it was built). A program
+/// should refuse to go on when it differs from the `MMF_ABI_VERSION` it was compiled with.
+#[no_mangle]
+pub extern "C" fn mmf_abi_version() -> u32 {
+    MMF_ABI_VERSION
+}
+
 thread_local! {
     /// The message of the last failure on this thread; `mmf_last_error_message` lends it out.
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
@@ -806,32 +818,49 @@ impl Drop for MmfFrameReader {
 /// A frame as C sees it: the bytes stay in shared memory, valid (and unchanged by the writer)
 /// until `mmf_frame_reader_release`, the next take on the same reader, or
 /// `mmf_frame_reader_close`, whichever comes first.
+///
+/// Layout: the 8-byte fields first, then the pointer-sized ones, then the 4-byte ones and a
+/// reserved word, so that every field sits at the same offset whether the compiler aligns
+/// `uint64_t` to 4 (32-bit x86 Linux) or to 8 (everywhere else), with no padding: bindings
+/// that declare it field by field (C#, ctypes) need no packing rules. 72 bytes on 64-bit
+/// targets, 56 on 32-bit ones.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct MmfFrame {
-    /// The frame's bytes (owned by the reader handle; do not free).
-    pub data: *const u8,
-    /// Length of `data` in bytes.
-    pub len: usize,
     /// Sequence number: 1 for the first frame, +1 per publish.
     pub seq: u64,
     /// Publish time in nanoseconds on a monotonic clock comparable across processes.
     pub timestamp_ns: u64,
-    /// The writer's user fields (`mmf_frame_writer_set_meta`).
-    pub width: u32,
-    /// See `width`.
-    pub height: u32,
-    /// See `width`.
-    pub pixel_format: u32,
-    /// See `width`.
+    /// The writer's user fields (`mmf_frame_writer_set_meta`), like `width` below.
     pub tag: u64,
+    /// The frame's bytes (owned by the reader handle; do not free).
+    pub data: *const u8,
+    /// Length of `data` in bytes.
+    pub len: usize,
     /// The frame's user header, `user_header_len` bytes written by the writer with the frame
     /// (`mmf_frame_writer_publish_with_header`; zeros from the other publishes). Lives as long
     /// as `data`. Not null even when `user_header_len` is 0.
     pub user_header: *const u8,
     /// Length of `user_header`: the channel's `MmfFrameSpec::user_header_len`.
     pub user_header_len: usize,
+    /// The writer's user fields (`mmf_frame_writer_set_meta`).
+    pub width: u32,
+    /// See `width`.
+    pub height: u32,
+    /// See `width`.
+    pub pixel_format: u32,
+    /// Always 0 for now; keeps the size a multiple of 8 on 32-bit targets.
+    pub reserved: u32,
 }
+
+// The layout promised above, checked for every target this crate is built for.
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    let word = size_of::<usize>();
+    assert!(offset_of!(MmfFrame, data) == 24);
+    assert!(offset_of!(MmfFrame, width) == 24 + 4 * word);
+    assert!(size_of::<MmfFrame>() == 24 + 4 * word + 16);
+};
 
 /// Parameters of a new frame channel, for `mmf_frame_writer_create_with`. A 0 in any field
 /// asks for its default.
@@ -1242,6 +1271,7 @@ unsafe fn take(r: *mut MmfFrameReader, how: Take, out: *mut MmfFrame) -> Result<
         tag: info.meta.tag,
         user_header: header.as_ptr(),
         user_header_len: header.len(),
+        reserved: 0,
     };
     r.frame = Some(frame);
     // SAFETY: per the caller's contract.

@@ -25,6 +25,7 @@ fn empty_frame() -> MmfFrame {
         tag: 0,
         user_header: ptr::null(),
         user_header_len: 0,
+        reserved: 0,
     }
 }
 

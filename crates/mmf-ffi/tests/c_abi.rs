@@ -37,8 +37,16 @@ fn program() -> &'static Path {
             "no staticlib at {}",
             staticlib.display()
         );
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("mmf-ffi-frames");
-        let status = Command::new("cc")
+        // The temporary directory is shared by every target: one program per architecture.
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("mmf-ffi-frames-{}", std::env::consts::ARCH));
+        let mut cc = Command::new("cc");
+        // A 32-bit test binary links the 32-bit staticlib: compile the program to match (this
+        // also checks mmf.h's promise that MmfFrame's offsets hold where uint64_t is 4-aligned).
+        if cfg!(target_arch = "x86") {
+            cc.arg("-m32");
+        }
+        let status = cc
             .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-I"])
             .arg(crate_dir.join("include"))
             .arg(crate_dir.join("tests/c/frames.c"))

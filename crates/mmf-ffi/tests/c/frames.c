@@ -13,11 +13,19 @@
  *   frames segmaker NAME   create segment NAME with the bytes `segment` checks, print "ready",
  *                          and on a stdin line check the bytes `segment` wrote
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "mmf.h"
+
+/* The layout mmf.h promises for MmfFrame, as this compiler lays it out (C99 has no
+ * _Static_assert: a negative array size fails the build instead). */
+#define WORD sizeof(void *)
+typedef char frame_data_offset_is_24[offsetof(MmfFrame, data) == 24 ? 1 : -1];
+typedef char frame_width_offset[offsetof(MmfFrame, width) == 24 + 4 * WORD ? 1 : -1];
+typedef char frame_size[sizeof(MmfFrame) == 24 + 4 * WORD + 16 ? 1 : -1];
 
 #define CHECK(call)                                                                         \
     do {                                                                                    \
@@ -194,6 +202,11 @@ static int segment_maker(const char *name) {
 }
 
 int main(int argc, char **argv) {
+    if (mmf_abi_version() != MMF_ABI_VERSION) {
+        fprintf(stderr, "libmmf_ffi has ABI version %u, mmf.h says %u\n",
+                (unsigned)mmf_abi_version(), (unsigned)MMF_ABI_VERSION);
+        return 4;
+    }
     if (argc == 4 && strcmp(argv[1], "write") == 0) return write_frames(argv[2], strtoull(argv[3], NULL, 10));
     if (argc == 4 && strcmp(argv[1], "read") == 0) return read_frames(argv[2], strtoull(argv[3], NULL, 10));
     if (argc == 3 && strcmp(argv[1], "segment") == 0) return segment(argv[2]);
