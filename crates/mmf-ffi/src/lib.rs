@@ -1243,6 +1243,7 @@ enum Take {
 ///
 /// # Safety
 /// `r` is null or a live handle; `out` is null or writable.
+#[inline(always)]
 unsafe fn take(r: *mut MmfFrameReader, how: Take, out: *mut MmfFrame) -> Result<(), Failure> {
     need_out(out)?;
     // SAFETY: per the caller's contract.
