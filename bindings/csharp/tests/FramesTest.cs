@@ -67,8 +67,8 @@ static class FramesTest
     {
         try
         {
-            if (args.Length == 3 && args[0] == "--read-frames")
-                return ReadFramesChild(args[1], int.Parse(args[2]));
+            if (args.Length == 4 && args[0] == "--read-frames")
+                return ReadFramesChild(args[1], int.Parse(args[2]), int.Parse(args[3]));
             if (args.Length == 2 && args[0] == "--lock-and-wait")
                 return LockAndWaitChild(args[1]);
             string camera = Environment.GetEnvironmentVariable("MMF_CAMERA");
@@ -84,7 +84,8 @@ static class FramesTest
 
             // Each part on its own: an exception fails that part and the others still run.
             Part(() => FromRustCamera(camera, frames));
-            Part(() => ToRustAndCSharpReaders(camera));
+            Part(() => ToRustAndCSharpReaders(camera, false));
+            Part(() => ToRustAndCSharpReaders(camera, true));
             Part(SegmentRoundTrip);
             Part(Errors);
         }
@@ -123,17 +124,17 @@ static class FramesTest
         new byte[] { 16, 16, 235 }, new byte[] { 16, 16, 16 },
     };
 
-    static void Render(ulong n, int width, int height, byte[] frame)
+    static void Render(ulong n, int width, int height, Span<byte> frame)
     {
         int rowLen = width * 3;
         int shift = (int)((n * 4) % (ulong)Math.Max(width, 1));
         for (int x = 0; x < width; x++)
         {
             byte[] bar = Bars[((x + shift) * 8 / Math.Max(width, 1)) % 8];
-            Buffer.BlockCopy(bar, 0, frame, x * 3, 3);
+            bar.CopyTo(frame.Slice(x * 3, 3));
         }
         for (int y = 1; y < height; y++)
-            Buffer.BlockCopy(frame, 0, frame, y * rowLen, rowLen);
+            frame.Slice(0, rowLen).CopyTo(frame.Slice(y * rowLen, rowLen));
         int side = Math.Min(Math.Max(height / 8, 1), width);
         int spanX = Math.Max(width - side, 1), spanY = Math.Max(height - side, 1);
         Func<ulong, int, int> bounce = (t, span) =>
@@ -146,11 +147,21 @@ static class FramesTest
         {
             int start = y * rowLen + bx * 3;
             int end = Math.Min(start + side * 3, (y + 1) * rowLen);
-            for (int i = start; i < end; i++)
-                frame[i] = 255;
+            frame.Slice(start, end - start).Fill(255);
         }
         if (frame.Length >= 8)
-            Buffer.BlockCopy(BitConverter.GetBytes(n), 0, frame, 0, 8);
+            BitConverter.GetBytes(n).CopyTo(frame);
+    }
+
+    // The user header the writers of (b) put on frame n: n (little-endian u64), then bytes
+    // that differ from frame to frame, so a header travelling with the wrong frame shows.
+    const int HeaderLen = 24;
+
+    static void RenderHeader(ulong n, Span<byte> header)
+    {
+        BitConverter.GetBytes(n).CopyTo(header);
+        for (int i = 8; i < header.Length; i++)
+            header[i] = (byte)(n * 31 + (ulong)i);
     }
 
     static ulong Stamp(ReadOnlySpan<byte> data)
@@ -162,8 +173,17 @@ static class FramesTest
     }
 
     /// Checks one frame (every byte of it): returns null if it is good, else what is wrong.
-    static string Verify(Frame f, ulong previousStamp, byte[] expected)
+    static string Verify(Frame f, ulong previousStamp, byte[] expected, int headerLen = 0)
     {
+        if (f.UserHeader.Length != headerLen)
+            return "user header of " + f.UserHeader.Length + " bytes";
+        if (headerLen > 0)
+        {
+            byte[] header = new byte[headerLen];
+            RenderHeader(f.Tag, header);
+            if (!f.UserHeader.SequenceEqual(header))
+                return "frame " + f.Tag + "'s user header is not RenderHeader(" + f.Tag + ")";
+        }
         if (f.Width != Width || f.Height != Height)
             return "size " + f.Width + "x" + f.Height;
         if (f.PixelFormat != PixelFormats.Rgb24)
@@ -267,43 +287,76 @@ static class FramesTest
 
     // -----------------------------------------------------------------------------------------
     // (b) A C# writer; a Rust reader (the camera demo's consumer mode) and a C# reader in a
-    // second mono process read it at the same time.
+    // second mono process read it at the same time. Run twice: publishing copies (Publish),
+    // and publishing in place (Begin/Commit, with the user header written in place too, and a
+    // frame begun, scribbled over and abandoned after every committed one, which no reader
+    // may ever see).
 
-    static void ToRustAndCSharpReaders(string camera)
+    static void ToRustAndCSharpReaders(string camera, bool inPlace)
     {
-        Console.WriteLine("== (b) a C# writer, read by a Rust process and a C# process");
-        string name = "mmf-cs-writer-" + Process.GetCurrentProcess().Id;
+        Console.WriteLine(inPlace
+            ? "== (b2) a C# writer publishing in place with user headers, frames abandoned between, read by a Rust process and a C# process"
+            : "== (b) a C# writer, read by a Rust process and a C# process");
+        string name = "mmf-cs-writer-" + (inPlace ? "inplace-" : "") + Process.GetCurrentProcess().Id;
         const int childFrames = 40;
-        using (FrameWriter writer = FrameWriter.Create(name, FrameLen, 4))
+        int headerLen = inPlace ? HeaderLen : 0;
+        FrameWriter writer = inPlace
+            ? FrameWriter.Create(name, FrameLen, new FrameSpec { MaxReaders = 4, UserHeaderLength = HeaderLen })
+            : FrameWriter.Create(name, FrameLen, 4);
+        using (writer)
         {
             ulong n = 0;
+            int abandoned = 0;
             using (FrameReader local = FrameReader.Open(name))
             {
                 Check(local.TryNext() == null, "TryNext before the first publish: null (no frame)");
                 Check(local.Latest() == null, "Latest before the first publish: null");
 
                 Process rust = Start(camera, "--consumer " + name + " --seconds 2");
-                Process child = StartSelf("--read-frames " + name + " " + childFrames);
+                Process child = StartSelf("--read-frames " + name + " " + childFrames + " " + headerLen);
                 byte[] frame = new byte[FrameLen];
                 Stopwatch clock = Stopwatch.StartNew();
                 // Publish at about 100 fps until both readers are done (or give up).
                 while ((!rust.HasExited || !child.HasExited) && clock.Elapsed < TimeSpan.FromSeconds(60))
                 {
                     n++;
-                    Render(n, (int)Width, (int)Height, frame);
-                    writer.SetMeta(Width, Height, PixelFormats.Rgb24, n);
-                    ulong seq = writer.Publish(frame);
+                    ulong seq;
+                    if (inPlace)
+                    {
+                        using (PendingFrame p = writer.Begin())
+                        {
+                            p.SetMeta(Width, Height, PixelFormats.Rgb24, n);
+                            Render(n, (int)Width, (int)Height, p.Data.Slice(0, FrameLen));
+                            RenderHeader(n, p.UserHeader);
+                            seq = p.Commit(FrameLen);
+                        }
+                        // A frame no reader may see: a stamp and tag far ahead, bytes that are
+                        // no render, a header that is no RenderHeader. Its slot is reused later.
+                        using (PendingFrame junk = writer.Begin())
+                        {
+                            junk.SetMeta(Width, Height, PixelFormats.Rgb24, ulong.MaxValue);
+                            junk.Data.Fill(0xee);
+                            junk.UserHeader.Fill(0xee);
+                            abandoned++;
+                        }
+                    }
+                    else
+                    {
+                        Render(n, (int)Width, (int)Height, frame);
+                        writer.SetMeta(Width, Height, PixelFormats.Rgb24, n);
+                        seq = writer.Publish(frame);
+                    }
                     if (seq != n)
                     {
-                        Check(false, "Publish returned seq " + seq + " for frame " + n);
+                        Check(false, "Publish/Commit returned seq " + seq + " for frame " + n + " (abandoned frames use none)");
                         break;
                     }
                     if (n == 1)
                     {
                         using (Frame first = local.TryNext())
                         {
-                            string why = first == null ? "none" : Verify(first, 0, new byte[FrameLen]);
-                            Check(why == null && first.Seq == 1, "TryNext after the first publish: frame 1, intact" + (why == null ? "" : ": " + why));
+                            string why = first == null ? "none" : Verify(first, 0, new byte[FrameLen], headerLen);
+                            Check(why == null && first.Seq == 1, "TryNext after the first publish: frame 1, intact" + (inPlace ? " with its user header" : "") + (why == null ? "" : ": " + why));
                         }
                     }
                     Thread.Sleep(10);
@@ -313,8 +366,8 @@ static class FramesTest
                 Check(rust.ExitCode == 0 && rustOut.Contains("report frames=") && !rustOut.Contains("report frames=0 "),
                     "Rust consumer (camera --consumer) read the C# frames, checking stamp = tag, and exited with " + rust.ExitCode + ": " + rustOut.Trim());
                 Check(child.ExitCode == 0 && childOut.Contains("read " + childFrames + " frames"),
-                    "second mono process read " + childFrames + " C# frames, each equal to render(stamp), exit " + child.ExitCode + ": " + childOut.Replace('\n', ' ').Trim());
-                Console.WriteLine("     (published " + n + " frames in " + clock.ElapsedMilliseconds + " ms)");
+                    "second mono process read " + childFrames + " C# frames, each equal to render(stamp)" + (inPlace ? " with its own user header" : "") + ", exit " + child.ExitCode + ": " + childOut.Replace('\n', ' ').Trim());
+                Console.WriteLine("     (published " + n + " frames" + (inPlace ? " in place, abandoned " + abandoned : "") + " in " + clock.ElapsedMilliseconds + " ms)");
             }
 
             Throws<MmfException>("Publish of a frame longer than the channel's maximum", () => writer.Publish(new byte[FrameLen + 1]), MmfStatus.TooLarge);
@@ -322,15 +375,19 @@ static class FramesTest
             using (FrameReader late = FrameReader.Open(name))
             {
                 using (Frame last = late.WaitNext(Second))
-                    Check(last != null && last.Seq == n, "a reader opened late: its first WaitNext is the newest frame (" + (last == null ? "none" : last.Seq.ToString()) + ")");
+                {
+                    string why = last == null ? "none" : Verify(last, n - 1, new byte[FrameLen], headerLen);
+                    Check(why == null && last.Seq == n, "a reader opened late: its first WaitNext is the newest frame, intact (" + (last == null ? "none" : last.Seq.ToString()) + (why == null ? "" : "; " + why) + ")");
+                }
                 writer.Dispose();
                 Throws<MmfException>("WaitNext after the writer closed", () => late.WaitNext(Second), MmfStatus.WriterGone);
             }
         }
     }
 
-    /// The second mono process of (b): reads count frames and checks each.
-    static int ReadFramesChild(string name, int count)
+    /// The second mono process of (b): reads count frames and checks each (and its user
+    /// header of headerLen bytes).
+    static int ReadFramesChild(string name, int count, int headerLen)
     {
         byte[] expected = new byte[FrameLen];
         using (FrameReader reader = OpenWhenThere(name, TimeSpan.FromSeconds(30)))
@@ -340,7 +397,7 @@ static class FramesTest
             {
                 using (Frame f = reader.WaitNext(TimeSpan.FromSeconds(10)))
                 {
-                    string why = f == null ? "no frame within 10 s" : Verify(f, previous, expected);
+                    string why = f == null ? "no frame within 10 s" : Verify(f, previous, expected, headerLen);
                     if (why != null)
                     {
                         Console.WriteLine("frame " + i + ": " + why);
