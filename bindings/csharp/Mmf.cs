@@ -12,7 +12,14 @@
 // and never while a P/Invoke call is using it (the marshaller holds a reference for the call).
 // A Frame's bytes stay in shared memory and are valid until the Frame is disposed, the reader
 // takes its next frame, or the reader is closed; after that any access to the Frame throws
-// ObjectDisposedException instead of reading memory the writer may be reusing.
+// ObjectDisposedException instead of reading memory the writer may be reusing. The same rule
+// holds for the other views into shared memory: a WriteLock's or ReadLock's Data until the
+// lock is disposed, a PendingFrame's Data and UserHeader until Commit or Dispose (which
+// abandons the frame), each checked by the owner (Segment, FrameWriter) that knows which one
+// the C handle holds. A Span taken before that cannot be checked: use it inside the using block.
+//
+// mcs (C# 7.2 as mono ships it) cannot assign through the indexer of a Span returned by a
+// property (`pending.Data[0] = 1` is error CS1612): take the Span into a local first.
 //
 // Like the C handles, Segment, FrameWriter and FrameReader objects are not thread-safe: use
 // each from one thread at a time (open one per thread instead; the shared memory itself is
