@@ -12,7 +12,14 @@
 // and never while a P/Invoke call is using it (the marshaller holds a reference for the call).
 // A Frame's bytes stay in shared memory and are valid until the Frame is disposed, the reader
 // takes its next frame, or the reader is closed; after that any access to the Frame throws
-// ObjectDisposedException instead of reading memory the writer may be reusing.
+// ObjectDisposedException instead of reading memory the writer may be reusing. The same rule
+// holds for the other views into shared memory: a WriteLock's or ReadLock's Data until the
+// lock is disposed, a PendingFrame's Data and UserHeader until Commit or Dispose (which
+// abandons the frame), each checked by the owner (Segment, FrameWriter) that knows which one
+// the C handle holds. A Span taken before that cannot be checked: use it inside the using block.
+//
+// mcs (C# 7.2 as mono ships it) cannot assign through the indexer of a Span returned by a
+// property (`pending.Data[0] = 1` is error CS1612): take the Span into a local first.
 //
 // Like the C handles, Segment, FrameWriter and FrameReader objects are not thread-safe: use
 // each from one thread at a time (open one per thread instead; the shared memory itself is
@@ -97,13 +104,25 @@ namespace Mmf
         public ulong Tag;
         public IntPtr Data;
         public UIntPtr Len;
-        // The library writes the whole struct: these must be here even while unused.
         public IntPtr UserHeader;
         public UIntPtr UserHeaderLen;
         public uint Width;
         public uint Height;
         public uint PixelFormat;
         public uint Reserved;
+    }
+
+    /// <summary>MmfFrameSpec of mmf.h, field for field: four size_t and a uint32_t, laid out
+    /// (and padded at the end on 64-bit targets) as C does, 40 bytes on 64-bit and 20 on
+    /// 32-bit (checked with NativeFrame's size, see Native).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct NativeFrameSpec
+    {
+        public UIntPtr MaxFrameLen;
+        public UIntPtr MaxReaders;
+        public UIntPtr Slots;
+        public UIntPtr UserHeaderLen;
+        public uint Mode;
     }
 
     /// <summary>The P/Invoke declarations, one per function of mmf.h. Names are passed as
@@ -136,6 +155,11 @@ namespace Mmf
             if (size != want)
                 throw new InvalidOperationException(string.Format(
                     "NativeFrame is {0} bytes but MmfFrame is {1} on this platform", size, want));
+            size = Marshal.SizeOf(typeof(NativeFrameSpec));
+            want = 5 * IntPtr.Size; // 4 size_t, a uint32_t, padded to a size_t multiple
+            if (size != want)
+                throw new InvalidOperationException(string.Format(
+                    "NativeFrameSpec is {0} bytes but MmfFrameSpec is {1} on this platform", size, want));
         }
 
         [DllImport(Lib)] internal static extern int mmf_segment_create(byte[] name, UIntPtr size, out SegmentHandle seg);
@@ -152,13 +176,22 @@ namespace Mmf
         [DllImport(Lib)] internal static extern int mmf_segment_clear_poison(SegmentHandle seg);
         [DllImport(Lib)] internal static extern int mmf_segment_lock_write(SegmentHandle seg, uint timeoutMs, out IntPtr data, out UIntPtr len);
         [DllImport(Lib)] internal static extern int mmf_segment_unlock_write(SegmentHandle seg);
+        [DllImport(Lib)] internal static extern int mmf_segment_lock_read(SegmentHandle seg, uint timeoutMs, out IntPtr data, out UIntPtr len);
+        [DllImport(Lib)] internal static extern int mmf_segment_unlock_read(SegmentHandle seg);
 
         [DllImport(Lib)] internal static extern int mmf_frame_writer_create(byte[] name, UIntPtr maxFrameLen, UIntPtr maxReaders, out FrameWriterHandle w);
         [DllImport(Lib)] internal static extern int mmf_frame_writer_set_meta(FrameWriterHandle w, uint width, uint height, uint pixelFormat, ulong tag);
         [DllImport(Lib)] internal static extern unsafe int mmf_frame_writer_publish(FrameWriterHandle w, byte* data, UIntPtr len, out ulong seq);
+        [DllImport(Lib)] internal static extern int mmf_frame_writer_create_with(byte[] name, ref NativeFrameSpec spec, out FrameWriterHandle w);
+        [DllImport(Lib)] internal static extern unsafe int mmf_frame_writer_publish_with_header(FrameWriterHandle w, byte* hdr, UIntPtr hdrLen, byte* data, UIntPtr len, out ulong seq);
+        [DllImport(Lib)] internal static extern int mmf_frame_writer_begin(FrameWriterHandle w, out IntPtr data, out UIntPtr capacity);
+        [DllImport(Lib)] internal static extern int mmf_frame_writer_begun_user_header(FrameWriterHandle w, out IntPtr header, out UIntPtr headerLen);
+        [DllImport(Lib)] internal static extern int mmf_frame_writer_commit(FrameWriterHandle w, UIntPtr len, out ulong seq);
+        [DllImport(Lib)] internal static extern int mmf_frame_writer_abandon(FrameWriterHandle w);
         [DllImport(Lib)] internal static extern int mmf_frame_writer_close(IntPtr w);
 
         [DllImport(Lib)] internal static extern int mmf_frame_reader_open(byte[] name, out FrameReaderHandle r);
+        [DllImport(Lib)] internal static extern int mmf_frame_reader_open_wait(byte[] name, uint timeoutMs, out FrameReaderHandle r);
         [DllImport(Lib)] internal static extern int mmf_frame_reader_wait_next(FrameReaderHandle r, uint timeoutMs, out NativeFrame frame);
         [DllImport(Lib)] internal static extern int mmf_frame_reader_try_next(FrameReaderHandle r, out NativeFrame frame);
         [DllImport(Lib)] internal static extern int mmf_frame_reader_latest(FrameReaderHandle r, out NativeFrame frame);
@@ -232,8 +265,9 @@ namespace Mmf
     public sealed class Segment : IDisposable
     {
         private readonly SegmentHandle handle;
-        // The lock this object holds (at most one: the C handle refuses a second).
-        private WriteLock held;
+        // The lock this object holds, a WriteLock or a ReadLock (at most one: the C handle
+        // refuses a second of either kind).
+        private object held;
 
         private Segment(SegmentHandle handle) { this.handle = handle; }
 
@@ -367,11 +401,38 @@ namespace Mmf
                 Native.mmf_segment_unlock_write(handle);
                 throw new NotSupportedException("LockWrite gives a Span, at most 2 GiB; use Read and Write at offsets for larger segments");
             }
-            held = new WriteLock(this, data, (int)len.ToUInt64(), status == (int)MmfStatus.Poisoned);
-            return held;
+            WriteLock l = new WriteLock(this, data, (int)len.ToUInt64(), status == (int)MmfStatus.Poisoned);
+            held = l;
+            return l;
         }
 
-        internal void Unlock(WriteLock l)
+        /// <summary>Takes a shared read lock for in-place reading (using (var l =
+        /// seg.LockRead(..)) { l.Data ... }): other readers, in this process or others, may
+        /// hold it too; writers wait until it is disposed. Throws MmfException with Status
+        /// Timeout if a writer held the lock for longer than timeout, and InvalidArgument if
+        /// this Segment holds a lock already (a second one would wait for itself) or was opened
+        /// read-only (readers take part in the lock word, which needs a read-write handle). If
+        /// a process died holding the write lock, the read lock is taken anyway and
+        /// WasPoisoned is true: the data may be half written.</summary>
+        public ReadLock LockRead(TimeSpan timeout)
+        {
+            IntPtr data;
+            UIntPtr len;
+            int status = Native.mmf_segment_lock_read(handle, Native.Millis(timeout), out data, out len);
+            // Poisoned: held anyway, with data and len set (as in LockWrite).
+            if (status != 0 && status != (int)MmfStatus.Poisoned)
+                Native.Check(status);
+            if (len.ToUInt64() > int.MaxValue)
+            {
+                Native.mmf_segment_unlock_read(handle);
+                throw new NotSupportedException("LockRead gives a Span, at most 2 GiB; use Read at offsets for larger segments");
+            }
+            ReadLock l = new ReadLock(this, data, (int)len.ToUInt64(), status == (int)MmfStatus.Poisoned);
+            held = l;
+            return l;
+        }
+
+        internal void Unlock(object l)
         {
             if (held != l)
                 return;
@@ -381,12 +442,12 @@ namespace Mmf
             // the lock, which `held` rules out.
             if (!handle.IsClosed)
             {
-                int status = Native.mmf_segment_unlock_write(handle);
-                Debug.Assert(status == 0, "mmf_segment_unlock_write failed for the holding handle");
+                int status = l is ReadLock ? Native.mmf_segment_unlock_read(handle) : Native.mmf_segment_unlock_write(handle);
+                Debug.Assert(status == 0, "mmf_segment_unlock_read/write failed for the holding handle");
             }
         }
 
-        internal bool Holds(WriteLock l) { return held == l && !handle.IsClosed; }
+        internal bool Holds(object l) { return held == l && !handle.IsClosed; }
 
         public void Dispose()
         {
@@ -428,10 +489,73 @@ namespace Mmf
         public void Dispose() { segment.Unlock(this); }
     }
 
+    /// <summary>A shared read lock on the segment, held until Dispose; Data is the whole data
+    /// region, readable in place meanwhile (writers in every process wait).</summary>
+    public sealed class ReadLock : IDisposable
+    {
+        private readonly Segment segment;
+        private readonly IntPtr data;
+        private readonly int length;
+
+        internal ReadLock(Segment segment, IntPtr data, int length, bool wasPoisoned)
+        {
+            this.segment = segment;
+            this.data = data;
+            this.length = length;
+            WasPoisoned = wasPoisoned;
+        }
+
+        /// <summary>A process died holding the write lock before this one was taken: the data
+        /// may be half written.</summary>
+        public bool WasPoisoned { get; private set; }
+
+        /// <summary>The data region, read-only (the mapping may be too). Valid only until
+        /// Dispose (or the segment's Dispose): the span itself cannot be checked afterwards,
+        /// so use it inside the using block.</summary>
+        public unsafe ReadOnlySpan<byte> Data
+        {
+            get
+            {
+                if (!segment.Holds(this))
+                    throw new ObjectDisposedException("ReadLock");
+                return new ReadOnlySpan<byte>((void*)data, length);
+            }
+        }
+
+        /// <summary>Releases the read lock; a second Dispose does nothing.</summary>
+        public void Dispose() { segment.Unlock(this); }
+    }
+
+    /// <summary>Parameters of a new frame channel beyond its maximum frame length (see
+    /// FrameWriter.Create). A 0 in any property asks for its default:
+    /// new FrameSpec { MaxReaders = 8, UserHeaderLength = 64 }.</summary>
+    public sealed class FrameSpec
+    {
+        /// <summary>Readers that may be open at once, 1 to 32 (0: 4).</summary>
+        public int MaxReaders { get; set; }
+
+        /// <summary>Frame slots, MaxReaders + 2 to 62 (0: as many as fit in 32 MiB, at most 16
+        /// and at least MaxReaders + 2). More slots never change what readers see.</summary>
+        public int Slots { get; set; }
+
+        /// <summary>Bytes of the user header each frame carries beside its payload, 0 to 4096
+        /// (0: none). Costs one page per slot.</summary>
+        public int UserHeaderLength { get; set; }
+
+        /// <summary>Who may open the channel as a reader, as Unix permission bits (0: 0600,
+        /// this user only; C# has no octal literals: Convert.ToUInt32("640", 8) also lets the
+        /// group read, "644" everyone). On Windows translated into security
+        /// descriptors.</summary>
+        public uint Mode { get; set; }
+    }
+
     /// <summary>The one writer of a frame channel.</summary>
     public sealed class FrameWriter : IDisposable
     {
         private readonly FrameWriterHandle handle;
+        // The frame begun in place and neither committed nor abandoned yet, if any (the C
+        // handle has at most one).
+        private PendingFrame pending;
 
         private FrameWriter(FrameWriterHandle handle) { this.handle = handle; }
 
@@ -444,13 +568,37 @@ namespace Mmf
             return new FrameWriter(h);
         }
 
-        /// <summary>Sets the user fields published with the following frames.</summary>
+        /// <summary>Creates the frame channel name for frames of up to maxFrameLength bytes, as
+        /// spec says (null, or 0 in a property: the defaults). MmfException InvalidArgument for
+        /// values out of range, AlreadyExists if a live writer has the name (a dead one's
+        /// channel is taken over).</summary>
+        public static FrameWriter Create(string name, long maxFrameLength, FrameSpec spec)
+        {
+            if (spec == null)
+                spec = new FrameSpec();
+            NativeFrameSpec native = new NativeFrameSpec
+            {
+                MaxFrameLen = Native.Size(maxFrameLength, "maxFrameLength"),
+                MaxReaders = Native.Size(spec.MaxReaders, "spec.MaxReaders"),
+                Slots = Native.Size(spec.Slots, "spec.Slots"),
+                UserHeaderLen = Native.Size(spec.UserHeaderLength, "spec.UserHeaderLength"),
+                Mode = spec.Mode,
+            };
+            FrameWriterHandle h;
+            Native.Check(Native.mmf_frame_writer_create_with(Native.Name(name), ref native, out h));
+            return new FrameWriter(h);
+        }
+
+        /// <summary>Sets the user fields published with the following frames, including a
+        /// frame begun with Begin and not yet committed.</summary>
         public void SetMeta(uint width, uint height, uint pixelFormat, ulong tag)
         {
             Native.Check(Native.mmf_frame_writer_set_meta(handle, width, height, pixelFormat, tag));
         }
 
-        /// <summary>Publishes a copy of data as the next frame; returns its sequence number.</summary>
+        /// <summary>Publishes a copy of data as the next frame; returns its sequence number.
+        /// MmfException TooLarge if data is longer than the channel's maximum frame length,
+        /// InvalidArgument while a frame begun with Begin is pending.</summary>
         public unsafe ulong Publish(ReadOnlySpan<byte> data)
         {
             ulong seq;
@@ -461,8 +609,148 @@ namespace Mmf
 
         public ulong Publish(byte[] data) { return Publish(new ReadOnlySpan<byte>(data)); }
 
-        /// <summary>Closes the channel: readers see WriterGone, and the name is removed.</summary>
-        public void Dispose() { handle.Dispose(); }
+        /// <summary>As Publish(data), with the frame's user header: header (at most the
+        /// channel's FrameSpec.UserHeaderLength bytes; the rest of the header is zeroed)
+        /// travels with the frame, and readers get it as Frame.UserHeader. Both are copied.
+        /// MmfException InvalidArgument if header is too long (nothing is published).</summary>
+        public unsafe ulong Publish(ReadOnlySpan<byte> data, ReadOnlySpan<byte> header)
+        {
+            ulong seq;
+            fixed (byte* h = &MemoryMarshal.GetReference(header))
+            fixed (byte* p = &MemoryMarshal.GetReference(data))
+                Native.Check(Native.mmf_frame_writer_publish_with_header(handle, h, new UIntPtr((uint)header.Length), p, new UIntPtr((uint)data.Length), out seq));
+            return seq;
+        }
+
+        public ulong Publish(byte[] data, byte[] header)
+        {
+            return Publish(new ReadOnlySpan<byte>(data), new ReadOnlySpan<byte>(header));
+        }
+
+        /// <summary>Begins a frame written in place, in a free slot of the shared memory (no
+        /// copy): write PendingFrame.Data (and UserHeader), then Commit publishes it; Dispose
+        /// without Commit abandons it (readers never see it, and no sequence number is used).
+        /// Use it in a using block. While it is pending, Publish and a second Begin throw
+        /// MmfException InvalidArgument; SetMeta (here or on the PendingFrame) sets its
+        /// metadata.</summary>
+        public PendingFrame Begin()
+        {
+            IntPtr data, header;
+            UIntPtr capacity, headerLen;
+            Native.Check(Native.mmf_frame_writer_begin(handle, out data, out capacity));
+            int status = Native.mmf_frame_writer_begun_user_header(handle, out header, out headerLen);
+            if (status == 0 && capacity.ToUInt64() > int.MaxValue)
+            {
+                Native.mmf_frame_writer_abandon(handle);
+                throw new NotSupportedException("Begin gives a Span, at most 2 GiB; use Publish for channels with larger frames");
+            }
+            if (status != 0)
+            {
+                // Cannot happen right after a successful begin, but a frame left begun would
+                // make every later Publish fail: give it back before reporting.
+                string message = Native.LastErrorMessage();
+                Native.mmf_frame_writer_abandon(handle);
+                throw new MmfException((MmfStatus)status, message);
+            }
+            pending = new PendingFrame(this, data, (int)capacity.ToUInt64(), header, (int)headerLen.ToUInt64());
+            return pending;
+        }
+
+        internal bool Holds(PendingFrame f) { return pending == f && !handle.IsClosed; }
+
+        internal ulong Commit(PendingFrame f, int length)
+        {
+            if (!Holds(f))
+                throw new ObjectDisposedException("PendingFrame", "the frame was committed or abandoned already (or its writer disposed)");
+            if (length < 0)
+                throw new ArgumentOutOfRangeException("length", "cannot be negative");
+            // The C commit ends the begun frame whatever it returns (too large: abandoned).
+            pending = null;
+            ulong seq;
+            Native.Check(Native.mmf_frame_writer_commit(handle, new UIntPtr((uint)length), out seq));
+            return seq;
+        }
+
+        internal void Abandon(PendingFrame f)
+        {
+            if (!Holds(f))
+                return;
+            pending = null;
+            // Dispose does not throw: abandon fails only when no frame is begun, which
+            // `pending` rules out.
+            int status = Native.mmf_frame_writer_abandon(handle);
+            Debug.Assert(status == 0, "mmf_frame_writer_abandon failed with a frame begun");
+        }
+
+        /// <summary>Closes the channel (abandoning a pending frame): readers see WriterGone,
+        /// and the name is removed.</summary>
+        public void Dispose()
+        {
+            pending = null;
+            handle.Dispose();
+        }
+    }
+
+    /// <summary>A frame being written in place (FrameWriter.Begin) until Commit or Dispose;
+    /// every member but Dispose throws ObjectDisposedException after either, or after the
+    /// writer's Dispose.</summary>
+    public sealed class PendingFrame : IDisposable
+    {
+        private readonly FrameWriter writer;
+        private readonly IntPtr data;
+        private readonly int capacity;
+        private readonly IntPtr header;
+        private readonly int headerLength;
+
+        internal PendingFrame(FrameWriter writer, IntPtr data, int capacity, IntPtr header, int headerLength)
+        {
+            this.writer = writer;
+            this.data = data;
+            this.capacity = capacity;
+            this.header = header;
+            this.headerLength = headerLength;
+        }
+
+        private void Live()
+        {
+            if (!writer.Holds(this))
+                throw new ObjectDisposedException("PendingFrame", "the frame was committed or abandoned (Commit, Dispose, or the writer's Dispose)");
+        }
+
+        /// <summary>The channel's maximum frame length: the most Commit can publish.</summary>
+        public int Capacity { get { Live(); return capacity; } }
+
+        /// <summary>The frame's bytes, Capacity long, in the channel's shared memory. They hold
+        /// whatever an earlier frame left there: write every byte you publish. The span cannot
+        /// be checked after Commit or Dispose; use it before.</summary>
+        public unsafe Span<byte> Data
+        {
+            get { Live(); return new Span<byte>((void*)data, capacity); }
+        }
+
+        /// <summary>The frame's user header (FrameSpec.UserHeaderLength bytes, zeroed by
+        /// Begin; empty on a channel without user headers), published with the frame. Same
+        /// lifetime as Data.</summary>
+        public unsafe Span<byte> UserHeader
+        {
+            get { Live(); return new Span<byte>((void*)header, headerLength); }
+        }
+
+        /// <summary>Sets this frame's user fields (as FrameWriter.SetMeta, which they also
+        /// stay for the following frames).</summary>
+        public void SetMeta(uint width, uint height, uint pixelFormat, ulong tag)
+        {
+            Live();
+            writer.SetMeta(width, height, pixelFormat, tag);
+        }
+
+        /// <summary>Publishes the first length bytes of Data (and the user header) and returns
+        /// the frame's sequence number; the frame is over either way. MmfException TooLarge if
+        /// length exceeds Capacity (then nothing is published).</summary>
+        public ulong Commit(int length) { return writer.Commit(this, length); }
+
+        /// <summary>Abandons the frame unless it was committed; a no-op after Commit.</summary>
+        public void Dispose() { writer.Abandon(this); }
     }
 
     /// <summary>A reader of a frame channel. It holds at most one frame: taking the next one
@@ -481,6 +769,17 @@ namespace Mmf
         {
             FrameReaderHandle h;
             Native.Check(Native.mmf_frame_reader_open(Native.Name(name), out h));
+            return new FrameReader(h);
+        }
+
+        /// <summary>Opens a reader on the frame channel name, waiting up to timeout for the
+        /// channel to appear (a consumer started before its camera, or reopening after
+        /// WriterGone while the camera restarts); the wait sleeps, it does not poll.
+        /// MmfException Timeout if it did not appear in time.</summary>
+        public static FrameReader OpenWait(string name, TimeSpan timeout)
+        {
+            FrameReaderHandle h;
+            Native.Check(Native.mmf_frame_reader_open_wait(Native.Name(name), Native.Millis(timeout), out h));
             return new FrameReader(h);
         }
 
@@ -585,6 +884,15 @@ namespace Mmf
         public unsafe ReadOnlySpan<byte> Data
         {
             get { Live(); return new ReadOnlySpan<byte>((void*)f.Data, checked((int)f.Len.ToUInt64())); }
+        }
+
+        /// <summary>The frame's user header, in place: the channel's
+        /// FrameSpec.UserHeaderLength bytes the writer published with this very frame (zeros
+        /// from a Publish without header; empty on a channel without user headers). Same
+        /// lifetime rules as Data.</summary>
+        public unsafe ReadOnlySpan<byte> UserHeader
+        {
+            get { Live(); return new ReadOnlySpan<byte>((void*)f.UserHeader, checked((int)f.UserHeaderLen.ToUInt64())); }
         }
 
         /// <summary>The address of the bytes, for native code; same lifetime as Data.</summary>

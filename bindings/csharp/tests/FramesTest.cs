@@ -67,10 +67,12 @@ static class FramesTest
     {
         try
         {
-            if (args.Length == 3 && args[0] == "--read-frames")
-                return ReadFramesChild(args[1], int.Parse(args[2]));
+            if (args.Length == 4 && args[0] == "--read-frames")
+                return ReadFramesChild(args[1], int.Parse(args[2]), int.Parse(args[3]));
             if (args.Length == 2 && args[0] == "--lock-and-wait")
                 return LockAndWaitChild(args[1]);
+            if (args.Length == 2 && args[0] == "--read-lock-and-wait")
+                return ReadLockAndWaitChild(args[1]);
             string camera = Environment.GetEnvironmentVariable("MMF_CAMERA");
             int frames = 60;
             for (int i = 0; i + 1 < args.Length; i += 2)
@@ -84,9 +86,14 @@ static class FramesTest
 
             // Each part on its own: an exception fails that part and the others still run.
             Part(() => FromRustCamera(camera, frames));
-            Part(() => ToRustAndCSharpReaders(camera));
+            Part(() => ToRustAndCSharpReaders(camera, false));
+            Part(() => ToRustAndCSharpReaders(camera, true));
             Part(SegmentRoundTrip);
+            Part(ReadLocks);
+            Part(UserHeaders);
+            Part(OpenWait);
             Part(Errors);
+            Part(OrderingErrors);
         }
         catch (Exception e)
         {
@@ -123,17 +130,17 @@ static class FramesTest
         new byte[] { 16, 16, 235 }, new byte[] { 16, 16, 16 },
     };
 
-    static void Render(ulong n, int width, int height, byte[] frame)
+    static void Render(ulong n, int width, int height, Span<byte> frame)
     {
         int rowLen = width * 3;
         int shift = (int)((n * 4) % (ulong)Math.Max(width, 1));
         for (int x = 0; x < width; x++)
         {
             byte[] bar = Bars[((x + shift) * 8 / Math.Max(width, 1)) % 8];
-            Buffer.BlockCopy(bar, 0, frame, x * 3, 3);
+            bar.CopyTo(frame.Slice(x * 3, 3));
         }
         for (int y = 1; y < height; y++)
-            Buffer.BlockCopy(frame, 0, frame, y * rowLen, rowLen);
+            frame.Slice(0, rowLen).CopyTo(frame.Slice(y * rowLen, rowLen));
         int side = Math.Min(Math.Max(height / 8, 1), width);
         int spanX = Math.Max(width - side, 1), spanY = Math.Max(height - side, 1);
         Func<ulong, int, int> bounce = (t, span) =>
@@ -146,11 +153,21 @@ static class FramesTest
         {
             int start = y * rowLen + bx * 3;
             int end = Math.Min(start + side * 3, (y + 1) * rowLen);
-            for (int i = start; i < end; i++)
-                frame[i] = 255;
+            frame.Slice(start, end - start).Fill(255);
         }
         if (frame.Length >= 8)
-            Buffer.BlockCopy(BitConverter.GetBytes(n), 0, frame, 0, 8);
+            BitConverter.GetBytes(n).CopyTo(frame);
+    }
+
+    // The user header the writers of (b) put on frame n: n (little-endian u64), then bytes
+    // that differ from frame to frame, so a header travelling with the wrong frame shows.
+    const int HeaderLen = 24;
+
+    static void RenderHeader(ulong n, Span<byte> header)
+    {
+        BitConverter.GetBytes(n).CopyTo(header);
+        for (int i = 8; i < header.Length; i++)
+            header[i] = (byte)(n * 31 + (ulong)i);
     }
 
     static ulong Stamp(ReadOnlySpan<byte> data)
@@ -162,8 +179,17 @@ static class FramesTest
     }
 
     /// Checks one frame (every byte of it): returns null if it is good, else what is wrong.
-    static string Verify(Frame f, ulong previousStamp, byte[] expected)
+    static string Verify(Frame f, ulong previousStamp, byte[] expected, int headerLen = 0)
     {
+        if (f.UserHeader.Length != headerLen)
+            return "user header of " + f.UserHeader.Length + " bytes";
+        if (headerLen > 0)
+        {
+            byte[] header = new byte[headerLen];
+            RenderHeader(f.Tag, header);
+            if (!f.UserHeader.SequenceEqual(header))
+                return "frame " + f.Tag + "'s user header is not RenderHeader(" + f.Tag + ")";
+        }
         if (f.Width != Width || f.Height != Height)
             return "size " + f.Width + "x" + f.Height;
         if (f.PixelFormat != PixelFormats.Rgb24)
@@ -267,43 +293,76 @@ static class FramesTest
 
     // -----------------------------------------------------------------------------------------
     // (b) A C# writer; a Rust reader (the camera demo's consumer mode) and a C# reader in a
-    // second mono process read it at the same time.
+    // second mono process read it at the same time. Run twice: publishing copies (Publish),
+    // and publishing in place (Begin/Commit, with the user header written in place too, and a
+    // frame begun, scribbled over and abandoned after every committed one, which no reader
+    // may ever see).
 
-    static void ToRustAndCSharpReaders(string camera)
+    static void ToRustAndCSharpReaders(string camera, bool inPlace)
     {
-        Console.WriteLine("== (b) a C# writer, read by a Rust process and a C# process");
-        string name = "mmf-cs-writer-" + Process.GetCurrentProcess().Id;
+        Console.WriteLine(inPlace
+            ? "== (b2) a C# writer publishing in place with user headers, frames abandoned between, read by a Rust process and a C# process"
+            : "== (b) a C# writer, read by a Rust process and a C# process");
+        string name = "mmf-cs-writer-" + (inPlace ? "inplace-" : "") + Process.GetCurrentProcess().Id;
         const int childFrames = 40;
-        using (FrameWriter writer = FrameWriter.Create(name, FrameLen, 4))
+        int headerLen = inPlace ? HeaderLen : 0;
+        FrameWriter writer = inPlace
+            ? FrameWriter.Create(name, FrameLen, new FrameSpec { MaxReaders = 4, UserHeaderLength = HeaderLen })
+            : FrameWriter.Create(name, FrameLen, 4);
+        using (writer)
         {
             ulong n = 0;
+            int abandoned = 0;
             using (FrameReader local = FrameReader.Open(name))
             {
                 Check(local.TryNext() == null, "TryNext before the first publish: null (no frame)");
                 Check(local.Latest() == null, "Latest before the first publish: null");
 
                 Process rust = Start(camera, "--consumer " + name + " --seconds 2");
-                Process child = StartSelf("--read-frames " + name + " " + childFrames);
+                Process child = StartSelf("--read-frames " + name + " " + childFrames + " " + headerLen);
                 byte[] frame = new byte[FrameLen];
                 Stopwatch clock = Stopwatch.StartNew();
                 // Publish at about 100 fps until both readers are done (or give up).
                 while ((!rust.HasExited || !child.HasExited) && clock.Elapsed < TimeSpan.FromSeconds(60))
                 {
                     n++;
-                    Render(n, (int)Width, (int)Height, frame);
-                    writer.SetMeta(Width, Height, PixelFormats.Rgb24, n);
-                    ulong seq = writer.Publish(frame);
+                    ulong seq;
+                    if (inPlace)
+                    {
+                        using (PendingFrame p = writer.Begin())
+                        {
+                            p.SetMeta(Width, Height, PixelFormats.Rgb24, n);
+                            Render(n, (int)Width, (int)Height, p.Data.Slice(0, FrameLen));
+                            RenderHeader(n, p.UserHeader);
+                            seq = p.Commit(FrameLen);
+                        }
+                        // A frame no reader may see: a stamp and tag far ahead, bytes that are
+                        // no render, a header that is no RenderHeader. Its slot is reused later.
+                        using (PendingFrame junk = writer.Begin())
+                        {
+                            junk.SetMeta(Width, Height, PixelFormats.Rgb24, ulong.MaxValue);
+                            junk.Data.Fill(0xee);
+                            junk.UserHeader.Fill(0xee);
+                            abandoned++;
+                        }
+                    }
+                    else
+                    {
+                        Render(n, (int)Width, (int)Height, frame);
+                        writer.SetMeta(Width, Height, PixelFormats.Rgb24, n);
+                        seq = writer.Publish(frame);
+                    }
                     if (seq != n)
                     {
-                        Check(false, "Publish returned seq " + seq + " for frame " + n);
+                        Check(false, "Publish/Commit returned seq " + seq + " for frame " + n + " (abandoned frames use none)");
                         break;
                     }
                     if (n == 1)
                     {
                         using (Frame first = local.TryNext())
                         {
-                            string why = first == null ? "none" : Verify(first, 0, new byte[FrameLen]);
-                            Check(why == null && first.Seq == 1, "TryNext after the first publish: frame 1, intact" + (why == null ? "" : ": " + why));
+                            string why = first == null ? "none" : Verify(first, 0, new byte[FrameLen], headerLen);
+                            Check(why == null && first.Seq == 1, "TryNext after the first publish: frame 1, intact" + (inPlace ? " with its user header" : "") + (why == null ? "" : ": " + why));
                         }
                     }
                     Thread.Sleep(10);
@@ -313,8 +372,8 @@ static class FramesTest
                 Check(rust.ExitCode == 0 && rustOut.Contains("report frames=") && !rustOut.Contains("report frames=0 "),
                     "Rust consumer (camera --consumer) read the C# frames, checking stamp = tag, and exited with " + rust.ExitCode + ": " + rustOut.Trim());
                 Check(child.ExitCode == 0 && childOut.Contains("read " + childFrames + " frames"),
-                    "second mono process read " + childFrames + " C# frames, each equal to render(stamp), exit " + child.ExitCode + ": " + childOut.Replace('\n', ' ').Trim());
-                Console.WriteLine("     (published " + n + " frames in " + clock.ElapsedMilliseconds + " ms)");
+                    "second mono process read " + childFrames + " C# frames, each equal to render(stamp)" + (inPlace ? " with its own user header" : "") + ", exit " + child.ExitCode + ": " + childOut.Replace('\n', ' ').Trim());
+                Console.WriteLine("     (published " + n + " frames" + (inPlace ? " in place, abandoned " + abandoned : "") + " in " + clock.ElapsedMilliseconds + " ms)");
             }
 
             Throws<MmfException>("Publish of a frame longer than the channel's maximum", () => writer.Publish(new byte[FrameLen + 1]), MmfStatus.TooLarge);
@@ -322,15 +381,19 @@ static class FramesTest
             using (FrameReader late = FrameReader.Open(name))
             {
                 using (Frame last = late.WaitNext(Second))
-                    Check(last != null && last.Seq == n, "a reader opened late: its first WaitNext is the newest frame (" + (last == null ? "none" : last.Seq.ToString()) + ")");
+                {
+                    string why = last == null ? "none" : Verify(last, n - 1, new byte[FrameLen], headerLen);
+                    Check(why == null && last.Seq == n, "a reader opened late: its first WaitNext is the newest frame, intact (" + (last == null ? "none" : last.Seq.ToString()) + (why == null ? "" : "; " + why) + ")");
+                }
                 writer.Dispose();
                 Throws<MmfException>("WaitNext after the writer closed", () => late.WaitNext(Second), MmfStatus.WriterGone);
             }
         }
     }
 
-    /// The second mono process of (b): reads count frames and checks each.
-    static int ReadFramesChild(string name, int count)
+    /// The second mono process of (b): reads count frames and checks each (and its user
+    /// header of headerLen bytes).
+    static int ReadFramesChild(string name, int count, int headerLen)
     {
         byte[] expected = new byte[FrameLen];
         using (FrameReader reader = OpenWhenThere(name, TimeSpan.FromSeconds(30)))
@@ -340,7 +403,7 @@ static class FramesTest
             {
                 using (Frame f = reader.WaitNext(TimeSpan.FromSeconds(10)))
                 {
-                    string why = f == null ? "no frame within 10 s" : Verify(f, previous, expected);
+                    string why = f == null ? "no frame within 10 s" : Verify(f, previous, expected, headerLen);
                     if (why != null)
                     {
                         Console.WriteLine("frame " + i + ": " + why);
@@ -429,6 +492,178 @@ static class FramesTest
     }
 
     // -----------------------------------------------------------------------------------------
+    // (c2) The read lock: shared with readers through other handles and in another process,
+    // exclusive of writers (Timeout), refused for a second lock through the same handle.
+
+    static void ReadLocks()
+    {
+        Console.WriteLine("== (c2) segments: the read lock");
+        string name = "mmf-cs-rlock-" + Process.GetCurrentProcess().Id;
+        byte[] hello = Encoding.UTF8.GetBytes("read me in place");
+        using (Segment seg = Segment.Create(name, 4096))
+        using (Segment other = Segment.Open(name))
+        using (Segment writer = Segment.Open(name))
+        using (Segment ro = Segment.OpenReadOnly(name))
+        {
+            seg.Write(100, hello);
+            ReadLock stale;
+            using (ReadLock l = seg.LockRead(Second))
+            {
+                stale = l;
+                Check(!l.WasPoisoned && l.Data.Length == 4096 && l.Data.Slice(100, hello.Length).SequenceEqual(hello),
+                    "LockRead: the whole data region in place (" + l.Data.Length + " bytes), with what was written");
+                using (ReadLock shared = other.LockRead(TimeSpan.FromMilliseconds(100)))
+                    Check(shared.Data.Slice(100, hello.Length).SequenceEqual(hello), "LockRead through another handle while held: shared, same bytes");
+                Throws<MmfException>("LockWrite through another handle while read-locked", () => writer.LockWrite(TimeSpan.FromMilliseconds(50)), MmfStatus.Timeout);
+                Throws<MmfException>("LockWrite through the read-holding handle", () => seg.LockWrite(TimeSpan.Zero), MmfStatus.InvalidArgument);
+                Throws<MmfException>("a second LockRead through the holding handle", () => seg.LockRead(TimeSpan.Zero), MmfStatus.InvalidArgument);
+                Throws<MmfException>("Read through the read-holding handle", () => seg.Read(0, 1), MmfStatus.InvalidArgument);
+            }
+            Throws<ObjectDisposedException>("ReadLock.Data after Dispose", () => { var d = stale.Data; });
+            stale.Dispose(); // twice is fine, and must not release someone else's lock
+            using (WriteLock w = writer.LockWrite(Second))
+            {
+                Check(w.Data.Length == 4096, "LockWrite through another handle once the read locks are disposed");
+                Throws<MmfException>("LockRead through another handle while write-locked", () => seg.LockRead(TimeSpan.FromMilliseconds(50)), MmfStatus.Timeout);
+            }
+            Throws<MmfException>("LockRead through a read-only handle", () => ro.LockRead(Second));
+
+            // Across processes: a mono child holds the read lock until told to let go.
+            Process child = StartSelf("--read-lock-and-wait " + name, true);
+            string line = child.StandardOutput.ReadLine();
+            Check(line == "locked " + hello.Length, "a second mono process took the read lock and read the bytes in place (" + line + ")");
+            using (ReadLock l = seg.LockRead(TimeSpan.FromMilliseconds(500)))
+                Check(l.Data[100] == hello[0], "LockRead while another process holds the read lock: shared");
+            Throws<MmfException>("LockWrite while another process holds the read lock", () => writer.LockWrite(TimeSpan.FromMilliseconds(100)), MmfStatus.Timeout);
+            child.StandardInput.WriteLine("go");
+            child.StandardInput.Flush();
+            string output = Finish(child, TimeSpan.FromSeconds(10));
+            Check(child.ExitCode == 0 && output.Contains("unlocked"), "the child let go of its read lock and exited with " + child.ExitCode);
+            using (WriteLock w = writer.LockWrite(Second))
+                Check(!w.WasPoisoned, "LockWrite once the other process's read lock is disposed");
+        }
+    }
+
+    /// The child of (c2): takes the read lock, checks the bytes (100.. "read me in place"), says
+    /// so, and lets go when a line comes on standard input.
+    static int ReadLockAndWaitChild(string name)
+    {
+        using (Segment seg = Segment.Open(name))
+        {
+            int same = 0;
+            using (ReadLock l = seg.LockRead(TimeSpan.FromSeconds(10)))
+            {
+                byte[] want = Encoding.UTF8.GetBytes("read me in place");
+                while (same < want.Length && l.Data[100 + same] == want[same])
+                    same++;
+                Console.WriteLine("locked " + same);
+                Console.Out.Flush();
+                Console.In.ReadLine();
+            }
+            Console.WriteLine("unlocked");
+        }
+        return 0;
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // (e) User headers within one process: short, absent, too long; channels without them.
+
+    static void UserHeaders()
+    {
+        Console.WriteLine("== (e) user headers");
+        string name = "mmf-cs-headers-" + Process.GetCurrentProcess().Id;
+        using (FrameWriter w = FrameWriter.Create(name, 64, new FrameSpec { MaxReaders = 2, Slots = 6, UserHeaderLength = 16 }))
+        using (FrameReader r = FrameReader.Open(name))
+        {
+            byte[] data = new byte[64];
+            w.Publish(data, new byte[] { 1, 2, 3 });
+            using (Frame f = r.WaitNext(Second))
+                Check(f != null && f.UserHeader.SequenceEqual(new byte[] { 1, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }),
+                    "Publish(data, 3-byte header): readers get the 16-byte header, zero-filled after the 3");
+            w.Publish(data);
+            Frame plain = r.WaitNext(Second);
+            Check(plain != null && plain.UserHeader.Length == 16 && AllZero(plain.UserHeader.ToArray()), "Publish(data) without a header: 16 zero bytes");
+            plain.Dispose();
+            Throws<ObjectDisposedException>("Frame.UserHeader after Dispose", () => { var h = plain.UserHeader; });
+            Throws<MmfException>("Publish with a header longer than the channel's", () => w.Publish(data, new byte[17]), MmfStatus.InvalidArgument);
+            Check(r.TryNext() == null, "nothing was published by the refused Publish");
+            using (PendingFrame p = w.Begin())
+            {
+                Check(p.UserHeader.Length == 16 && AllZero(p.UserHeader.ToArray()), "PendingFrame.UserHeader: 16 bytes, zeroed by Begin");
+                Span<byte> header = p.UserHeader, bytes = p.Data;
+                header[15] = 0x77;
+                bytes[0] = 0x66;
+                p.Commit(1);
+            }
+            using (Frame f = r.WaitNext(Second))
+                Check(f != null && f.Length == 1 && f.Data[0] == 0x66 && f.UserHeader[15] == 0x77, "a header written in place arrives with its frame");
+        }
+        string bare = "mmf-cs-bare-" + Process.GetCurrentProcess().Id;
+        using (FrameWriter w = FrameWriter.Create(bare, 64, new FrameSpec()))
+        using (FrameReader r = FrameReader.Open(bare))
+        {
+            using (PendingFrame p = w.Begin())
+            {
+                Check(p.UserHeader.Length == 0, "a channel without user headers: PendingFrame.UserHeader is empty");
+                p.Commit(0);
+            }
+            using (Frame f = r.WaitNext(Second))
+                Check(f != null && f.UserHeader.Length == 0 && f.Length == 0, "... and Frame.UserHeader is empty (an empty frame)");
+            Throws<MmfException>("Publish with a header on a channel without", () => w.Publish(new byte[1], new byte[1]), MmfStatus.InvalidArgument);
+        }
+        Throws<MmfException>("FrameSpec with Slots = 100 (above 62)", () => FrameWriter.Create(bare, 64, new FrameSpec { Slots = 100 }).Dispose(), MmfStatus.InvalidArgument);
+        Throws<MmfException>("FrameSpec with UserHeaderLength = 4097", () => FrameWriter.Create(bare, 64, new FrameSpec { UserHeaderLength = 4097 }).Dispose(), MmfStatus.InvalidArgument);
+        Throws<ArgumentOutOfRangeException>("FrameSpec with MaxReaders = -1", () => FrameWriter.Create(bare, 64, new FrameSpec { MaxReaders = -1 }).Dispose());
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // (f) FrameReader.OpenWait: a channel that never comes, and one created while it waits.
+
+    static void OpenWait()
+    {
+        Console.WriteLine("== (f) FrameReader.OpenWait");
+        string name = "mmf-cs-later-" + Process.GetCurrentProcess().Id;
+        Stopwatch clock = Stopwatch.StartNew();
+        Throws<MmfException>("OpenWait(300 ms) on a missing channel", () => FrameReader.OpenWait(name, TimeSpan.FromMilliseconds(300)).Dispose(), MmfStatus.Timeout);
+        Check(clock.ElapsedMilliseconds >= 290, "... after waiting its timeout (" + clock.ElapsedMilliseconds + " ms)");
+
+        FrameWriter writer = null;
+        Exception failed = null;
+        Thread creator = new Thread(() =>
+        {
+            try
+            {
+                Thread.Sleep(300);
+                writer = FrameWriter.Create(name, 8, 2);
+                writer.Publish(BitConverter.GetBytes(42UL));
+            }
+            catch (Exception e)
+            {
+                failed = e;
+            }
+        });
+        clock.Restart();
+        creator.Start();
+        try
+        {
+            using (FrameReader r = FrameReader.OpenWait(name, TimeSpan.FromSeconds(10)))
+            {
+                long opened = clock.ElapsedMilliseconds;
+                using (Frame f = r.WaitNext(TimeSpan.FromSeconds(5)))
+                    Check(f != null && Stamp(f.Data) == 42 && opened >= 250 && opened < 9000,
+                        "OpenWait opens a channel created 300 ms later (after " + opened + " ms) and reads its frame");
+            }
+        }
+        finally
+        {
+            creator.Join();
+            if (writer != null)
+                writer.Dispose();
+        }
+        Check(failed == null, "the creating thread: " + (failed == null ? "ok" : failed.Message));
+    }
+
+    // -----------------------------------------------------------------------------------------
     // (d) Errors: status codes with the library's messages, and use after Dispose.
 
     static void Errors()
@@ -483,6 +718,59 @@ static class FramesTest
     }
 
     // -----------------------------------------------------------------------------------------
+    // (g) Ordering errors of publishing in place: each gives the exception documented.
+
+    static void OrderingErrors()
+    {
+        Console.WriteLine("== (g) ordering errors of Begin/Commit");
+        string name = "mmf-cs-order-" + Process.GetCurrentProcess().Id;
+        FrameWriter w = FrameWriter.Create(name, 64, new FrameSpec { UserHeaderLength = 8 });
+        using (w)
+        using (FrameReader r = FrameReader.Open(name))
+        {
+            PendingFrame p = w.Begin();
+            Check(p.Capacity == 64 && p.Data.Length == 64, "Begin: Data spans the channel's maximum frame length (" + p.Capacity + ")");
+            Throws<MmfException>("Publish while a frame is pending", () => w.Publish(new byte[1]), MmfStatus.InvalidArgument);
+            Throws<MmfException>("Publish with a header while a frame is pending", () => w.Publish(new byte[1], new byte[1]), MmfStatus.InvalidArgument);
+            Throws<MmfException>("Begin while a frame is pending", () => w.Begin(), MmfStatus.InvalidArgument);
+            Throws<ArgumentOutOfRangeException>("Commit(-1)", () => p.Commit(-1));
+            Span<byte> pd = p.Data;
+            pd[0] = 1;
+            ulong seq = p.Commit(1);
+            Check(seq == 1, "Commit after those refusals publishes the pending frame (seq " + seq + ")");
+            Throws<ObjectDisposedException>("PendingFrame.Data after Commit", () => { var d = p.Data; });
+            Throws<ObjectDisposedException>("Commit after Commit", () => p.Commit(1));
+            p.Dispose(); // after Commit: nothing to abandon
+
+            PendingFrame q = w.Begin();
+            Span<byte> qd = q.Data;
+            qd[0] = 2;
+            q.Dispose();
+            Throws<ObjectDisposedException>("Commit after Dispose", () => q.Commit(1));
+            Throws<ObjectDisposedException>("PendingFrame.UserHeader after Dispose", () => { var h = q.UserHeader; });
+            Throws<ObjectDisposedException>("PendingFrame.SetMeta after Dispose", () => q.SetMeta(1, 1, 0, 0));
+            Check(w.Publish(new byte[] { 3 }) == 2, "Publish after an abandoned frame: the next seq (2), none used by the abandon");
+
+            PendingFrame big = w.Begin();
+            Throws<MmfException>("Commit(Capacity + 1)", () => big.Commit(65), MmfStatus.TooLarge);
+            Throws<ObjectDisposedException>("PendingFrame.Data after a too-large Commit (the frame was abandoned)", () => { var d = big.Data; });
+            using (PendingFrame again = w.Begin())
+                Check(again.Commit(1) == 3, "Begin and Commit after a too-large Commit (seq 3)");
+
+            ulong last = 0;
+            for (Frame f = r.TryNext(); f != null; f = r.TryNext())
+                using (f) last = f.Seq;
+            Check(last == 3, "the reader's newest frame is seq 3: no abandoned frame was published (" + last + ")");
+
+            PendingFrame orphan = w.Begin();
+            w.Dispose();
+            Throws<ObjectDisposedException>("PendingFrame.Data after the writer's Dispose", () => { var d = orphan.Data; });
+            orphan.Dispose(); // the writer's close abandoned it already
+            Throws<MmfException>("WaitNext after a writer closed with a frame pending", () => r.WaitNext(Second), MmfStatus.WriterGone);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
 
     static string OneLine(string s) { return s.Replace("\n", " ").Trim(); }
 
@@ -490,12 +778,13 @@ static class FramesTest
 
     static bool Equal(byte[] a, byte[] b) { return new ReadOnlySpan<byte>(a).SequenceEqual(b); }
 
-    static Process Start(string exe, string arguments)
+    static Process Start(string exe, string arguments, bool input = false)
     {
         var info = new ProcessStartInfo(exe, arguments)
         {
             UseShellExecute = false,
             RedirectStandardOutput = true,
+            RedirectStandardInput = input,
         };
         Console.WriteLine("     $ " + exe + " " + arguments);
         return Process.Start(info);
@@ -503,12 +792,12 @@ static class FramesTest
 
     /// This program again, as a child: under mono through the mono launcher, else (.NET's
     /// apphost) as the executable itself.
-    static Process StartSelf(string arguments)
+    static Process StartSelf(string arguments, bool input = false)
     {
         string self = Assembly.GetExecutingAssembly().Location;
         if (Type.GetType("Mono.Runtime") != null)
-            return Start("mono", "\"" + self + "\" " + arguments);
-        return Start(Process.GetCurrentProcess().MainModule.FileName, arguments);
+            return Start("mono", "\"" + self + "\" " + arguments, input);
+        return Start(Process.GetCurrentProcess().MainModule.FileName, arguments, input);
     }
 
     /// Waits for p (killing it after within) and returns its standard output.
