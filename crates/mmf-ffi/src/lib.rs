@@ -603,27 +603,48 @@ pub unsafe extern "C" fn mmf_segment_lock_write(
         // SAFETY: per this function's contract.
         let seg = unsafe { handle(seg) }?;
         let mmf = seg.for_guard()?;
-        let taken = if timeout_ms == MMF_WAIT_FOREVER {
+        let (mut guard, poisoned) = held(if timeout_ms == MMF_WAIT_FOREVER {
             mmf.write()
         } else {
             mmf.write_timeout(Duration::from_millis(timeout_ms.into()))
-        };
-        let (mut guard, poisoned) = match taken {
-            Ok(guard) => (guard, false),
-            Err(LockError::Poisoned(poison)) => (poison.into_inner(), true),
-            Err(LockError::Failed(error)) => return Err(error.into()),
-        };
+        })?;
         let (data, len) = (guard.as_mut_ptr(), guard.len());
         seg.guard = Some(Held::Write(guard));
         // SAFETY: both checked non-null above; writable per this function's contract.
-        unsafe { put(out_data, data) }?;
-        // SAFETY: as above.
-        unsafe { put(out_len, len) }?;
-        if poisoned {
-            return Err(Error::Poisoned.into());
-        }
-        Ok(())
+        unsafe { lend(out_data, data, out_len, len, poisoned) }
     })
+}
+
+/// A lock taken for C: the guard, and whether a process died holding the lock (C gets the
+/// lock anyway, with `MMF_ERR_POISONED`, to repair the data).
+fn held<G>(taken: mmf::LockResult<G>) -> Result<(G, bool), Failure> {
+    match taken {
+        Ok(guard) => Ok((guard, false)),
+        Err(LockError::Poisoned(poison)) => Ok((poison.into_inner(), true)),
+        Err(LockError::Failed(error)) => Err(error.into()),
+    }
+}
+
+/// Lends a locked region to C through the out-pointers; then `MMF_ERR_POISONED` if the lock
+/// was poisoned (the region is lent all the same).
+///
+/// # Safety
+/// `out_data` and `out_len` are non-null and writable.
+unsafe fn lend<P>(
+    out_data: *mut P,
+    data: P,
+    out_len: *mut usize,
+    len: usize,
+    poisoned: bool,
+) -> Result<(), Failure> {
+    // SAFETY: per this function's contract.
+    unsafe { put(out_data, data) }?;
+    // SAFETY: as above.
+    unsafe { put(out_len, len) }?;
+    if poisoned {
+        return Err(Error::Poisoned.into());
+    }
+    Ok(())
 }
 
 /// Releases the write lock taken by `mmf_segment_lock_write`; the data pointer it gave
@@ -676,26 +697,15 @@ pub unsafe extern "C" fn mmf_segment_lock_read(
         // SAFETY: per this function's contract.
         let seg = unsafe { handle(seg) }?;
         let mmf = seg.for_guard()?;
-        let taken = if timeout_ms == MMF_WAIT_FOREVER {
+        let (guard, poisoned) = held(if timeout_ms == MMF_WAIT_FOREVER {
             mmf.read()
         } else {
             mmf.read_timeout(Duration::from_millis(timeout_ms.into()))
-        };
-        let (guard, poisoned) = match taken {
-            Ok(guard) => (guard, false),
-            Err(LockError::Poisoned(poison)) => (poison.into_inner(), true),
-            Err(LockError::Failed(error)) => return Err(error.into()),
-        };
+        })?;
         let (data, len) = (guard.as_ptr(), guard.len());
         seg.guard = Some(Held::Read(guard));
         // SAFETY: both checked non-null above; writable per this function's contract.
-        unsafe { put(out_data, data) }?;
-        // SAFETY: as above.
-        unsafe { put(out_len, len) }?;
-        if poisoned {
-            return Err(Error::Poisoned.into());
-        }
-        Ok(())
+        unsafe { lend(out_data, data, out_len, len, poisoned) }
     })
 }
 
