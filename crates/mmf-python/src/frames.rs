@@ -252,7 +252,10 @@ impl FrameReader {
 /// of its ``with`` block, or the next take on its reader. ``data`` (memoryview) and ``array``
 /// (numpy) view it without a copy and are read-only. After release every accessor raises
 /// ``ReleasedError``; releasing while a view is alive raises ``BufferError`` and keeps the
-/// frame pinned (``del`` the view, or keep a ``.copy()``).
+/// frame pinned (``del`` the view, or keep a ``.copy()``). ``numpy.asarray(frame)`` and
+/// ``numpy.frombuffer(frame, numpy.uint8)`` count as views too; ``numpy.ndarray(shape,
+/// buffer=frame)`` does not: it drops its buffer export at once (old buffer semantics), so
+/// nothing stops a release under it. Use ``frame.array`` or ``numpy.asarray(frame)``.
 #[pyclass(module = "mmf", frozen)]
 pub(crate) struct Frame {
     state: Arc<Mutex<ReaderState>>,
