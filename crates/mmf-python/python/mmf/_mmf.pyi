@@ -2,11 +2,15 @@
 
 from types import TracebackType
 from collections.abc import Sequence
-from typing import Literal, final
+from typing import Any, Literal, TypeAlias, final
 
 import numpy as np
 import numpy.typing as npt
 from typing_extensions import Buffer, Self
+
+# What `publish` and `write` read in place. numpy arrays are named too: numpy's stubs give
+# `ndarray.__buffer__` (and so make it a `Buffer`) only when type-checking for Python 3.12+.
+_Bytes: TypeAlias = Buffer | npt.NDArray[Any]
 
 __all__ = [
     "Error",
@@ -95,7 +99,7 @@ class Segment:
         """Length of the data region in bytes."""
     def read(self, offset: int, length: int) -> bytes:
         """Copies ``length`` bytes at ``offset`` out of the data region under the shared lock."""
-    def write(self, offset: int, data: Buffer) -> None:
+    def write(self, offset: int, data: _Bytes) -> None:
         """Copies ``data`` into the data region at ``offset`` under the write lock."""
     @property
     def write_seq(self) -> int:
@@ -158,12 +162,12 @@ class FrameWriter:
         """Creates the frame channel ``name`` (``AlreadyExists`` if a live one has it)."""
     def publish(
         self,
-        data: Buffer,
+        data: _Bytes,
         width: int = 0,
         height: int = 0,
         pixel_format: int = 0,
         tag: int = 0,
-        header: Buffer | None = None,
+        header: _Bytes | None = None,
     ) -> int:
         """Publishes any C-contiguous buffer as the next frame; returns its sequence number."""
     def begin(self, shape: Sequence[int] | None = None) -> PendingFrame:
