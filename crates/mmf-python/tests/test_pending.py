@@ -239,6 +239,17 @@ def test_header_travels_with_its_frame(name):
         held.release()
         with r.latest() as f:
             assert bytes(f.user_header[:2]) == b"h9" and bytes(f.data) == b"later"
+        # A header view alone keeps its frame (object and pin) alive, in any GC order.
+        header = r.latest().user_header
+        w.publish(b"newer", header=b"new")
+        for seq in range(10):
+            w.publish(b"more")
+        assert bytes(header[:2]) == b"h9"
+        with pytest.raises(BufferError):
+            r.latest()  # taking another frame would release the one the header views
+        del header
+        with r.latest() as f:
+            assert bytes(f.data) == b"more"
     with mmf.FrameWriter.create(name + "-none", 16) as w, mmf.FrameReader.open(name + "-none") as r:
         w.publish(b"x")
         with w.begin() as f:
