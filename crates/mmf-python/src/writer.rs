@@ -105,7 +105,8 @@ impl WriterShared {
     /// Locks the state, first abandoning a frame whose `PendingFrame` died meanwhile.
     fn lock(&self, py: Python<'_>) -> MutexGuard<'_, WriterState> {
         let mut state = lock(py, &self.state);
-        // Relaxed: the id is the whole message (the state it names is behind the mutex).
+        // Relaxed, pairing with the store in `PendingFrame::drop`: the id is the whole
+        // message; the state it names is behind the mutex, which orders it.
         let orphan = self.orphan.swap(0, Relaxed);
         // No export can be alive: each one references the dead PendingFrame.
         if orphan != 0 && state.pending_id == orphan {
@@ -313,19 +314,19 @@ impl FrameWriter {
     /// The channel's name.
     #[getter]
     fn name(&self, py: Python<'_>) -> PyResult<String> {
-        self.open(py).map(|()| self.name.clone())
+        self.check_open(py).map(|()| self.name.clone())
     }
 
     /// The largest frame in bytes.
     #[getter]
     fn max_frame_len(&self, py: Python<'_>) -> PyResult<usize> {
-        self.open(py).map(|()| self.max_frame_len)
+        self.check_open(py).map(|()| self.max_frame_len)
     }
 
     /// Bytes of user header each frame carries (0: none).
     #[getter]
     fn user_header_len(&self, py: Python<'_>) -> PyResult<usize> {
-        self.open(py).map(|()| self.user_header_len)
+        self.check_open(py).map(|()| self.user_header_len)
     }
 
     /// Sequence number of the last frame published (0 before the first).
@@ -365,7 +366,7 @@ impl FrameWriter {
 
 impl FrameWriter {
     /// `ReleasedError` once closed.
-    fn open(&self, py: Python<'_>) -> PyResult<()> {
+    fn check_open(&self, py: Python<'_>) -> PyResult<()> {
         match self.shared.lock(py).writer {
             Some(_) => Ok(()),
             None => Err(released(py, "frame writer is closed")),
@@ -625,7 +626,7 @@ impl Drop for PendingFrame {
             Ok(state) => state,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(TryLockError::WouldBlock) => {
-                // Relaxed: see `WriterShared::lock`.
+                // Relaxed: pairs with the swap in `WriterShared::lock` (see there).
                 self.shared.orphan.store(self.id, Relaxed);
                 return;
             }

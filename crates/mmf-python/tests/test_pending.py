@@ -273,3 +273,15 @@ def test_numpy_asarray_and_frombuffer_count_but_ndarray_buffer_does_not(name):
         f.release()
         assert not f.pinned
         del unguarded
+
+
+def test_publishing_a_pending_frames_own_view_is_refused_not_deadlocked(name):
+    with mmf.FrameWriter.create(name, 16) as w, mmf.FrameWriter.create(name + "-b", 16) as other:
+        f = w.begin()
+        with pytest.raises(mmf.WouldBlock):
+            w.publish(f.data)  # its own writer is busy with it
+        assert other.publish(f.data[:4]) == 1  # another channel may copy it
+        with pytest.raises(mmf.InvalidArgument):
+            w.publish(b"x", header=f)  # 16 bytes of header for a channel without one
+        f.commit(0)
+        assert w.seq == 1
