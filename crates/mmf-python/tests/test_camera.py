@@ -83,5 +83,5 @@ def test_python_in_place_writer_to_rust_consumer(name):
         consumer.kill()
     assert consumer.returncode == 0, err
     report = dict(kv.split("=") for kv in out.split("report", 1)[1].split())
-    assert int(report["frames"]) >= 100, (report, published)
+    assert int(report["frames"]) >= 30, (report, published)  # ~500 unloaded
     assert int(report["frames"]) <= published
