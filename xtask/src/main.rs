@@ -29,7 +29,7 @@
 //! | `mutations`          | checks `xtask/mutations/*.txt` against the code        | each listed mutation still applies, so `cargo xtask mutants` cannot go stale unnoticed |
 //! | `test`               | `cargo test` of mmf's Linux suites, doc tests, mmf-cli and xtask | unit, integration and doc tests on the host, x86_64 Linux |
 //! | `ffi`                | regenerates `crates/mmf-ffi/include/mmf.h` with cbindgen into a temporary file, then `cargo test -p mmf-ffi` for x86_64 and i686 Linux (the C program compiled with `-m32` for the latter); then for `x86_64-pc-windows-gnu`: builds the cdylib and staticlib, compiles `tests/c/frames.c` with mingw against it and runs `tests/c_abi.rs` and the unit tests under wine | the checked-in C header matches the Rust ABI it declares; a C program built with `cc` (Linux) or mingw (Windows, under wine) against the staticlib and that header talks to Rust readers and writers and to another C process; `MmfFrame` has the same layout where `uint64_t` is 4-aligned |
-//! | `python`             | in a virtual environment under the target directory (made once: `pip install maturin numpy pytest`), rustfmt and clippy on `crates/mmf-python`, `maturin develop --release`, then its pytest suite | the Python package exchanges checked frames with the Rust camera demo and a second Python process, zero-copy (the numpy array's data lies inside the mapping) and never after release |
+//! | `python`             | in a virtual environment under the target directory (made once: `pip install maturin numpy pytest`), rustfmt and clippy on `crates/mmf-python`, `maturin develop --release`, its pytest suite, then mypy's stubtest on the type stubs and mypy on the bench script and tests | the Python package exchanges checked frames with the Rust camera demo and a second Python process, zero-copy (the numpy array's data lies inside the mapping) and never after release, also frames written in place (`begin`/`commit`, read by the demo's Rust consumer and by another Python process) with user headers; the stubs match the module |
 //! | `csharp`             | builds the cdylib of `mmf-ffi` and the camera example, compiles `bindings/csharp` with `mcs -warnaserror`, runs its test program with `mono` | the C# binding reads checked frames from the Rust camera demo, writes frames a Rust and a second mono process read, and reports status codes, messages and use after Dispose as it promises |
 //! | `test-i686`          | mmf's Linux suites for `i686-unknown-linux-gnu`        | a 32-bit `usize`: 32- and 64-bit processes share one region, so its layout must not depend on pointer width |
 //! | `test-aarch64`       | mmf's Linux suites but `truncation` (x86 only), `scribble` (its fixed time window) and `sigbus_install` (like `truncation`, about the x86-only fault-catching copy), unit and doc tests for `aarch64-unknown-linux-gnu`, under qemu-user, but for 4 lock tests that read a thread's system call from `/proc` (qemu shows the host's) | the lock and the channel built for a weakly ordered architecture, across real processes; qemu on x86_64 keeps x86's ordering, so loom, not this, checks the orderings |
@@ -625,7 +625,40 @@ fn python(root: &Path) -> Result {
         .current_dir(root.join(PY_DIR))
         .env("MMF_CAMERA_EXE", target.join("release/examples/camera"))
         .env("MMF_REQUIRE_CAMERA", "1")
-        .args(["-m", "pytest", "-q", "tests"]))
+        .args(["-m", "pytest", "-q", "tests"]))?;
+    python_types(root, &python)
+}
+
+/// The Python package's type stubs: mypy's stubtest compares `_mmf.pyi` with the built
+/// module (the allowlist holds only its false positives, each with the reason), and mypy
+/// checks the bench script (a typed consumer of the API) against the stubs. Tests are
+/// checked in mypy's default mode only: they call the API wrongly on purpose.
+fn python_types(root: &Path, python: &Path) -> Result {
+    let ready = capture(Command::new(python).args(["-c", "import mypy"]))
+        .is_ok_and(|out| out.status.success());
+    if !ready {
+        run(Command::new(python).args(["-m", "pip", "install", "--quiet", "mypy"]))?;
+    }
+    let dir = root.join(PY_DIR);
+    // `--ignore-unused-allowlist`: the `__buffer__` entries are false positives only before
+    // Python 3.12, and the venv's interpreter is whatever `python3` is.
+    run(Command::new(python).current_dir(&dir).args([
+        "-m",
+        "mypy.stubtest",
+        "mmf",
+        "--allowlist",
+        "stubtest-allowlist.txt",
+        "--ignore-unused-allowlist",
+    ]))?;
+    run(Command::new(python).current_dir(&dir).args([
+        "-m",
+        "mypy",
+        "--check-untyped-defs",
+        "bench/frame_view.py",
+    ]))?;
+    run(Command::new(python)
+        .current_dir(&dir)
+        .args(["-m", "mypy", "tests"]))
 }
 
 /// The Python package's crate, a workspace of its own.

@@ -6,12 +6,13 @@ view of shared memory) next to ``numpy.copy`` of the same frame. Not a test: a t
 The writer is the Rust camera demo (``cargo build --release --example camera -p mmf``;
 ``--camera`` or ``MMF_CAMERA_EXE``, default ``target/release/examples/camera``) at
 1920x1080 rgb24, or with ``--python-writer`` a Python process publishing the same size.
-Two measurements, each the median of several runs: the timed loops (``latest()`` +
+Three measurements, each the median of several runs: the timed loops (``latest()`` +
 ``frame.array`` + release back to back, then ``numpy.copy`` of one frame back to back), and
 per frame as a sleeping consumer sees it (timed right after ``wait_next`` wakes, on caches
 the camera and its other consumer just flushed, where any small numpy call costs tens of
-microseconds: ``numpy.empty(3)`` is timed beside it for reference). Issue 15's goal, view
-under 1% of the copy, is about the first.
+microseconds: ``numpy.empty(3)`` is timed beside it for reference), and the writer's side:
+a frame written in place (``begin``/``commit``) next to ``publish`` of a copy. Issue 15's
+goal, view under 1% of the copy, is about the first.
 """
 
 import argparse
@@ -110,6 +111,31 @@ def cold_run(reader, frames):
     return tuple(statistics.median(x) for x in (views, copies, empties))
 
 
+def writer_run(iterations):
+    """The writer's side, in a channel of its own: ``begin()`` + ``commit()`` alone (the
+    cost of writing in place, without the writing), ``begin()`` + filling ``frame.array`` +
+    ``commit()``, and ``publish`` of a numpy frame (one copy); ns per frame of each."""
+    clock = time.perf_counter_ns
+    img = np.full((HEIGHT, WIDTH, 3), 7, np.uint8)
+    with mmf.FrameWriter.create(f"bench-writer-{os.getpid()}", img.nbytes) as w:
+        t0 = clock()
+        for _ in range(iterations):
+            with w.begin(shape=img.shape) as frame:
+                frame.commit()
+        t1 = clock()
+        for _ in range(iterations):
+            with w.begin(shape=img.shape) as frame:
+                arr = frame.array
+                arr[...] = 7
+                del arr
+                frame.commit()
+        t2 = clock()
+        for _ in range(iterations):
+            w.publish(img, width=WIDTH, height=HEIGHT, pixel_format=mmf.RGB24)
+        t3 = clock()
+    return (t1 - t0) / iterations, (t2 - t1) / iterations, (t3 - t2) / iterations
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--camera")
@@ -143,6 +169,10 @@ def main():
         print(f"  per frame, right after wait_next wakes: latest()+array {cv / us:.2f} us   "
               f"numpy.copy {cc / us:.1f} us   view/copy = {100 * cv / cc:.3f} %")
         print(f"  (cold reference: numpy.empty(3) right after those {ce / us:.2f} us)")
+        writes = [writer_run(args.frames) for _ in range(args.runs)]
+        wb, wf, wp = med(writes, 0), med(writes, 1), med(writes, 2)
+        print(f"  writer: begin()+commit() {wb / us:.2f} us   begin()+fill array+commit() "
+              f"{wf / us:.1f} us   publish(numpy frame) {wp / us:.1f} us")
     finally:
         writer.kill()
         writer.wait()

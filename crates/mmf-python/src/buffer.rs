@@ -97,3 +97,169 @@ pub(crate) unsafe fn fill(
     }
     Ok(())
 }
+
+/// An object whose memory Python may view: counts the exports of the memory of one of its
+/// frames (`id`), and refuses new ones once that frame is gone, so that views of a
+/// `Frame`'s user header or of a `PendingFrame` count against its release like the frame's
+/// own buffer does.
+pub(crate) trait Exports: Send + Sync {
+    /// Counts one more export of frame `id`'s memory; `ReleasedError` if it is not current.
+    fn add(&self, py: Python<'_>, id: u64) -> PyResult<()>;
+    /// Ends one export counted by `add`.
+    fn remove(&self, py: Python<'_>);
+}
+
+/// A second buffer of a frame (its user header), exported by a small object of its own
+/// because a Python object exports one buffer. Not public API: Python sees only the
+/// memoryview made of it.
+#[pyclass(module = "mmf", frozen, name = "_View")]
+pub(crate) struct View {
+    /// The Python object of the frame: kept alive by a view of its header, so that it is
+    /// still there to be released (or committed) once the view is gone.
+    _frame: Py<PyAny>,
+    owner: std::sync::Arc<dyn Exports>,
+    id: u64,
+    ptr: usize,
+    len: usize,
+    readonly: bool,
+}
+
+impl View {
+    /// A memoryview of `len` bytes at `ptr`, belonging to frame `id` of `owner`, whose
+    /// Python object is `frame`.
+    ///
+    /// # Safety
+    /// `ptr..ptr+len` stays valid (and writable unless `readonly`) while `owner` counts an
+    /// export of frame `id` (`Exports::add` succeeded and `remove` was not called since),
+    /// and `owner` keeps the memory mapped for as long as it lives.
+    pub(crate) unsafe fn memoryview<'py>(
+        frame: &Bound<'py, PyAny>,
+        owner: std::sync::Arc<dyn Exports>,
+        id: u64,
+        ptr: usize,
+        len: usize,
+        readonly: bool,
+    ) -> PyResult<Bound<'py, pyo3::types::PyMemoryView>> {
+        let view = Bound::new(
+            frame.py(),
+            View {
+                _frame: frame.clone().unbind(),
+                owner,
+                id,
+                ptr,
+                len,
+                readonly,
+            },
+        )?;
+        pyo3::types::PyMemoryView::from(view.as_any())
+    }
+}
+
+#[pymethods]
+impl View {
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: c_int,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        this.owner.add(py, this.id)?;
+        // SAFETY: the export was just counted, so the memory stays valid (the contract of
+        // `View::memoryview`) until `__releasebuffer__` uncounts it; `view.obj` references
+        // this object, which holds `owner`.
+        let filled = unsafe {
+            fill(
+                view,
+                slf.as_any(),
+                this.ptr as *mut u8,
+                this.len,
+                this.readonly,
+                flags,
+            )
+        };
+        if filled.is_err() {
+            this.owner.remove(py);
+        }
+        filled
+    }
+
+    unsafe fn __releasebuffer__(slf: Bound<'_, Self>, _view: *mut ffi::Py_buffer) {
+        let this = slf.get();
+        this.owner.remove(slf.py());
+    }
+}
+
+/// A numpy `uint8` array of shape `dims` (C order) over `ptr`, whose base is a memoryview of
+/// `exporter` (so the exporter counts the array as an export for as long as it lives).
+/// Made with one `PyArray_NewFromDescr` call: several times cheaper than `numpy.frombuffer`
+/// + `reshape` on cold caches.
+///
+/// # Safety
+/// `ptr` is the start of `exporter`'s buffer, which holds at least the product of `dims`
+/// bytes and stays valid (and writable if `writable`) while an export of it is alive.
+pub(crate) unsafe fn array<'py>(
+    exporter: &Bound<'py, PyAny>,
+    ptr: usize,
+    dims: &mut [numpy::npyffi::npy_intp],
+    writable: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    use numpy::{npyffi, PY_ARRAY_API};
+    let py = exporter.py();
+    let nd = c_int::try_from(dims.len()).map_err(|_| PyBufferError::new_err("too many dims"))?;
+    // The array's base: a memoryview of the exporter, which holds an export (so the memory
+    // stays pinned while the array lives) and a reference to the exporter.
+    let base = pyo3::types::PyMemoryView::from(exporter)?;
+    // SAFETY: numpy's C API with the GIL held (`py`); returns the ndarray type object.
+    let subtype = unsafe { npyffi::get_type_object(py, npyffi::NpyTypes::PyArray_Type) };
+    // SAFETY: as above; returns a new reference to the uint8 descriptor (or null with an
+    // error set, which PyArray_NewFromDescr reports in turn).
+    let descr =
+        unsafe { PY_ARRAY_API.PyArray_DescrFromType(py, npyffi::NPY_TYPES::NPY_UBYTE as c_int) };
+    let flags = if writable {
+        npyffi::NPY_ARRAY_CARRAY
+    } else {
+        npyffi::NPY_ARRAY_CARRAY_RO
+    };
+    // SAFETY: with the GIL held; `subtype` is ndarray, `descr` a new reference that this
+    // call steals, `dims` has `nd` entries, null strides mean C order, and `ptr` with the
+    // product of `dims` bytes is exporter memory (the caller's contract) that the memoryview
+    // made the array's base below keeps valid for as long as the array lives.
+    let array = unsafe {
+        PY_ARRAY_API.PyArray_NewFromDescr(
+            py,
+            subtype,
+            descr,
+            nd,
+            dims.as_mut_ptr(),
+            std::ptr::null_mut(),
+            ptr as *mut std::ffi::c_void,
+            flags,
+            std::ptr::null_mut(),
+        )
+    };
+    if array.is_null() {
+        return Err(PyErr::fetch(py));
+    }
+    // SAFETY: `array` is a new, non-null reference, owned from here on.
+    let array = unsafe { Bound::from_owned_ptr(py, array) };
+    // SAFETY: `array` is a fresh ndarray without a base; PyArray_SetBaseObject steals the
+    // reference to `base` (even when it fails).
+    let rc = unsafe {
+        PY_ARRAY_API.PyArray_SetBaseObject(
+            py,
+            array.as_ptr().cast::<npyffi::PyArrayObject>(),
+            base.into_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(PyErr::fetch(py));
+    }
+    Ok(array)
+}
+
+/// A length as numpy's index type.
+pub(crate) fn to_intp(n: usize) -> PyResult<numpy::npyffi::npy_intp> {
+    numpy::npyffi::npy_intp::try_from(n)
+        .map_err(|_| PyBufferError::new_err("frame too large for numpy"))
+}

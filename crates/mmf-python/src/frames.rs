@@ -1,4 +1,4 @@
-//! `mmf.FrameWriter`, `mmf.FrameReader` and `mmf.Frame`: frame channels, with frames that
+//! `mmf.FrameReader` and `mmf.Frame`: the reading end of frame channels, with frames that
 //! Python sees in place (memoryview, numpy) while they are pinned.
 
 use std::ffi::c_int;
@@ -6,126 +6,15 @@ use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mmf::{FrameInfo, FrameMeta, FrameSpec};
-use numpy::{npyffi, PY_ARRAY_API};
-use pyo3::exceptions::PyBufferError;
+use mmf::FrameInfo;
+use numpy::npyffi;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyMemoryView, PyTuple};
 
+use crate::buffer::{self, to_intp};
 use crate::segment::still_exported;
-use crate::{buffer, duration, invalid, lock, py_err, released};
-
-/// The writing end of a frame channel (one per channel): ``FrameWriter.create(name,
-/// max_frame_len)``, then ``publish(data, ...)`` per frame. ``close`` (or the end of a
-/// ``with`` block) tells readers the writer is gone and removes the name.
-#[pyclass(module = "mmf", frozen)]
-pub(crate) struct FrameWriter {
-    inner: Mutex<Option<mmf::FrameWriter>>,
-}
-
-#[pymethods]
-impl FrameWriter {
-    /// Creates the frame channel ``name`` for frames of up to ``max_frame_len`` bytes, for up
-    /// to ``max_readers`` readers at once, with ``slots`` frame slots (``None``: the default,
-    /// at least ``max_readers + 2``). ``AlreadyExists`` if a live channel has the name.
-    #[staticmethod]
-    #[pyo3(signature = (name, max_frame_len, max_readers=4, slots=None))]
-    fn create(
-        py: Python<'_>,
-        name: &str,
-        max_frame_len: usize,
-        max_readers: usize,
-        slots: Option<usize>,
-    ) -> PyResult<FrameWriter> {
-        let spec = FrameSpec::new(max_frame_len)
-            .max_readers(max_readers)
-            .slots(slots.unwrap_or(0));
-        let writer = py
-            .detach(|| mmf::FrameWriter::create(name, spec))
-            .map_err(py_err)?;
-        Ok(FrameWriter {
-            inner: Mutex::new(Some(writer)),
-        })
-    }
-
-    /// Publishes ``data`` (bytes, bytearray, memoryview, numpy array: any C-contiguous buffer,
-    /// read in place: its one copy is the one into shared memory) as the next frame, with the
-    /// given metadata; returns its sequence number (1 for the first frame). ``TooLarge`` if
-    /// it exceeds ``max_frame_len``.
-    #[pyo3(signature = (data, width=0, height=0, pixel_format=0, tag=0))]
-    fn publish(
-        &self,
-        py: Python<'_>,
-        data: &Bound<'_, PyAny>,
-        width: u32,
-        height: u32,
-        pixel_format: u32,
-        tag: u64,
-    ) -> PyResult<u64> {
-        let data = buffer::Contiguous::get(data)?;
-        let mut inner = lock(py, &self.inner);
-        let writer = inner
-            .as_mut()
-            .ok_or_else(|| released(py, "frame writer is closed"))?;
-        writer.set_meta(FrameMeta {
-            width,
-            height,
-            pixel_format,
-            tag,
-        });
-        // With the GIL held: a bytearray or numpy array could change under the copy otherwise.
-        // Publishing never waits for readers, so this is one memcpy.
-        writer.publish(data.as_slice()).map_err(py_err)
-    }
-
-    /// The channel's name.
-    #[getter]
-    fn name(&self, py: Python<'_>) -> PyResult<String> {
-        self.with(py, |w| w.name().to_owned())
-    }
-
-    /// The largest frame in bytes.
-    #[getter]
-    fn max_frame_len(&self, py: Python<'_>) -> PyResult<usize> {
-        self.with(py, |w| w.max_frame_len())
-    }
-
-    /// Sequence number of the last frame published (0 before the first).
-    #[getter]
-    fn seq(&self, py: Python<'_>) -> PyResult<u64> {
-        self.with(py, |w| w.seq())
-    }
-
-    /// Closes the channel: readers get ``WriterGone`` after the last frame, and the name is
-    /// removed. Idempotent.
-    fn close(&self, py: Python<'_>) {
-        let writer = lock(py, &self.inner).take();
-        py.detach(|| drop(writer));
-    }
-
-    /// Returns the writer itself.
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    /// Closes the writer.
-    #[pyo3(signature = (*_args))]
-    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> bool {
-        self.close(py);
-        false
-    }
-}
-
-impl FrameWriter {
-    fn with<T>(&self, py: Python<'_>, f: impl FnOnce(&mmf::FrameWriter) -> T) -> PyResult<T> {
-        let inner = lock(py, &self.inner);
-        let writer = inner
-            .as_ref()
-            .ok_or_else(|| released(py, "frame writer is closed"))?;
-        Ok(f(writer))
-    }
-}
+use crate::{duration, invalid, lock, py_err, released};
 
 /// A reader and the one frame it has pinned, shared by the Python `FrameReader` and every
 /// `Frame` it handed out (an `Arc`), so that whichever Python object dies last, the reader
@@ -175,6 +64,22 @@ impl ReaderState {
 impl Drop for ReaderState {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+impl buffer::Exports for Mutex<ReaderState> {
+    fn add(&self, py: Python<'_>, id: u64) -> PyResult<()> {
+        let mut state = lock(py, self);
+        if state.pinned != id {
+            return Err(released(py, "frame was released"));
+        }
+        state.exports += 1;
+        Ok(())
+    }
+
+    fn remove(&self, py: Python<'_>) {
+        let mut state = lock(py, self);
+        state.exports = state.exports.saturating_sub(1);
     }
 }
 
@@ -246,6 +151,8 @@ impl FrameReader {
             ptr: frame.as_ptr() as usize,
             len: frame.len(),
             info: *frame.info(),
+            header_ptr: frame.user_header().as_ptr() as usize,
+            header_len: frame.user_header().len(),
         };
         state.frame = Some(frame);
         state.pinned = id;
@@ -345,7 +252,10 @@ impl FrameReader {
 /// of its ``with`` block, or the next take on its reader. ``data`` (memoryview) and ``array``
 /// (numpy) view it without a copy and are read-only. After release every accessor raises
 /// ``ReleasedError``; releasing while a view is alive raises ``BufferError`` and keeps the
-/// frame pinned (``del`` the view, or keep a ``.copy()``).
+/// frame pinned (``del`` the view, or keep a ``.copy()``). ``numpy.asarray(frame)`` and
+/// ``numpy.frombuffer(frame, numpy.uint8)`` count as views too; ``numpy.ndarray(shape,
+/// buffer=frame)`` does not: it drops its buffer export at once (old buffer semantics), so
+/// nothing stops a release under it. Use ``frame.array`` or ``numpy.asarray(frame)``.
 #[pyclass(module = "mmf", frozen)]
 pub(crate) struct Frame {
     state: Arc<Mutex<ReaderState>>,
@@ -354,6 +264,9 @@ pub(crate) struct Frame {
     ptr: usize,
     len: usize,
     info: FrameInfo,
+    /// Address and length of its user header, valid as `ptr`.
+    header_ptr: usize,
+    header_len: usize,
 }
 
 impl Frame {
@@ -441,69 +354,61 @@ impl Frame {
 
     /// The frame as a read-only numpy ``uint8`` array over shared memory (no copy): shaped
     /// ``(height, width, channels)`` when ``width * height`` divides the length (``channels
-    /// = len // (width * height)``), else 1-D.
+    /// = len // (width * height)``), else 1-D. Counted as a view of the frame for as long as
+    /// it lives, as ``numpy.asarray(frame)`` and ``numpy.frombuffer(frame, numpy.uint8)``
+    /// are; ``numpy.ndarray(shape, buffer=frame)`` is not (it gives its buffer back at once,
+    /// so nothing would stop a release under it): use one of the others.
     #[getter]
     fn array<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
         let this = slf.get();
-        this.check(py)?;
+        this.check(slf.py())?;
         let (w, h) = (
             this.info.meta.width as usize,
             this.info.meta.height as usize,
         );
-        let mut dims: [npyffi::npy_intp; 3] = match w.checked_mul(h) {
+        let mut shaped: [npyffi::npy_intp; 3];
+        let mut flat: [npyffi::npy_intp; 1];
+        let dims: &mut [npyffi::npy_intp] = match w.checked_mul(h) {
             Some(pixels) if pixels > 0 && this.len > 0 && this.len % pixels == 0 => {
-                [to_intp(h)?, to_intp(w)?, to_intp(this.len / pixels)?]
+                shaped = [to_intp(h)?, to_intp(w)?, to_intp(this.len / pixels)?];
+                &mut shaped
             }
-            _ => [to_intp(this.len)?, 0, 0],
+            _ => {
+                flat = [to_intp(this.len)?];
+                &mut flat
+            }
         };
-        let nd: c_int = if dims[1] == 0 { 1 } else { 3 };
-        // The array's base: a memoryview of this frame, which holds an export (so the frame
-        // stays pinned while the array lives) and a reference to this frame.
-        let base = PyMemoryView::from(slf.as_any())?;
-        // SAFETY: numpy's C API with the GIL held (`py`); returns the ndarray type object.
-        let subtype = unsafe { npyffi::get_type_object(py, npyffi::NpyTypes::PyArray_Type) };
-        // SAFETY: as above; returns a new reference to the uint8 descriptor (or null with an
-        // error set, which PyArray_NewFromDescr reports in turn).
-        let descr = unsafe {
-            PY_ARRAY_API.PyArray_DescrFromType(py, npyffi::NPY_TYPES::NPY_UBYTE as c_int)
-        };
-        // SAFETY: with the GIL held; `subtype` is ndarray, `descr` a new reference that this
-        // call steals, `dims` has `nd` entries, null strides mean C order, and
-        // `ptr..ptr+len` is the pinned frame, which the memoryview made the array's base below
-        // keeps pinned and mapped for as long as the array lives. No WRITEABLE flag: frames
-        // are read-only.
-        let array = unsafe {
-            PY_ARRAY_API.PyArray_NewFromDescr(
-                py,
-                subtype,
-                descr,
-                nd,
-                dims.as_mut_ptr(),
-                std::ptr::null_mut(),
-                this.ptr as *mut std::ffi::c_void,
-                npyffi::NPY_ARRAY_CARRAY_RO,
-                std::ptr::null_mut(),
-            )
-        };
-        if array.is_null() {
-            return Err(PyErr::fetch(py));
+        // SAFETY: `ptr` starts this frame's buffer of `len` bytes (the product of `dims`),
+        // valid while an export of it is alive (see `__getbuffer__`). No WRITEABLE flag:
+        // frames are read-only.
+        unsafe { buffer::array(slf.as_any(), this.ptr, dims, false) }
+    }
+
+    /// The frame's user header as a read-only memoryview of shared memory (no copy), the
+    /// one the writer published with this frame; ``None`` if the channel has none. Counted
+    /// as a view of the frame, like ``data``.
+    #[getter]
+    fn user_header<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, PyMemoryView>>> {
+        let this = slf.get();
+        this.check(slf.py())?;
+        if this.header_len == 0 {
+            return Ok(None);
         }
-        // SAFETY: `array` is a new, non-null reference, owned from here on.
-        let array = unsafe { Bound::from_owned_ptr(py, array) };
-        // SAFETY: `array` is a fresh ndarray without a base; PyArray_SetBaseObject steals the
-        // reference to `base` (even when it fails).
-        let rc = unsafe {
-            PY_ARRAY_API.PyArray_SetBaseObject(
-                py,
-                array.as_ptr().cast::<npyffi::PyArrayObject>(),
-                base.into_ptr(),
+        let owner: Arc<dyn buffer::Exports> = this.state.clone();
+        // SAFETY: the header's bytes lie in the pinned frame's slot, mapped while the state
+        // lives and unchanged while the frame is pinned, which it stays while an export is
+        // counted (`release`, `close` and the next take refuse then). Read-only.
+        unsafe {
+            buffer::View::memoryview(
+                slf.as_any(),
+                owner,
+                this.id,
+                this.header_ptr,
+                this.header_len,
+                true,
             )
-        };
-        if rc != 0 {
-            return Err(PyErr::fetch(py));
         }
-        Ok(array)
+        .map(Some)
     }
 
     /// Releases the frame (lets the writer reuse its slot). Idempotent. ``BufferError`` (and
@@ -581,10 +486,6 @@ impl Frame {
             self.info.seq, self.len, self.info.meta.width, self.info.meta.height, state
         )
     }
-}
-
-fn to_intp(n: usize) -> PyResult<npyffi::npy_intp> {
-    npyffi::npy_intp::try_from(n).map_err(|_| PyBufferError::new_err("frame too large for numpy"))
 }
 
 impl Drop for Frame {

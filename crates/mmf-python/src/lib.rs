@@ -5,9 +5,10 @@
 //! Memory rule, the one thing this crate exists to get right: Python code can keep a
 //! memoryview or a numpy array of shared memory alive for as long as it likes, in any GC
 //! order. So nothing that Python can still see is ever unmapped, unpinned or unlocked:
-//! - every object that exports a buffer (`Frame`, `SegmentLock`) counts its exports
+//! - every object that exports a buffer (`Frame`, `PendingFrame`, `SegmentLock`, and the
+//!   user-header views of frames) counts its exports
 //!   (`__getbuffer__`/`__releasebuffer__`), and refuses with `BufferError` to give up the pin
-//!   or the lock while the count is not zero;
+//!   or the lock (or commit or abandon a pending frame) while the count is not zero;
 //! - each export holds a reference to its exporter (`PyBuffer_FillInfo` sets `view.obj`), and
 //!   the exporter holds an `Arc` to the state that owns the mapping, so closing the reader or
 //!   segment first only drops the Python handle's share.
@@ -23,6 +24,7 @@ use pyo3::types::{PyDict, PyTuple, PyType};
 mod buffer;
 mod frames;
 mod segment;
+mod writer;
 
 /// The exception classes, built at import (module `mmf`): `Error` and one subclass per error
 /// kind, each also deriving from the closest built-in exception, so that `except
@@ -182,7 +184,8 @@ fn init_errors(module: &Bound<'_, PyModule>) -> PyResult<()> {
         would_block: sub(
             "WouldBlock",
             None,
-            "The operation would have to wait (a frame stays mid-publish).",
+            "The operation would have to wait (a frame stays mid-publish, or a frame from \
+             FrameWriter.begin() is still pending).",
         )?,
         poisoned: sub(
             "Poisoned",
@@ -217,7 +220,8 @@ fn _mmf(module: &Bound<'_, PyModule>) -> PyResult<()> {
     init_errors(module)?;
     module.add_class::<segment::Segment>()?;
     module.add_class::<segment::SegmentLock>()?;
-    module.add_class::<frames::FrameWriter>()?;
+    module.add_class::<writer::FrameWriter>()?;
+    module.add_class::<writer::PendingFrame>()?;
     module.add_class::<frames::FrameReader>()?;
     module.add_class::<frames::Frame>()?;
     Ok(())

@@ -7,7 +7,8 @@ from pathlib import Path
 import mmf
 
 STUBS = Path(mmf.__file__).with_name("_mmf.pyi")
-CLASSES = [mmf.Segment, mmf.SegmentLock, mmf.FrameWriter, mmf.FrameReader, mmf.Frame]
+CLASSES = [mmf.Segment, mmf.SegmentLock, mmf.FrameWriter, mmf.PendingFrame, mmf.FrameReader,
+           mmf.Frame]
 
 
 def public_members(cls):

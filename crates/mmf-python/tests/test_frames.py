@@ -74,7 +74,7 @@ def test_accessors_raise_released_after_release(name):
         f.release()  # idempotent, as memoryview.release()
         assert not f.pinned
         for attr in ("seq", "timestamp_ns", "width", "height", "pixel_format", "tag", "len",
-                     "data", "array", "skipped"):
+                     "data", "array", "skipped", "user_header"):
             with pytest.raises(mmf.ReleasedError):
                 getattr(f, attr)
         with pytest.raises(mmf.ReleasedError):

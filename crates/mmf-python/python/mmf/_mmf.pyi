@@ -1,11 +1,37 @@
 """Type stubs of the native module ``mmf._mmf`` (import ``mmf`` instead)."""
 
 from types import TracebackType
-from typing import Any, Literal, final
+from collections.abc import Sequence
+from typing import Any, Literal, TypeAlias, final
 
 import numpy as np
 import numpy.typing as npt
 from typing_extensions import Buffer, Self
+
+# What `publish` and `write` read in place. numpy arrays are named too: numpy's stubs give
+# `ndarray.__buffer__` (and so make it a `Buffer`) only when type-checking for Python 3.12+.
+_Bytes: TypeAlias = Buffer | npt.NDArray[Any]
+
+__all__ = [
+    "Error",
+    "InvalidArgument",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ReadOnly",
+    "Timeout",
+    "WouldBlock",
+    "Poisoned",
+    "WriterGone",
+    "TooLarge",
+    "ReleasedError",
+    "Segment",
+    "SegmentLock",
+    "FrameWriter",
+    "PendingFrame",
+    "FrameReader",
+    "Frame",
+]
 
 class Error(Exception):
     """Base class of every error mmf raises."""
@@ -73,7 +99,7 @@ class Segment:
         """Length of the data region in bytes."""
     def read(self, offset: int, length: int) -> bytes:
         """Copies ``length`` bytes at ``offset`` out of the data region under the shared lock."""
-    def write(self, offset: int, data: Buffer) -> None:
+    def write(self, offset: int, data: _Bytes) -> None:
         """Copies ``data`` into the data region at ``offset`` under the write lock."""
     @property
     def write_seq(self) -> int:
@@ -122,22 +148,30 @@ class SegmentLock:
 
 @final
 class FrameWriter:
-    """The writing end of a frame channel."""
+    """The writing end of a frame channel: ``publish`` (one copy) or ``begin``/``commit``
+    (written in place)."""
 
     @staticmethod
     def create(
-        name: str, max_frame_len: int, max_readers: int = 4, slots: int | None = None
+        name: str,
+        max_frame_len: int,
+        max_readers: int = 4,
+        slots: int | None = None,
+        user_header_len: int = 0,
     ) -> FrameWriter:
         """Creates the frame channel ``name`` (``AlreadyExists`` if a live one has it)."""
     def publish(
         self,
-        data: Buffer,
+        data: _Bytes,
         width: int = 0,
         height: int = 0,
         pixel_format: int = 0,
         tag: int = 0,
+        header: _Bytes | None = None,
     ) -> int:
         """Publishes any C-contiguous buffer as the next frame; returns its sequence number."""
+    def begin(self, shape: Sequence[int] | None = None) -> PendingFrame:
+        """Takes a free slot for a frame written in place (``WouldBlock`` while one is pending)."""
     @property
     def name(self) -> str:
         """The channel's name."""
@@ -145,10 +179,61 @@ class FrameWriter:
     def max_frame_len(self) -> int:
         """The largest frame in bytes."""
     @property
+    def user_header_len(self) -> int:
+        """Bytes of user header each frame carries (0: none)."""
+    @property
     def seq(self) -> int:
         """Sequence number of the last frame published (0 before the first)."""
     def close(self) -> None:
-        """Closes the channel: readers get ``WriterGone``; the name is removed."""
+        """Closes the channel (abandoning a pending frame): readers get ``WriterGone``."""
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]: ...
+
+@final
+class PendingFrame:
+    """A frame being written in place; ``commit()`` publishes it, else it is abandoned.
+
+    ``array``, ``data`` and ``user_header`` are writable views of shared memory; commit or
+    abandon while one is alive raises ``BufferError``; afterwards every accessor raises
+    ``ReleasedError``. ``numpy.asarray(f)``/``numpy.frombuffer(f, numpy.uint8)`` count as
+    views, ``numpy.ndarray(shape, buffer=f)`` does not (it drops its buffer at once): avoid it.
+    """
+
+    @property
+    def seq(self) -> int:
+        """The sequence number the frame gets if committed."""
+    @property
+    def pending(self) -> bool:
+        """Whether the frame is still pending (neither committed nor abandoned)."""
+    def __len__(self) -> int:
+        """Bytes in the slot (``max_frame_len``)."""
+    @property
+    def data(self) -> memoryview:
+        """Writable memoryview of the slot's ``max_frame_len`` bytes."""
+    @property
+    def array(self) -> npt.NDArray[np.uint8]:
+        """Writable numpy view of the slot, shaped as ``begin(shape=...)`` asked."""
+    @property
+    def user_header(self) -> memoryview | None:
+        """Writable memoryview of the frame's user header (``None`` without one)."""
+    def set_meta(
+        self,
+        width: int | None = None,
+        height: int | None = None,
+        pixel_format: int | None = None,
+        tag: int | None = None,
+    ) -> None:
+        """Sets the metadata published with the frame; ``None`` keeps a field."""
+    def commit(self, length: int | None = None) -> int:
+        """Publishes the first ``length`` bytes; returns the sequence number."""
+    def abandon(self) -> None:
+        """Abandons the frame (nothing published). Idempotent."""
+    def __buffer__(self, flags: int, /) -> memoryview: ...
     def __enter__(self) -> Self: ...
     def __exit__(
         self,
@@ -193,7 +278,13 @@ class FrameReader:
 
 @final
 class Frame:
-    """One pinned frame; ``data`` and ``array`` view shared memory without a copy."""
+    """One pinned frame; ``data`` and ``array`` view shared memory without a copy.
+
+    ``numpy.asarray(frame)`` and ``numpy.frombuffer(frame, numpy.uint8)`` count as views (a
+    release raises ``BufferError`` while they live); ``numpy.ndarray(shape, buffer=frame)``
+    does not (it drops its buffer export at once, old buffer semantics), so nothing stops a
+    release under it: use ``frame.array`` or ``numpy.asarray(frame)``.
+    """
 
     @property
     def seq(self) -> int:
@@ -230,6 +321,9 @@ class Frame:
     @property
     def array(self) -> npt.NDArray[np.uint8]:
         """Read-only numpy view, shaped ``(height, width, channels)`` when possible."""
+    @property
+    def user_header(self) -> memoryview | None:
+        """Read-only memoryview of the frame's user header (``None`` without one)."""
     def __buffer__(self, flags: int, /) -> memoryview: ...
     def release(self) -> None:
         """Releases the frame; ``BufferError`` while a view of it is alive."""
