@@ -517,7 +517,7 @@ fn ffi(root: &Path) -> Result {
 /// the program linked against the cdylib (mmf_ffi.dll): every mode, the
 /// C writer and C reader talking to each other, the segment made and opened by C processes,
 /// and the C program against Rust readers and writers, all Windows processes under one
-/// wineserver. Then mmf-ffi's unit tests, but [`FFI_UNIT_NOT_ON_WINDOWS`].
+/// wineserver. Then mmf-ffi's unit tests.
 fn ffi_windows(root: &Path) -> Result {
     let _server = wine::Server::start();
     run(cargo(root).args(["build", "-p", "mmf-ffi", "--target", wine::TARGET]))?;
@@ -556,20 +556,14 @@ fn ffi_windows(root: &Path) -> Result {
             ])
             .env("MMF_FFI_C_PROGRAM", exe))?;
     }
-    let mut unit = cargo(root);
-    unit.args([
+    run(wine::env(&mut cargo(root)).args([
         "test",
         "-p",
         "mmf-ffi",
         "--target",
         wine::TARGET,
         "--lib",
-        "--",
-    ]);
-    for test in FFI_UNIT_NOT_ON_WINDOWS {
-        unit.args(["--skip", test]);
-    }
-    run(wine::env(&mut unit))
+    ]))
 }
 
 /// What a C program linking mmf-ffi's staticlib for [`wine::TARGET`] needs besides it, as
@@ -577,11 +571,6 @@ fn ffi_windows(root: &Path) -> Result {
 /// --print native-static-libs` prints it (rustc prints it only when it builds the crate, so
 /// it is copied here rather than asked for each time). A library missing here fails the link.
 const WINDOWS_NATIVE_LIBS: &[&str] = &["kernel32", "ntdll", "userenv", "ws2_32", "dbghelp"];
-
-/// mmf-ffi unit tests that assume POSIX names: `segment_round_trip_and_status_codes` expects
-/// `mmf_segment_remove` to make the name unopenable at once while a handle is open, but a
-/// Windows section's name lives as long as any handle (documented at `mmf_segment_create`).
-const FFI_UNIT_NOT_ON_WINDOWS: &[&str] = &["segment_round_trip_and_status_codes"];
 
 /// The C ABI crate, and its generated header within it.
 const FFI_DIR: &str = "crates/mmf-ffi";
