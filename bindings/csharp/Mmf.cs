@@ -196,6 +196,7 @@ namespace Mmf
         [DllImport(Lib)] internal static extern int mmf_frame_reader_try_next(FrameReaderHandle r, out NativeFrame frame);
         [DllImport(Lib)] internal static extern int mmf_frame_reader_latest(FrameReaderHandle r, out NativeFrame frame);
         [DllImport(Lib)] internal static extern int mmf_frame_reader_release(FrameReaderHandle r);
+        [DllImport(Lib)] internal static extern int mmf_frame_reader_writer_alive(FrameReaderHandle r, out byte alive);
         [DllImport(Lib)] internal static extern int mmf_frame_reader_close(IntPtr r);
 
         /// <summary>MMF_WAIT_FOREVER.</summary>
@@ -813,6 +814,20 @@ namespace Mmf
             generation++;
             int status = Native.mmf_frame_reader_latest(handle, out f);
             return Take(status, MmfStatus.WouldBlock, f);
+        }
+
+        /// <summary>Whether the channel's writer is still there: it has not closed the
+        /// channel and its process has not died. Asks the OS (a system call or two): for a
+        /// consumer polling with Latest, which keeps giving the last frame, now and then, not
+        /// for every frame. Leaves the held frame alone.</summary>
+        public bool WriterAlive
+        {
+            get
+            {
+                byte alive;
+                Native.Check(Native.mmf_frame_reader_writer_alive(handle, out alive));
+                return alive != 0;
+            }
         }
 
         // The generation is bumped before the call: the C side releases the held frame even

@@ -385,7 +385,9 @@ static class FramesTest
                     string why = last == null ? "none" : Verify(last, n - 1, new byte[FrameLen], headerLen);
                     Check(why == null && last.Seq == n, "a reader opened late: its first WaitNext is the newest frame, intact (" + (last == null ? "none" : last.Seq.ToString()) + (why == null ? "" : "; " + why) + ")");
                 }
+                Check(late.WriterAlive, "WriterAlive while the writer is open");
                 writer.Dispose();
+                Check(!late.WriterAlive, "WriterAlive is false once the writer closed");
                 Throws<MmfException>("WaitNext after the writer closed", () => late.WaitNext(Second), MmfStatus.WriterGone);
             }
         }

@@ -412,6 +412,16 @@ int32_t mmf_frame_reader_try_next(MmfFrameReader *r, struct MmfFrame *frame);
 // `r` is null or a live handle; `frame` is null or writable.
 int32_t mmf_frame_reader_latest(MmfFrameReader *r, struct MmfFrame *frame);
 
+// Whether the channel's writer is still there (`*out`): it has not closed the channel, and
+// its process has not died. Asks the OS, so it costs a system call or two: for a consumer
+// that polls with `mmf_frame_reader_latest` (which keeps giving the last frame and never
+// reports `MMF_ERR_WRITER_GONE`) now and then, not for every frame. Does not touch the frame
+// the reader holds.
+//
+// # Safety
+// `r` is null or a live handle; `out` is null or writable.
+int32_t mmf_frame_reader_writer_alive(MmfFrameReader *r, bool *out);
+
 // Releases the frame the reader holds, letting the writer reuse its slot; its `MmfFrame`
 // must not be used afterwards. A no-op when no frame is held.
 //

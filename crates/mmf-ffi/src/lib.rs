@@ -1340,6 +1340,31 @@ pub unsafe extern "C" fn mmf_frame_reader_latest(
     call(|| unsafe { take(r, Take::Latest, frame) })
 }
 
+/// Whether the channel's writer is still there (`*out`): it has not closed the channel, and
+/// its process has not died. Asks the OS, so it costs a system call or two: for a consumer
+/// that polls with `mmf_frame_reader_latest` (which keeps giving the last frame and never
+/// reports `MMF_ERR_WRITER_GONE`) now and then, not for every frame. Does not touch the frame
+/// the reader holds.
+///
+/// # Safety
+/// `r` is null or a live handle; `out` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mmf_frame_reader_writer_alive(
+    r: *mut MmfFrameReader,
+    out: *mut bool,
+) -> i32 {
+    call(|| {
+        need_out(out)?;
+        // SAFETY: per this function's contract.
+        let r = unsafe { handle(r) }?;
+        // SAFETY: `reader` is live until the handle drops; a shared borrow for this call
+        // does not conflict with the pinned frame's, which is shared as well.
+        let alive = unsafe { r.reader.as_ref() }.writer_alive();
+        // SAFETY: checked non-null above; writable per this function's contract.
+        unsafe { put(out, alive) }
+    })
+}
+
 /// Releases the frame the reader holds, letting the writer reuse its slot; its `MmfFrame`
 /// must not be used afterwards. A no-op when no frame is held.
 ///

@@ -338,10 +338,26 @@ fn frames_round_trip_and_stay_pinned_until_released() {
         assert_eq!(c!(mmf_frame_reader_latest(r, &mut frame)), MMF_OK);
         assert_eq!(bytes(&frame), b"three");
         assert_eq!(frame.seq, 3);
+        let mut alive = false;
+        assert_eq!(c!(mmf_frame_reader_writer_alive(r, &mut alive)), MMF_OK);
+        assert!(alive);
+        assert_eq!(bytes(&frame), b"three", "asking leaves the frame pinned");
         assert_eq!(c!(mmf_frame_reader_release(r)), MMF_OK);
         assert_eq!(c!(mmf_frame_reader_release(r)), MMF_OK);
 
         assert_eq!(c!(mmf_frame_writer_close(w)), MMF_OK);
+        assert_eq!(c!(mmf_frame_reader_writer_alive(r, &mut alive)), MMF_OK);
+        assert!(!alive, "the writer closed the channel");
+        assert_eq!(
+            c!(mmf_frame_reader_writer_alive(r, ptr::null_mut())),
+            MMF_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(c!(mmf_frame_reader_latest(r, &mut frame)), MMF_OK);
+        assert_eq!(
+            bytes(&frame),
+            b"three",
+            "latest keeps giving the last frame"
+        );
         assert_eq!(
             c!(mmf_frame_reader_wait_next(r, 1000, &mut frame)),
             MMF_ERR_WRITER_GONE
