@@ -28,7 +28,7 @@
 //! | `clippy-windows`     | the same for `x86_64-pc-windows-gnu`                   | the Windows layer is compiled, and so linted, only for a Windows target |
 //! | `mutations`          | checks `xtask/mutations/*.txt` against the code        | each listed mutation still applies, so `cargo xtask mutants` cannot go stale unnoticed |
 //! | `test`               | `cargo test` of mmf's Linux suites, doc tests, mmf-cli and xtask | unit, integration and doc tests on the host, x86_64 Linux |
-//! | `ffi`                | regenerates `crates/mmf-ffi/include/mmf.h` with cbindgen into a temporary file, then `cargo test -p mmf-ffi` for x86_64 and i686 Linux (the C program compiled with `-m32` for the latter); then for `x86_64-pc-windows-gnu`: builds the cdylib and staticlib, compiles `tests/c/frames.c` with mingw against it and runs `tests/c_abi.rs` and the unit tests under wine | the checked-in C header matches the Rust ABI it declares; a C program built with `cc` (Linux) or mingw (Windows, under wine) against the staticlib and that header talks to Rust readers and writers and to another C process; `MmfFrame` has the same layout where `uint64_t` is 4-aligned |
+//! | `ffi`                | regenerates `crates/mmf-ffi/include/mmf.h` with cbindgen into a temporary file and compiles it as C++17 (`-fsyntax-only`), then `cargo test -p mmf-ffi` for x86_64 and i686 Linux (the C program compiled with `-m32` for the latter); then for `x86_64-pc-windows-gnu`: builds the cdylib and staticlib, compiles `tests/c/frames.c` with mingw against it and runs `tests/c_abi.rs` and the unit tests under wine | the checked-in C header matches the Rust ABI it declares; a C program built with `cc` (Linux) or mingw (Windows, under wine) against the staticlib and that header talks to Rust readers and writers and to another C process; `MmfFrame` has the same layout where `uint64_t` is 4-aligned |
 //! | `python`             | in a virtual environment under the target directory (made once: `pip install maturin numpy pytest`), rustfmt and clippy on `crates/mmf-python` (also for `x86_64-pc-windows-gnu`, whose build it links), `maturin develop --release`, its pytest suite, then mypy's stubtest on the type stubs and mypy on the bench script and tests | the Python package exchanges checked frames with the Rust camera demo and a second Python process, zero-copy (the numpy array's data lies inside the mapping) and never after release, also frames written in place (`begin`/`commit`, read by the demo's Rust consumer and by another Python process) with user headers; the stubs match the module |
 //! | `csharp`             | builds the cdylib of `mmf-ffi` and the camera example, compiles `bindings/csharp` with `mcs -warnaserror`, runs its test program with `mono` | the C# binding reads checked frames from the Rust camera demo, writes frames a Rust and a second mono process read, and reports status codes, messages and use after Dispose as it promises |
 //! | `test-i686`          | mmf's Linux suites for `i686-unknown-linux-gnu`        | a 32-bit `usize`: 32- and 64-bit processes share one region, so its layout must not depend on pointer width |
@@ -499,6 +499,18 @@ fn ffi(root: &Path) -> Result {
     // Best effort: a leftover file in the temporary directory harms nothing.
     let _ = std::fs::remove_file(&fresh);
     compared?;
+    // A C++ recorder includes the same header: it must compile as C++ too (extern "C").
+    run(Command::new("c++")
+        .args([
+            "-std=c++17",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-fsyntax-only",
+            "-x",
+            "c++",
+        ])
+        .arg(&checked_in))?;
     run(cargo(root).args(["test", "-p", "mmf-ffi"]))?;
     // 32-bit: the C program compiled with -m32, where the C compiler aligns uint64_t to 4.
     run(cargo(root).args([
