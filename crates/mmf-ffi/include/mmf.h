@@ -56,7 +56,9 @@ typedef struct MmfFrameReader MmfFrameReader;
 // A bug in mmf: a Rust panic was caught at the boundary. The handle may be unusable.
 #define MMF_ERR_PANIC -10
 
-// Pass as `timeout_ms` to `mmf_segment_wait_for_write` to wait without a time limit.
+// Pass as `timeout_ms` to any function that waits (`mmf_segment_wait_for_write`, the lock
+// calls, `mmf_frame_reader_wait_next`, `mmf_frame_reader_open_wait`) to wait without a time
+// limit.
 #define MMF_WAIT_FOREVER UINT32_MAX
 
 // The version of this ABI: the functions, their arguments and the structs' layouts. Raised
@@ -383,21 +385,25 @@ int32_t mmf_frame_writer_close(MmfFrameWriter *w);
 // `name` is null or a NUL-terminated string; `out` is null or writable.
 int32_t mmf_frame_reader_open(const char *name, MmfFrameReader **out);
 
-// As `mmf_frame_reader_open`, but waits up to `timeout_ms` milliseconds for the channel to
-// appear (a consumer started before its camera, or reopening after `MMF_ERR_WRITER_GONE`
+// As `mmf_frame_reader_open`, but waits up to `timeout_ms` milliseconds (`MMF_WAIT_FOREVER`:
+// no limit) for the channel to appear (a consumer started before its camera, or reopening after `MMF_ERR_WRITER_GONE`
 // while the camera restarts). `MMF_ERR_TIMEOUT` if it did not in time.
 //
 // # Safety
 // `name` is null or a NUL-terminated string; `out` is null or writable.
-int32_t mmf_frame_reader_open_wait(const char *name, uint32_t timeout_ms, MmfFrameReader **out);
+int32_t mmf_frame_reader_open_wait(const char *name,
+                                   uint32_t timeout_ms,
+                                   MmfFrameReader **out);
 
-// Waits up to `timeout_ms` milliseconds for the next frame and describes it in `*frame`
-// (see `MmfFrame` for how long it stays valid). Releases the frame held before, even on
+// Waits up to `timeout_ms` milliseconds (`MMF_WAIT_FOREVER`: no limit) for the next frame
+// and describes it in `*frame` (see `MmfFrame` for how long it stays valid). Releases the frame held before, even on
 // failure. `MMF_ERR_TIMEOUT` if none came; `MMF_ERR_WRITER_GONE` if the writer closed.
 //
 // # Safety
 // `r` is null or a live handle; `frame` is null or writable.
-int32_t mmf_frame_reader_wait_next(MmfFrameReader *r, uint32_t timeout_ms, struct MmfFrame *frame);
+int32_t mmf_frame_reader_wait_next(MmfFrameReader *r,
+                                   uint32_t timeout_ms,
+                                   struct MmfFrame *frame);
 
 // Takes the next frame without waiting, as `mmf_frame_reader_wait_next`;
 // `MMF_ERR_WOULD_BLOCK` if there is no new one.

@@ -52,8 +52,20 @@ pub const MMF_ERR_OTHER: i32 = -9;
 /// A bug in mmf: a Rust panic was caught at the boundary. The handle may be unusable.
 pub const MMF_ERR_PANIC: i32 = -10;
 
-/// Pass as `timeout_ms` to `mmf_segment_wait_for_write` to wait without a time limit.
+/// Pass as `timeout_ms` to any function that waits (`mmf_segment_wait_for_write`, the lock
+/// calls, `mmf_frame_reader_wait_next`, `mmf_frame_reader_open_wait`) to wait without a time
+/// limit.
 pub const MMF_WAIT_FOREVER: u32 = u32::MAX;
+
+/// A `timeout_ms` argument for the frame calls, whose Rust side takes a `Duration` and treats
+/// one too long for the clock as no limit.
+fn wait_arg(timeout_ms: u32) -> Duration {
+    if timeout_ms == MMF_WAIT_FOREVER {
+        Duration::MAX
+    } else {
+        Duration::from_millis(timeout_ms.into())
+    }
+}
 
 /// The version of this ABI: the functions, their arguments and the structs' layouts. Raised
 /// with every change a program built against an older header could misread; compare it with
@@ -1210,8 +1222,8 @@ pub unsafe extern "C" fn mmf_frame_reader_open(
     })
 }
 
-/// As `mmf_frame_reader_open`, but waits up to `timeout_ms` milliseconds for the channel to
-/// appear (a consumer started before its camera, or reopening after `MMF_ERR_WRITER_GONE`
+/// As `mmf_frame_reader_open`, but waits up to `timeout_ms` milliseconds (`MMF_WAIT_FOREVER`:
+/// no limit) for the channel to appear (a consumer started before its camera, or reopening after `MMF_ERR_WRITER_GONE`
 /// while the camera restarts). `MMF_ERR_TIMEOUT` if it did not in time.
 ///
 /// # Safety
@@ -1226,7 +1238,7 @@ pub unsafe extern "C" fn mmf_frame_reader_open_wait(
         need_out(out)?;
         // SAFETY: per this function's contract.
         let name = unsafe { name_arg(name) }?;
-        let reader = FrameReader::open_wait(name, Duration::from_millis(timeout_ms.into()))?;
+        let reader = FrameReader::open_wait(name, wait_arg(timeout_ms))?;
         // SAFETY: per this function's contract.
         unsafe { put(out, boxed_reader(reader)) }
     })
@@ -1296,8 +1308,8 @@ fn no_frame() -> Failure {
     }
 }
 
-/// Waits up to `timeout_ms` milliseconds for the next frame and describes it in `*frame`
-/// (see `MmfFrame` for how long it stays valid). Releases the frame held before, even on
+/// Waits up to `timeout_ms` milliseconds (`MMF_WAIT_FOREVER`: no limit) for the next frame
+/// and describes it in `*frame` (see `MmfFrame` for how long it stays valid). Releases the frame held before, even on
 /// failure. `MMF_ERR_TIMEOUT` if none came; `MMF_ERR_WRITER_GONE` if the writer closed.
 ///
 /// # Safety
@@ -1308,9 +1320,8 @@ pub unsafe extern "C" fn mmf_frame_reader_wait_next(
     timeout_ms: u32,
     frame: *mut MmfFrame,
 ) -> i32 {
-    let timeout = Duration::from_millis(timeout_ms.into());
     // SAFETY: per this function's contract.
-    call(|| unsafe { take(r, Take::Wait(timeout), frame) })
+    call(|| unsafe { take(r, Take::Wait(wait_arg(timeout_ms)), frame) })
 }
 
 /// Takes the next frame without waiting, as `mmf_frame_reader_wait_next`;

@@ -1052,3 +1052,53 @@ fn open_wait_times_out_then_opens_a_channel_that_appears() {
     assert_eq!(c!(mmf_frame_reader_close(r)), MMF_OK);
     assert_eq!(c!(mmf_frame_writer_close(w)), MMF_OK);
 }
+
+#[test]
+fn wait_forever_waits_past_any_timeout_until_a_frame_comes() {
+    let name = cname("forever");
+    let mut w: *mut MmfFrameWriter = ptr::null_mut();
+    assert_eq!(
+        c!(mmf_frame_writer_create(name.as_ptr(), 64, 2, &mut w)),
+        MMF_OK
+    );
+    // Opened with MMF_WAIT_FOREVER too: the channel is there, so it returns at once.
+    let mut r: *mut MmfFrameReader = ptr::null_mut();
+    assert_eq!(
+        c!(mmf_frame_reader_open_wait(
+            name.as_ptr(),
+            MMF_WAIT_FOREVER,
+            &mut r
+        )),
+        MMF_OK
+    );
+    // The reader handle moves to the waiting thread, which alone uses it until it is joined.
+    let reader = r as usize;
+    let waiter = std::thread::spawn(move || {
+        let mut frame = empty_frame();
+        let status = c!(mmf_frame_reader_wait_next(
+            reader as *mut MmfFrameReader,
+            MMF_WAIT_FOREVER,
+            &mut frame
+        ));
+        (status, bytes(&frame).to_vec())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        !waiter.is_finished(),
+        "returned before any frame was published"
+    );
+    assert_eq!(
+        c!(mmf_frame_writer_publish(
+            w,
+            b"late".as_ptr(),
+            4,
+            ptr::null_mut()
+        )),
+        MMF_OK
+    );
+    let (status, data) = waiter.join().unwrap();
+    assert_eq!(status, MMF_OK, "{}", last_message());
+    assert_eq!(data, b"late");
+    assert_eq!(c!(mmf_frame_reader_close(r)), MMF_OK);
+    assert_eq!(c!(mmf_frame_writer_close(w)), MMF_OK);
+}
