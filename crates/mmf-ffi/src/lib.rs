@@ -623,7 +623,8 @@ pub unsafe extern "C" fn mmf_segment_lock_write(
         let (data, len) = (guard.as_mut_ptr(), guard.len());
         seg.guard = Some(Held::Write(guard));
         // SAFETY: both checked non-null above; writable per this function's contract.
-        unsafe { lend(out_data, data, out_len, len, poisoned) }
+        unsafe { lend(out_data, data, out_len, len) }?;
+        unless_poisoned(poisoned)
     })
 }
 
@@ -637,8 +638,8 @@ fn held<G>(taken: mmf::LockResult<G>) -> Result<(G, bool), Failure> {
     }
 }
 
-/// Lends a locked region to C through the out-pointers; then `MMF_ERR_POISONED` if the lock
-/// was poisoned (the region is lent all the same).
+/// Lends a region of shared memory to C: its address through `out_data`, its length through
+/// `out_len` (a locked data region, a begun frame, its user header).
 ///
 /// # Safety
 /// `out_data` and `out_len` are non-null and writable.
@@ -647,12 +648,15 @@ unsafe fn lend<P>(
     data: P,
     out_len: *mut usize,
     len: usize,
-    poisoned: bool,
 ) -> Result<(), Failure> {
     // SAFETY: per this function's contract.
     unsafe { put(out_data, data) }?;
     // SAFETY: as above.
-    unsafe { put(out_len, len) }?;
+    unsafe { put(out_len, len) }
+}
+
+/// `MMF_ERR_POISONED` after a poisoned lock was taken and lent all the same.
+fn unless_poisoned(poisoned: bool) -> Result<(), Failure> {
     if poisoned {
         return Err(Error::Poisoned.into());
     }
@@ -717,7 +721,8 @@ pub unsafe extern "C" fn mmf_segment_lock_read(
         let (data, len) = (guard.as_ptr(), guard.len());
         seg.guard = Some(Held::Read(guard));
         // SAFETY: both checked non-null above; writable per this function's contract.
-        unsafe { lend(out_data, data, out_len, len, poisoned) }
+        unsafe { lend(out_data, data, out_len, len) }?;
+        unless_poisoned(poisoned)
     })
 }
 
@@ -1114,9 +1119,7 @@ pub unsafe extern "C" fn mmf_frame_writer_begin(
         let (ptr, len) = (pending.as_mut_ptr(), pending.len());
         w.pending = Some(pending);
         // SAFETY: both checked non-null above; writable per this function's contract.
-        unsafe { put(data, ptr) }?;
-        // SAFETY: as above.
-        unsafe { put(capacity, len) }
+        unsafe { lend(data, ptr, capacity, len) }
     })
 }
 
@@ -1144,9 +1147,7 @@ pub unsafe extern "C" fn mmf_frame_writer_begun_user_header(
         let bytes = pending.user_header_mut();
         let (ptr, len) = (bytes.as_mut_ptr(), bytes.len());
         // SAFETY: both checked non-null above; writable per this function's contract.
-        unsafe { put(header, ptr) }?;
-        // SAFETY: as above.
-        unsafe { put(header_len, len) }
+        unsafe { lend(header, ptr, header_len, len) }
     })
 }
 

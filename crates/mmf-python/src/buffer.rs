@@ -221,10 +221,10 @@ pub(crate) unsafe fn array<'py>(
     } else {
         npyffi::NPY_ARRAY_CARRAY_RO
     };
-    // SAFETY: with the GIL held; `subtype` is ndarray, `descr` a new reference that this
-    // call steals, `dims` has `nd` entries, null strides mean C order, and `ptr` with the
-    // product of `dims` bytes is exporter memory (the caller's contract) that the memoryview
-    // made the array's base below keeps valid for as long as the array lives.
+    // The arguments: `subtype` is ndarray, `descr` a new reference that this call steals,
+    // `dims` has `nd` entries, null strides mean C order.
+    // SAFETY: the GIL is held, and `ptr` with the product of `dims` bytes is exporter memory
+    // (the caller's contract) that the array's base, the memoryview below, keeps valid.
     let array = unsafe {
         PY_ARRAY_API.PyArray_NewFromDescr(
             py,

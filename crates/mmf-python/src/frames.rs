@@ -129,10 +129,10 @@ impl FrameReader {
         }
         // The reader holds one pin at a time: unpin the old frame before taking a new one.
         state.unpin();
-        // SAFETY: `reader` is live until `close` (which needs this state's lock, held here),
-        // and the frame borrowing it for "'static" is stored in `state.frame`, which is
-        // dropped before the reader is freed or borrowed again (above, and in `close`), so
-        // the borrow never outlives the reader or overlaps another.
+        // `reader` is live until `close`, which needs this state's lock, held here; the frame
+        // borrowing it is kept in `state.frame`, dropped above and in `close`.
+        // SAFETY: the "'static" borrow never outlives the reader or overlaps another, since
+        // the frame holding it is dropped before the reader is freed or borrowed again.
         let reader: &'static mut mmf::FrameReader = unsafe { &mut *reader.as_ptr() };
         let taken = match how {
             Take::Wait(timeout) => py.detach(|| reader.wait_next(timeout).map(Some)),
@@ -439,10 +439,10 @@ impl Frame {
         }
         // A request for a writable buffer fails in `fill` (read-only), cheaply, in C: numpy
         // asks for one first every time.
-        // SAFETY: the frame is pinned (checked above) and stays pinned, its bytes unchanged
-        // and mapped, until the export count drops to zero: `release`, `close` and the next
-        // take refuse before then, and the state (reader and mapping) lives as long as this
-        // Frame, which the export references. Read-only, as frames are.
+        // `release`, `close` and the next take refuse while exports remain, and the state
+        // (reader and mapping) lives as long as this Frame, which the export references.
+        // SAFETY: the frame is pinned (checked above) and stays pinned, mapped and unchanged
+        // until the export count drops to zero; exported read-only, as frames are.
         unsafe {
             buffer::fill(
                 view,

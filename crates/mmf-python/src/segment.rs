@@ -349,10 +349,10 @@ impl SegmentLock {
         let mut state = lock(py, &this.state);
         let (ptr, len, readonly) = Self::region(&mut state)
             .ok_or_else(|| released(py, "the segment lock was released"))?;
-        // SAFETY: the region stays mapped and locked until the export count drops to zero
-        // (`release` refuses before then, and the guard and mapping live in `state`, which
-        // the export's reference to `slf` keeps alive); a writable export is only made under
-        // the write lock (Lock::Write).
+        // `release` refuses while exports remain, and the guard and mapping live in `state`,
+        // which the export's reference to `slf` keeps alive.
+        // SAFETY: the region stays mapped and locked until the export count drops to zero;
+        // a writable export is only made under the write lock (Lock::Write).
         unsafe { buffer::fill(view, slf.as_any(), ptr, len, readonly, flags) }?;
         state.exports += 1;
         Ok(())

@@ -280,10 +280,10 @@ impl FrameWriter {
         let mut guard = self.shared.lock(py);
         let state = &mut *guard;
         let writer = state.idle(py)?;
-        // SAFETY: `writer` is live until `close` (which needs the shared lock, held here),
-        // and the pending frame borrowing it for "'static" is stored in `state.pending`,
-        // which is committed or dropped before the writer is freed or used otherwise
-        // (`idle`, `close`), so the borrow never outlives the writer or overlaps another.
+        // `writer` is live until `close`, which needs the shared lock, held here; the pending
+        // frame borrowing it is kept in `state.pending` (`idle` and `close` check it).
+        // SAFETY: the "'static" borrow never outlives the writer or overlaps another, since
+        // the pending frame is committed or dropped before the writer is freed or used.
         let writer: &'static mut mmf::FrameWriter = unsafe { &mut *writer.as_ptr() };
         let mut pending = writer.begin().map_err(py_err)?;
         pending.set_meta(meta);
@@ -564,12 +564,11 @@ impl PendingFrame {
         let py = slf.py();
         let this = slf.get();
         let mut state = this.pending(py)?;
-        // SAFETY: the frame is pending (checked above): its slot is free of readers, taken
-        // by this writer, and written by no one else in this process (the PendingFrame
-        // borrows the writer mutably, and no Rust code writes it meanwhile); it stays so,
-        // and mapped, until the export count drops to zero: `commit`, `abandon` and `close`
-        // refuse before then, and the state lives as long as this object, which the export
-        // references.
+        // The PendingFrame borrows the writer mutably and no Rust code writes the slot
+        // meanwhile; `commit`, `abandon` and `close` refuse while exports remain, and the
+        // state lives as long as this object, which the export references.
+        // SAFETY: the frame is pending (checked above): its slot is free of readers, ours
+        // alone, and stays so, and mapped, until the export count drops to zero.
         unsafe {
             buffer::fill(
                 view,

@@ -712,10 +712,10 @@ impl PendingFrame<'_> {
     pub fn parts_mut(&mut self) -> (&mut [u8], &mut [u8]) {
         let channel = &self.writer.channel;
         let header_len = channel.geometry.user_header_len;
+        // No reader reads the slot: it is neither `latest` nor pinned (take_free_slot, module
+        // docs) and is not published before `commit`.
         // SAFETY: slot < slots (take_free_slot), so its max_frame_len bytes lie in our
-        // read-write mapping; no reader reads it (neither `latest` nor pinned: take_free_slot,
-        // module docs, and it is not published before `commit`), and `&mut self`, which
-        // borrows the writer mutably, makes this the only borrow in this process.
+        // read-write mapping, and `&mut self` makes this the only borrow in this process.
         let frame = unsafe {
             std::slice::from_raw_parts_mut(
                 channel.slot_ptr(self.slot),

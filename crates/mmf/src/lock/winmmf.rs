@@ -224,6 +224,14 @@ pub(crate) fn spin_until(
     }
 }
 
+/// An attempt's outcome as `RawRwLock` reports it: winmmf's lock has no holders to recover,
+/// so an acquisition is always clean and a failure only ever "unavailable".
+fn acquired(attempt: Result<(), Busy>) -> Result<Acquired, NotAcquired> {
+    attempt
+        .map(|()| Acquired::Clean)
+        .map_err(|_| NotAcquired::Unavailable)
+}
+
 impl WinMmfLock {
     /// The lock's one word in an area: word 0.
     #[inline]
@@ -248,9 +256,7 @@ unsafe impl RawRwLock for WinMmfLock {
     }
 
     fn try_lock_shared(area: &LockArea, _ctx: &Context<'_>) -> Result<Acquired, NotAcquired> {
-        try_read(Self::word(area))
-            .map(|()| Acquired::Clean)
-            .map_err(|_| NotAcquired::Unavailable)
+        acquired(try_read(Self::word(area)))
     }
 
     fn lock_shared(
@@ -259,9 +265,7 @@ unsafe impl RawRwLock for WinMmfLock {
         deadline: Option<Instant>,
     ) -> Result<Acquired, NotAcquired> {
         let word = Self::word(area);
-        spin_until(deadline, || try_read(word))
-            .map(|()| Acquired::Clean)
-            .map_err(|_| NotAcquired::Unavailable)
+        acquired(spin_until(deadline, || try_read(word)))
     }
 
     unsafe fn unlock_shared(area: &LockArea, _ctx: &Context<'_>) {
@@ -270,9 +274,7 @@ unsafe impl RawRwLock for WinMmfLock {
     }
 
     fn try_lock_exclusive(area: &LockArea, _ctx: &Context<'_>) -> Result<Acquired, NotAcquired> {
-        try_write(Self::word(area))
-            .map(|()| Acquired::Clean)
-            .map_err(|_| NotAcquired::Unavailable)
+        acquired(try_write(Self::word(area)))
     }
 
     fn lock_exclusive(
@@ -281,9 +283,7 @@ unsafe impl RawRwLock for WinMmfLock {
         deadline: Option<Instant>,
     ) -> Result<Acquired, NotAcquired> {
         let word = Self::word(area);
-        spin_until(deadline, || try_write(word))
-            .map(|()| Acquired::Clean)
-            .map_err(|_| NotAcquired::Unavailable)
+        acquired(spin_until(deadline, || try_write(word)))
     }
 
     unsafe fn unlock_exclusive(area: &LockArea, _ctx: &Context<'_>) {
